@@ -1,0 +1,96 @@
+"""The project's one canonical encoder (RFC 8785 JCS) and strict base64/hex/time codecs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from ledger.errors import FormatError
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode `value` as RFC 8785 (JCS) bytes; everything signed or hashed goes through here."""
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise FormatError(f"value cannot be canonicalized (RFC 8785): {exc}") from exc
+
+
+def parse_json(data: bytes | str, *, what: str = "input") -> Any:
+    """Parse JSON, rejecting duplicate keys and NaN/Infinity, which JCS cannot represent."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                raise FormatError(f"{what}: duplicate key {key!r}")
+            obj[key] = value
+        return obj
+
+    def no_constant(name: str) -> Any:
+        raise FormatError(f"{what}: {name} is not valid JSON")
+
+    try:
+        return json.loads(data, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise FormatError(f"{what} is nested too deeply") from exc
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding (DESIGN.md pinned format 2)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str, *, what: str, length: int | None = None) -> bytes:
+    """Decode strict standard base64 with padding, optionally of an exact decoded length."""
+    if not isinstance(text, str):
+        raise FormatError(f"{what} must be a base64 string")
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise FormatError(f"{what} is not valid base64: {exc}") from exc
+    if b64encode(data) != text:
+        raise FormatError(f"{what} is not canonical base64")
+    if length is not None and len(data) != length:
+        raise FormatError(f"{what} must decode to {length} bytes, not {len(data)}")
+    return data
+
+
+def hexdecode(text: str, *, what: str, length: int | None = None) -> bytes:
+    """Decode lowercase hex, optionally of an exact decoded length."""
+    if not isinstance(text, str) or text != text.lower():
+        raise FormatError(f"{what} must be a lowercase hex string")
+    try:
+        data = bytes.fromhex(text)
+    except ValueError as exc:
+        raise FormatError(f"{what} is not valid hex") from exc
+    if length is not None and len(data) != length:
+        raise FormatError(f"{what} must be {length} bytes of hex, not {len(data)}")
+    return data
+
+
+def rfc3339_utc(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with milliseconds: 2026-01-02T03:04:05.678Z."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: received_at must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str, *, what: str) -> datetime:
+    """Parse an RFC 3339 timestamp with an explicit offset into an aware UTC datetime."""
+    if not isinstance(text, str):
+        raise FormatError(f"{what} must be an RFC 3339 string")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise FormatError(f"{what} is not an RFC 3339 timestamp: {text!r}") from exc
+    if moment.tzinfo is None or "T" not in text.upper():
+        raise FormatError(f"{what} must be an RFC 3339 timestamp with an offset: {text!r}")
+    return moment.astimezone(UTC)

@@ -1,0 +1,45 @@
+"""The ledger's error hierarchy; the edges (HTTP, CLI, MQTT) turn these into messages."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+
+class FormatError(LedgerError):
+    """Input that cannot be used at all: not JSON, missing fields, bad hex or base64."""
+
+
+class VerificationError(LedgerError):
+    """A well-formed object failed a check; `check` names which one."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
+        self.message = message
+
+
+class ConflictError(LedgerError):
+    """The same (device_id, seq) was submitted again with different bytes."""
+
+    def __init__(self, device_id: str, seq: int, log_tag_id: str) -> None:
+        super().__init__(
+            f"device {device_id!r} seq {seq} was already recorded with other bytes "
+            f"as {log_tag_id}; the new submission is kept as evidence"
+        )
+        self.device_id = device_id
+        self.seq = seq
+        self.log_tag_id = log_tag_id
+
+
+class NotFoundError(LedgerError):
+    """The requested entry, checkpoint or tree size does not exist."""
+
+
+class NotSealedError(LedgerError):
+    """The entry exists but no checkpoint covers it yet."""
+
+
+class KeyFileError(LedgerError):
+    """A key file is missing, unreadable, malformed or would be overwritten."""
