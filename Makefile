@@ -18,7 +18,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check ledger contracts gateway edge tests bench
 	$(BIN)/mypy --strict ledger
 
-test: lint
+# The pinned EVM toolchain (solc, anvil) for tests/anchoring; reinstalled when the lock changes.
+# --ignore-scripts: the anvil binary comes from its platform package, no download script runs.
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+test: lint node_modules/.installed
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
