@@ -154,7 +154,9 @@ def new_nodes(
             sibling = fetch([(level, start - 1)])[(level, start - 1)]
             hashes = [sibling, *hashes]
             start -= 1
-        hashes = [sha(prefix + a + b).digest() for a, b in zip(hashes[0::2], hashes[1::2])]
+        # An odd last node has no sibling yet: zip leaves it for a later append.
+        pairs = zip(hashes[0::2], hashes[1::2], strict=False)
+        hashes = [sha(prefix + a + b).digest() for a, b in pairs]
         start //= 2
         level += 1
     return created

@@ -1,0 +1,517 @@
+"""The append-only log: append, seal into signed checkpoints, proofs and proof bundles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ledger import merkle
+from ledger.bundle import Anchor, ProofBundle, leaf_hash_of_tag, log_tag_id
+from ledger.encoding import canonical_json, parse_json, rfc3339_utc
+from ledger.errors import ConflictError, NotFoundError, NotSealedError
+from ledger.keys import NamedKey
+from ledger.merkle import NodeId
+from ledger.note import Checkpoint
+from ledger.storage import (
+    CHUNK_SIZE,
+    anchors,
+    checkpoints,
+    conflicts,
+    entries,
+    merkle_chunks,
+    open_engine,
+)
+from ledger.storage import database_url as database_url_for
+
+ENTRY_VERSION = 1
+# Transaction-scoped PostgreSQL advisory lock keys (arbitrary, fixed for this project).
+APPEND_LOCK = 0x7061_7469_6F01
+SEAL_LOCK = 0x7061_7469_6F02
+
+
+def entry_bytes(*, contract: str, payload_jcs: bytes, sig: str, received_at: str) -> bytes:
+    """JCS of the entry object (pinned format 4), reusing the payload's canonical bytes.
+
+    RFC 8785 section 3.2.3 orders members by UTF-16 code units: contract, payload,
+    received_at, sig, v. Only the payload is a nested value, so the object is those
+    members' canonical encodings in that order (tests check equality with a full encode).
+    """
+    return b"".join(
+        (
+            b'{"contract":',
+            canonical_json(contract),
+            b',"payload":',
+            payload_jcs,
+            b',"received_at":',
+            canonical_json(received_at),
+            b',"sig":',
+            canonical_json(sig),
+            b',"v":1}',
+        )
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submission:
+    """What a contract asks the log to record."""
+
+    contract: str
+    payload: Mapping[str, Any]
+    sig: str
+    device_id: str | None = None
+    seq: int | None = None
+    payload_jcs: bytes | None = None  # when the caller already encoded it to check the sig
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredEntry:
+    """One entry of the log."""
+
+    index: int
+    leaf_hash: bytes
+    entry: bytes
+    device_id: str | None
+    seq: int | None
+    contract: str
+    received_at: str
+
+    @property
+    def log_tag_id(self) -> str:
+        """The entry's log tag id (pinned format 6)."""
+        return log_tag_id(self.leaf_hash)
+
+    def entry_object(self) -> dict[str, Any]:
+        """The entry as a JSON object."""
+        value: dict[str, Any] = parse_json(self.entry, what="stored entry")
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Appended:
+    """The outcome of one accepted submission: new, or the earlier identical one."""
+
+    status: Literal["accepted", "duplicate"]
+    entry: StoredEntry
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredCheckpoint:
+    """A signed checkpoint as stored."""
+
+    tree_size: int
+    root_hash: bytes
+    note: str
+    created_at: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredAnchor:
+    """An anchor transaction recorded for a checkpoint."""
+
+    tree_size: int
+    root_hash: bytes
+    chain_id: int
+    contract: str | None
+    tx_hash: str
+    block_number: int | None
+    confirmations: int
+    status: str
+
+
+def _stored_entry(row: Any) -> StoredEntry:
+    return StoredEntry(
+        index=row.idx,
+        leaf_hash=bytes(row.leaf_hash),
+        entry=bytes(row.entry),
+        device_id=row.device_id,
+        seq=row.seq,
+        contract=row.contract,
+        received_at=row.received_at,
+    )
+
+
+def _stored_checkpoint(row: Any) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        tree_size=row.tree_size,
+        root_hash=bytes(row.root_hash),
+        note=row.note,
+        created_at=row.created_at,
+    )
+
+
+class Log:
+    """One append-only Merkle log in one database."""
+
+    def __init__(self, *, engine: Engine, signer: NamedKey | None, origin: str) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.origin = origin
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._postgres else sqlite.insert
+
+    @classmethod
+    def open(cls, *, url: str, signer: NamedKey | None, origin: str | None = None) -> Log:
+        """Open (and migrate) the log at `url`; the origin defaults to the signer's name."""
+        if origin is None:
+            if signer is None:
+                raise ValueError("a log without a signer needs an explicit origin")
+            origin = signer.name
+        return cls(engine=open_engine(url), signer=signer, origin=origin)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _write(self) -> Connection:
+        return self.engine.connect().execution_options(patio_write=True)
+
+    def append(
+        self, submissions: Sequence[Submission], *, now: datetime | None = None
+    ) -> list[Appended | ConflictError]:
+        """Record submissions in one durable transaction; returns after the commit."""
+        received_at = rfc3339_utc(now or datetime.now(UTC))
+        prepared = []
+        for sub in submissions:
+            payload_jcs = sub.payload_jcs or canonical_json(sub.payload)
+            data = entry_bytes(
+                contract=sub.contract, payload_jcs=payload_jcs, sig=sub.sig, received_at=received_at
+            )
+            prepared.append((sub, payload_jcs, data, merkle.leaf_hash(data)))
+        keys: set[tuple[str | None, int | None]] = {
+            (s.device_id, s.seq) for s, *_ in prepared if s.device_id is not None
+        }
+        results: list[Appended | ConflictError] = []
+        new_rows: list[dict[str, Any]] = []
+        evidence: list[dict[str, Any]] = []
+        with self._write() as conn, conn.begin():
+            if self._postgres:
+                conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK)))
+            known = self._entries_by_key(conn, keys)
+            next_index = conn.execute(select(func.coalesce(func.max(entries.c.idx) + 1, 0)))
+            index: int = next_index.scalar_one()
+            for sub, payload_jcs, data, leaf in prepared:
+                key = (sub.device_id, sub.seq)
+                earlier = known.get(key) if sub.device_id is not None else None
+                if earlier is not None:
+                    stored = earlier.entry_object()
+                    if (
+                        stored["sig"] == sub.sig
+                        and canonical_json(stored["payload"]) == payload_jcs
+                    ):
+                        results.append(Appended(status="duplicate", entry=earlier))
+                        continue
+                    evidence.append(
+                        {
+                            "device_id": sub.device_id,
+                            "seq": sub.seq,
+                            "existing_idx": earlier.index,
+                            "entry": data,
+                            "received_at": received_at,
+                        }
+                    )
+                    assert sub.device_id is not None and sub.seq is not None
+                    results.append(ConflictError(sub.device_id, sub.seq, earlier.log_tag_id))
+                    continue
+                stored_entry = StoredEntry(
+                    index=index,
+                    leaf_hash=leaf,
+                    entry=data,
+                    device_id=sub.device_id,
+                    seq=sub.seq,
+                    contract=sub.contract,
+                    received_at=received_at,
+                )
+                new_rows.append(
+                    {
+                        "idx": index,
+                        "leaf_hash": leaf,
+                        "entry": data,
+                        "device_id": sub.device_id,
+                        "seq": sub.seq,
+                        "contract": sub.contract,
+                        "received_at": received_at,
+                    }
+                )
+                if sub.device_id is not None:
+                    known[key] = stored_entry
+                results.append(Appended(status="accepted", entry=stored_entry))
+                index += 1
+            if new_rows:
+                conn.execute(entries.insert(), new_rows)
+            if evidence:
+                conn.execute(conflicts.insert(), evidence)
+        return results
+
+    def _entries_by_key(
+        self, conn: Connection, keys: set[tuple[str | None, int | None]]
+    ) -> dict[tuple[str | None, int | None], StoredEntry]:
+        found: dict[tuple[str | None, int | None], StoredEntry] = {}
+        wanted = sorted(keys, key=repr)
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            rows = conn.execute(
+                select(entries).where(tuple_(entries.c.device_id, entries.c.seq).in_(batch))
+            )
+            for row in rows:
+                found[row.device_id, row.seq] = _stored_entry(row)
+        return found
+
+    def seal(self) -> StoredCheckpoint:
+        """Sign a checkpoint over every entry appended so far (one sealer at a time)."""
+        if self.signer is None:
+            raise ValueError("this log was opened without a signing key")
+        with self._write() as conn, conn.begin():
+            if self._postgres:
+                locked = conn.execute(select(func.pg_try_advisory_xact_lock(SEAL_LOCK)))
+                if not locked.scalar_one():
+                    latest = self._latest_checkpoint(conn)
+                    if latest is not None:
+                        return latest  # another process is sealing right now
+                    conn.execute(select(func.pg_advisory_xact_lock(SEAL_LOCK)))
+            latest = self._latest_checkpoint(conn)
+            old_size = latest.tree_size if latest else 0
+            new_size: int = conn.execute(
+                select(func.coalesce(func.max(entries.c.idx) + 1, 0))
+            ).scalar_one()
+            if latest is not None and new_size == old_size:
+                return latest
+            leaves = [
+                bytes(row[0])
+                for row in conn.execute(
+                    select(entries.c.leaf_hash)
+                    .where(entries.c.idx >= old_size, entries.c.idx < new_size)
+                    .order_by(entries.c.idx)
+                )
+            ]
+            created = merkle.new_nodes(old_size, leaves, lambda ids: self._fetch(conn, ids))
+            self._store_nodes(conn, created)
+            root = merkle.tree_root(new_size, lambda ids: self._fetch(conn, ids))
+            note = Checkpoint(origin=self.origin, tree_size=new_size, root_hash=root).sign(
+                self.signer
+            )
+            sealed = StoredCheckpoint(
+                tree_size=new_size,
+                root_hash=root,
+                note=note,
+                created_at=rfc3339_utc(datetime.now(UTC)),
+            )
+            conn.execute(checkpoints.insert(), vars(sealed))
+        return sealed
+
+    def _store_nodes(
+        self, conn: Connection, created: Mapping[int, tuple[int, list[bytes]]]
+    ) -> None:
+        rows = []
+        for level, (start, hashes) in created.items():
+            first_chunk, offset = divmod(start, CHUNK_SIZE)
+            prefix = b""
+            if offset:
+                prefix = conn.execute(
+                    select(merkle_chunks.c.hashes).where(
+                        merkle_chunks.c.level == level, merkle_chunks.c.chunk == first_chunk
+                    )
+                ).scalar_one()[: offset * merkle.HASH_SIZE]
+            data = prefix + b"".join(hashes)
+            step = CHUNK_SIZE * merkle.HASH_SIZE
+            for position in range(0, len(data), step):
+                rows.append(
+                    {
+                        "level": level,
+                        "chunk": first_chunk + position // step,
+                        "hashes": data[position : position + step],
+                    }
+                )
+        statement = self._insert(merkle_chunks)
+        statement = statement.on_conflict_do_update(
+            index_elements=[merkle_chunks.c.level, merkle_chunks.c.chunk],
+            set_={"hashes": statement.excluded.hashes},
+        )
+        conn.execute(statement, rows)
+
+    def _fetch(self, conn: Connection, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
+        wanted = set(ids)
+        chunk_keys = sorted({(level, index // CHUNK_SIZE) for level, index in wanted})
+        chunks = {
+            (row.level, row.chunk): bytes(row.hashes)
+            for row in conn.execute(
+                select(merkle_chunks).where(
+                    tuple_(merkle_chunks.c.level, merkle_chunks.c.chunk).in_(chunk_keys)
+                )
+            )
+        }
+        found: dict[NodeId, bytes] = {}
+        for level, index in wanted:
+            offset = (index % CHUNK_SIZE) * merkle.HASH_SIZE
+            value = chunks.get((level, index // CHUNK_SIZE), b"")[offset : offset + 32]
+            if len(value) != merkle.HASH_SIZE:
+                raise NotFoundError(f"Merkle node ({level}, {index}) is not stored (not sealed?)")
+            found[level, index] = value
+        return found
+
+    # -- reading -----------------------------------------------------------------------
+
+    def size(self) -> int:
+        """How many entries have been appended (sealed or not)."""
+        with self.engine.connect() as conn:
+            value: int = conn.execute(
+                select(func.coalesce(func.max(entries.c.idx) + 1, 0))
+            ).scalar_one()
+            return value
+
+    def _latest_checkpoint(self, conn: Connection) -> StoredCheckpoint | None:
+        row = conn.execute(
+            select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
+        ).first()
+        return _stored_checkpoint(row) if row else None
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The newest checkpoint, or None before the first seal."""
+        with self.engine.connect() as conn:
+            return self._latest_checkpoint(conn)
+
+    def checkpoint(self, tree_size: int) -> StoredCheckpoint:
+        """The checkpoint at exactly `tree_size`."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(checkpoints).where(checkpoints.c.tree_size == tree_size)
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no checkpoint at tree size {tree_size}")
+        return _stored_checkpoint(row)
+
+    def checkpoints(self, *, after: int = -1, limit: int = 100) -> list[StoredCheckpoint]:
+        """Checkpoints with tree size above `after`, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(checkpoints)
+                .where(checkpoints.c.tree_size > after)
+                .order_by(checkpoints.c.tree_size)
+                .limit(limit)
+            )
+            return [_stored_checkpoint(row) for row in rows]
+
+    def entry(self, index: int) -> StoredEntry:
+        """The entry at `index`."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(entries).where(entries.c.idx == index)).first()
+        if row is None:
+            raise NotFoundError(f"no entry at index {index}")
+        return _stored_entry(row)
+
+    def entry_by_tag(self, tag: str) -> StoredEntry:
+        """The entry a log tag id names."""
+        leaf = leaf_hash_of_tag(tag)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(entries).where(entries.c.leaf_hash == leaf)).first()
+        if row is None:
+            raise NotFoundError(f"no entry with log tag id {tag}")
+        return _stored_entry(row)
+
+    def entries(self, *, start: int = 0, limit: int = 1000) -> list[StoredEntry]:
+        """Entries from index `start` in log order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(entries).where(entries.c.idx >= start).order_by(entries.c.idx).limit(limit)
+            )
+            return [_stored_entry(row) for row in rows]
+
+    def _sealed(self, conn: Connection, tree_size: int) -> None:
+        row = conn.execute(
+            select(checkpoints.c.tree_size).where(checkpoints.c.tree_size == tree_size)
+        ).first()
+        if row is None:
+            raise NotFoundError(f"no checkpoint at tree size {tree_size}")
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """The audit path of entry `index` in the checkpointed tree of `tree_size`."""
+        if not 0 <= index < tree_size:
+            raise NotFoundError(f"entry {index} is not in a tree of size {tree_size}")
+        with self.engine.connect() as conn:
+            self._sealed(conn, tree_size)
+            return merkle.inclusion_proof(index, tree_size, lambda ids: self._fetch(conn, ids))
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """The proof that checkpoint `second` extends checkpoint `first`."""
+        if not 0 <= first <= second:
+            raise NotFoundError(f"no consistency proof from size {first} to size {second}")
+        with self.engine.connect() as conn:
+            self._sealed(conn, second)
+            if first:
+                self._sealed(conn, first)
+            return merkle.consistency_proof(first, second, lambda ids: self._fetch(conn, ids))
+
+    def anchors(self, *, tree_size: int | None = None) -> list[StoredAnchor]:
+        """Recorded anchors, optionally of one checkpoint, oldest first."""
+        query = select(anchors).order_by(anchors.c.tree_size, anchors.c.id)
+        if tree_size is not None:
+            query = query.where(anchors.c.tree_size == tree_size)
+        with self.engine.connect() as conn:
+            return [
+                StoredAnchor(
+                    tree_size=row.tree_size,
+                    root_hash=bytes(row.root_hash),
+                    chain_id=row.chain_id,
+                    contract=row.contract,
+                    tx_hash=row.tx_hash,
+                    block_number=row.block_number,
+                    confirmations=row.confirmations,
+                    status=row.status,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def bundle(self, tag: str, *, device_key: str) -> ProofBundle:
+        """A `patio-proof/v1` bundle for the entry against the latest checkpoint."""
+        if self.signer is None:
+            raise ValueError("bundles name the log key: open the log with its signing key")
+        stored = self.entry_by_tag(tag)
+        latest = self.latest_checkpoint()
+        if latest is None or latest.tree_size <= stored.index:
+            raise NotSealedError(f"entry {tag} is not covered by a checkpoint yet")
+        size = latest.tree_size
+        carried = [
+            Anchor(
+                chain_id=a.chain_id,
+                tx_hash=a.tx_hash,
+                block_number=a.block_number,
+                contract=a.contract,
+                tree_size=a.tree_size,
+                root=a.root_hash,
+                consistency=self.consistency_proof(a.tree_size, size),
+            )
+            for a in self.anchors()
+            if a.status == "confirmed" and stored.index < a.tree_size <= size
+        ]
+        return ProofBundle(
+            log_tag_id=stored.log_tag_id,
+            leaf_index=stored.index,
+            entry=stored.entry_object(),
+            tree_size=size,
+            hashes=self.inclusion_proof(stored.index, size),
+            checkpoint=latest.note,
+            log_key=self.signer.verifier_key,
+            device_key=device_key,
+            anchors=carried,
+        )
+
+
+LOG_KEY_FILE = "log.key"
+DEFAULT_ORIGIN = "patio-ledger.local/log"
+
+
+def open_data_dir(
+    data_dir: Path, *, database_url: str | None = None, origin: str | None = None
+) -> Log:
+    """Open the log kept in `data_dir`, creating its signing key and SQLite file if new."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = data_dir / LOG_KEY_FILE
+    if key_path.exists():
+        signer = NamedKey.load(key_path)
+    else:
+        signer = NamedKey.generate(origin or DEFAULT_ORIGIN)
+        signer.save(key_path)
+    return Log.open(url=database_url_for(database_url, data_dir), signer=signer)

@@ -1,0 +1,151 @@
+"""Ledger storage: SQLAlchemy tables, the one place that opens the database, and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import make_url
+
+metadata = MetaData()
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("entry", LargeBinary, nullable=False),
+    Column("device_id", String(64)),
+    Column("seq", BigInteger),
+    Column("contract", String(128), nullable=False),
+    Column("received_at", String(32), nullable=False),
+    Index("entries_device_seq", "device_id", "seq", unique=True),
+    Index("entries_received_at", "received_at"),
+)
+
+# Conflicting resubmissions: the same (device_id, seq) with other bytes, kept as evidence.
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("existing_idx", BigInteger, ForeignKey("entries.idx"), nullable=False),
+    Column("entry", LargeBinary, nullable=False),
+    Column("received_at", String(32), nullable=False),
+)
+
+# Complete-subtree hashes (ledger.merkle), 256 to a row: node (level, i) is bytes
+# [32 * (i % 256), 32 * (i % 256 + 1)) of row (level, i // 256).
+merkle_chunks = Table(
+    "merkle_chunks",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("chunk", BigInteger, primary_key=True, autoincrement=False),
+    Column("hashes", LargeBinary, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+anchors = Table(
+    "anchors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tree_size", BigInteger, ForeignKey("checkpoints.tree_size"), nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("chain_id", BigInteger, nullable=False),
+    Column("contract", String(42)),
+    Column("tx_hash", String(66), nullable=False),
+    Column("nonce", BigInteger, nullable=False),
+    Column("block_number", BigInteger),
+    Column("confirmations", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("anchors_tree_size", "tree_size"),
+)
+
+CHUNK_SIZE = 256
+MIGRATIONS = str(Path(__file__).with_name("migrations"))
+VERSION_TABLE = "ledger_alembic_version"
+
+
+def database_url(url: str | None, data_dir: Path) -> str:
+    """The SQLAlchemy URL: PATIO_DATABASE_URL if given, else SQLite under the data dir."""
+    if not url:
+        return f"sqlite:///{data_dir / 'ledger.sqlite3'}"
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; synchronous=FULL makes each commit durable
+    # before it is acknowledged; the driver's own transaction handling is switched off so
+    # that `_sqlite_begin` decides how each transaction starts.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Writers take the write lock up front (BEGIN IMMEDIATE), so two processes never
+    # deadlock upgrading a read lock; readers start a plain snapshot.
+    writing = connection.get_execution_options().get("patio_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """Create the engine for `url` and bring its schema to the newest migration."""
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Run the ledger's Alembic migrations up to head."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.set_main_option("version_table", VERSION_TABLE)
+    with engine.connect() as connection:
+        connection = connection.execution_options(patio_write=True)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        connection.commit()
