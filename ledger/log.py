@@ -325,6 +325,8 @@ class Log:
                         "hashes": data[position : position + step],
                     }
                 )
+        if not rows:
+            return
         statement = self._insert(merkle_chunks)
         statement = statement.on_conflict_do_update(
             index_elements=[merkle_chunks.c.level, merkle_chunks.c.chunk],

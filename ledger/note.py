@@ -28,7 +28,7 @@ class NoteVerifier:
     @classmethod
     def parse(cls, text: str) -> NoteVerifier:
         """Parse `<name>+<hex key id>+<base64(0x01 || public key)>`."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise FormatError("log key must read <name>+<hex key id>+<base64 key>")
         name, hex_id, encoded = parts
