@@ -1,0 +1,1 @@
+"""The edge agent: sensor drivers, minute aggregation, signing, a durable outbox, transports."""
