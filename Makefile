@@ -28,7 +28,7 @@ test: lint node_modules/.installed
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/ledger.py
+	$(BIN)/python -m bench.ledger
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -37,7 +37,6 @@ entries = Table(
     Column("contract", String(128), nullable=False),
     Column("received_at", String(32), nullable=False),
     Index("entries_device_seq", "device_id", "seq", unique=True),
-    Index("entries_received_at", "received_at"),
 )
 
 # Conflicting resubmissions: the same (device_id, seq) with other bytes, kept as evidence.

@@ -27,7 +27,6 @@ def upgrade() -> None:
         sa.Column("received_at", sa.String(32), nullable=False),
     )
     op.create_index("entries_device_seq", "entries", ["device_id", "seq"], unique=True)
-    op.create_index("entries_received_at", "entries", ["received_at"])
     op.create_table(
         "conflicts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
