@@ -1,0 +1,455 @@
+"""Test doubles for the edge agent: a clock, sysfs and I2C fakes, a gateway, a broker."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.drivers.ads1115 import MUX
+from ledger.encoding import canonical_json, parse_json
+from ledger.errors import LedgerError
+from ledger.keys import decode_public_key, verify_signature
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = REPO / ".venv" / "bin" / "python"
+MOSQUITTO_CONF = REPO / "docker" / "mosquitto.conf"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll `condition()` until true, or fail the test saying `what` never happened."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class ManualClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        """The current simulated time."""
+        return self.t
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        """Tests drive `step()` themselves; waiting is instantaneous."""
+
+
+# TOML writing (the standard library only reads TOML).
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_text(document: Mapping[str, Any]) -> str:
+    """A TOML document with scalars, tables and arrays of tables (enough for edge.toml)."""
+    lines = [
+        f"{k} = {_toml_value(v)}" for k, v in document.items() if not isinstance(v, dict | list)
+    ]
+    for key, value in document.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list):
+            for table in value:
+                lines.append(f"\n[[{key}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+# 1-Wire sysfs.
+
+
+def ds18b20_crc(data: bytes) -> int:
+    """Dallas/Maxim CRC-8 (polynomial x^8 + x^5 + x^4 + 1, reflected 0x8C)."""
+    crc = 0
+    for byte in data:
+        for _ in range(8):
+            mix = (crc ^ byte) & 1
+            crc >>= 1
+            if mix:
+                crc ^= 0x8C
+            byte >>= 1
+    return crc
+
+
+def w1_slave_text(celsius: float, *, crc_ok: bool = True) -> str:
+    """What the kernel's w1_therm driver prints for a DS18B20 scratchpad reading."""
+    raw = round(celsius * 16) & 0xFFFF
+    scratch = bytes([raw & 0xFF, raw >> 8, 0x4B, 0x46, 0x7F, 0xFF, 0x0C, 0x10])
+    crc = ds18b20_crc(scratch)
+    stored = crc if crc_ok else crc ^ 0x5A
+    hexes = " ".join(f"{b:02x}" for b in [*scratch, stored])
+    verdict = "YES" if crc_ok else "NO"
+    return f"{hexes} : crc={stored:02x} {verdict}\n{hexes} t={round(celsius * 1000)}\n"
+
+
+class W1Tree:
+    """A fake /sys/bus/w1/devices folder with DS18B20 slaves the test can plug and unplug."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+
+    def set(self, serial: str, celsius: float, *, crc_ok: bool = True) -> None:
+        """Plug the sensor in (if needed) and set its next reading."""
+        folder = self.base / f"28-{serial}"
+        folder.mkdir(exist_ok=True)
+        (folder / "w1_slave").write_text(w1_slave_text(celsius, crc_ok=crc_ok))
+
+    def raw(self, serial: str, text: str) -> None:
+        """Write arbitrary w1_slave content."""
+        folder = self.base / f"28-{serial}"
+        folder.mkdir(exist_ok=True)
+        (folder / "w1_slave").write_text(text)
+
+    def unplug(self, serial: str) -> None:
+        """The kernel removes the slave folder when the sensor stops answering."""
+        shutil.rmtree(self.base / f"28-{serial}", ignore_errors=True)
+
+
+# ADS1115 on I2C.
+
+
+def clamp_waveform(
+    amps_rms: float,
+    *,
+    samples: int,
+    data_rate: int = 860,
+    mains_hz: float = 50.0,
+    amps_per_volt: float = 30.0,
+    full_scale_v: float = 2.048,
+    bias_v: float = 0.0,
+    third_harmonic: float = 0.0,
+    noise_counts: int = 0,
+    seed: int = 1,
+) -> list[int]:
+    """ADC counts an SCT-013 would produce for a load current: a recorded-style burst.
+
+    A 50 Hz sine (optionally with a 3rd harmonic, as motors draw) of the given RMS
+    current, through the clamp's volts-per-amp, plus a DC bias and a little ADC noise,
+    sampled at the data rate and quantised to the ADS1115's 16-bit counts.
+    """
+    import random
+
+    rng = random.Random(seed)
+    fundamental = amps_rms * math.sqrt(2) / math.sqrt(1 + third_harmonic**2)
+    counts = []
+    for k in range(samples):
+        t = k / data_rate
+        amps = fundamental * (
+            math.sin(2 * math.pi * mains_hz * t)
+            + third_harmonic * math.sin(2 * math.pi * 3 * mains_hz * t)
+        )
+        volts = bias_v + amps / amps_per_volt
+        count = round(volts / full_scale_v * 32768) + rng.randint(-noise_counts, noise_counts)
+        counts.append(max(-32768, min(32767, count)))
+    return counts
+
+
+class FakeADS1115Bus:
+    """An SMBus with one ADS1115: decodes config writes and replays recorded conversions.
+
+    `recordings` maps the MUX input name to the counts that input produces; reads of the
+    conversion register replay them in order (cycling), as a running ADC would.
+    """
+
+    def __init__(self, recordings: Mapping[str, Sequence[int]], *, address: int = 0x48) -> None:
+        self.recordings = {k: list(v) for k, v in recordings.items()}
+        self.address = address
+        self.config: int | None = None
+        self.position = 0
+        self.writes: list[tuple[int, list[int]]] = []
+        self.fail = False
+        self.closed = False
+
+    def write_i2c_block_data(self, i2c_addr: int, register: int, data: Sequence[int]) -> None:
+        """Register write."""
+        self._check(i2c_addr)
+        self.writes.append((register, list(data)))
+        if register == 0x01:
+            self.config = data[0] << 8 | data[1]
+            self.position = 0
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
+        """Register read: the conversion register replays the selected input's recording."""
+        self._check(i2c_addr)
+        assert register == 0x00 and length == 2
+        assert self.config is not None, "conversion read before any config write"
+        mux = {v: k for k, v in MUX.items()}[self.config >> 12 & 0b111]
+        recording = self.recordings[mux]
+        count = recording[self.position % len(recording)]
+        self.position += 1
+        word = count & 0xFFFF
+        return [word >> 8, word & 0xFF]
+
+    def _check(self, i2c_addr: int) -> None:
+        if self.fail:
+            raise OSError(121, "Remote I/O error")  # what smbus2 raises for a NACK
+        assert i2c_addr == self.address
+
+    def close(self) -> None:
+        """Release."""
+        self.closed = True
+
+
+# A gateway that implements the pinned HTTP surface, for transport and crash tests.
+
+
+@dataclass
+class FakeGateway:
+    """POST /v1/entries, POST /api/patio_save_energy and GET /v1/entries, in memory.
+
+    Verifies device signatures, answers duplicates idempotently and refuses conflicts,
+    as DESIGN.md pins. Knobs: `down` (503 for everything), `fail_next` (a status for the
+    next N requests), `reject_seqs` (per-envelope "rejected"), `hold` (commit, then wait
+    for `release` before answering: a crash window).
+    """
+
+    keys: dict[str, str]  # device id -> base64 public key
+    entries: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    order: list[tuple[str, int]] = field(default_factory=list)
+    conflicts: list[tuple[str, int]] = field(default_factory=list)
+    requests: list[tuple[str, int]] = field(default_factory=list)  # (path, envelope count)
+    down: bool = False
+    fail_next: list[int] = field(default_factory=list)
+    reject_seqs: set[int] = field(default_factory=set)
+    bad_request_seqs: set[int] = field(default_factory=set)
+    retry_after: int | None = None
+    hold: bool = False
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def tag(self, device: str, seq: int) -> str:
+        """The log tag the fake hands out: content-derived like the real one."""
+        digest = hashlib.sha256(b"\x00" + self.entries[(device, seq)]).hexdigest()
+        return "c274b5" + digest
+
+    def record(self, device: str, seq: int, signed: Any, sig: str) -> dict[str, Any]:
+        """Check and store one signed submission; the per-envelope result."""
+        key = self.keys.get(device)
+        if key is None:
+            return {"status": "rejected", "log_tag_id": None, "error": f"unknown device {device}"}
+        try:
+            verify_signature(decode_public_key(key), canonical_json(signed), sig)
+        except LedgerError as exc:
+            return {"status": "rejected", "log_tag_id": None, "error": str(exc)}
+        if seq in self.reject_seqs:
+            return {"status": "rejected", "log_tag_id": None, "error": "refused by the test"}
+        data = canonical_json({"payload": signed, "sig": sig})
+        with self.lock:
+            known = self.entries.get((device, seq))
+            if known is None:
+                self.entries[(device, seq)] = data
+                self.order.append((device, seq))
+                return {"status": "accepted", "log_tag_id": self.tag(device, seq), "error": None}
+            if known == data:
+                return {"status": "duplicate", "log_tag_id": self.tag(device, seq), "error": None}
+            self.conflicts.append((device, seq))
+            return {"status": "rejected", "log_tag_id": None, "error": "conflict"}
+
+    def payloads(self, device: str) -> list[dict[str, Any]]:
+        """Recorded payloads of a device, in arrival order."""
+        with self.lock:
+            return [json.loads(self.entries[k])["payload"] for k in self.order if k[0] == device]
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[FakeGateway]:
+        """Run on a free port in a thread."""
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _send(
+                self, status: int, body: Any, kind: str = "application/json", code: int = 200
+            ) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", kind)
+                    if code in (429, 503) and gateway.retry_after is not None:
+                        self.send_header("retry-after", str(gateway.retry_after))
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client died while we held the answer
+
+            def _problem(self, status: int, detail: str) -> None:
+                self._send(status, {"title": "refused", "status": status, "detail": detail},
+                           "application/problem+json", status)  # fmt: skip
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlparse
+
+                query = parse_qs(urlparse(self.path).query)
+                device = query.get("device", [""])[0]
+                self._send(200, {"entries": [{"payload": p} for p in gateway.payloads(device)]})
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                try:
+                    request = parse_json(body, what="request")
+                except LedgerError as exc:
+                    self._problem(400, str(exc))
+                    return
+                if self.path == "/v1/entries":
+                    count = len(request.get("envelopes", []))
+                elif self.path == "/api/patio_save_energy":
+                    count = 1
+                else:
+                    self._problem(404, "no such route")
+                    return
+                gateway.requests.append((self.path, count))
+                if gateway.down:
+                    self._problem(503, "gateway is down")
+                    return
+                if gateway.fail_next:
+                    self._problem(gateway.fail_next.pop(0), "failing on purpose")
+                    return
+                if self.path == "/v1/entries":
+                    self._entries(request)
+                else:
+                    self._legacy(request)
+
+            def _entries(self, request: dict[str, Any]) -> None:
+                envelopes = request["envelopes"]
+                if request.get("contract") != "energy_minute" or len(envelopes) > 1000:
+                    self._problem(400, "bad batch")
+                    return
+                if any(e["payload"]["seq"] in gateway.bad_request_seqs for e in envelopes):
+                    self._problem(422, "envelope does not match the energy_minute schema")
+                    return
+                results = [
+                    gateway.record(
+                        e["payload"]["device_id"], e["payload"]["seq"], e["payload"], e["sig"]
+                    )
+                    for e in envelopes
+                ]
+                self._finish(200, {"results": results})
+
+            def _legacy(self, request: dict[str, Any]) -> None:
+                keys = request["keys"]
+                data = request["data"]["dataToStore"]
+                signed = {"device_id": keys["device_id"], "seq": keys["seq"], "dataToStore": data}
+                result = gateway.record(keys["device_id"], keys["seq"], signed, keys["sig"])
+                if result["status"] == "rejected":
+                    self._problem(409 if result["error"] == "conflict" else 403, result["error"])
+                    return
+                self._finish(200, {"dataToStore": data, "log_tag": result["log_tag_id"]})
+
+            def _finish(self, status: int, body: Any) -> None:
+                if gateway.hold:
+                    gateway.held.set()  # committed; the answer waits: a crash window
+                    gateway.release.wait(30)
+                self._send(status, body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.release.set()
+            server.shutdown()
+            server.server_close()
+
+
+# Mosquitto, started from docker/mosquitto.conf.
+
+
+class Broker:
+    """A private Mosquitto from the project's config on a free port; kill and restart it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for line in MOSQUITTO_CONF.read_text().splitlines():
+            if line.startswith("listener "):
+                line = f"listener {self.port} 127.0.0.1"
+            elif line.startswith("persistence_location "):
+                line = f"persistence_location {folder}/"
+            elif line.startswith("log_dest "):
+                line = f"log_dest file {folder}/mosquitto.log"
+            lines.append(line)
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to "mosquitto", who cannot write here
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    @staticmethod
+    def require() -> str:
+        """The mosquitto binary, or skip (fail under PATIO_REQUIRE_SERVICES=1)."""
+        binary = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+        )
+        if binary is None:
+            reason = "the mosquitto binary is not installed (apt-get install mosquitto)"
+            if os.environ.get("PATIO_REQUIRE_SERVICES") == "1":
+                pytest.fail(f"{reason}; PATIO_REQUIRE_SERVICES=1 demands it")
+            pytest.skip(reason)
+        return binary
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        self.process = subprocess.Popen([self.require(), "-c", str(self.conf)])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
+                    pytest.fail(f"mosquitto did not start: {log}")
+                time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it: SIGTERM saves its persistence file, SIGKILL does not."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)
+        self.process = None
