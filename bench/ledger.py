@@ -109,7 +109,7 @@ def main() -> None:
         index = rng.randrange(size)
         samples.append(timed(lambda i=index: big.inclusion_proof(i, size)))  # type: ignore[misc]
     print(f"inclusion proof at {size:,} entries: p50 {percentile(samples, 50) * 1000:.3f} ms, "
-          f"p99 {percentile(samples, 99) * 1000:.3f} ms ({args.samples:,} random leaves)")  # fmt: skip
+          f"p99 {percentile(samples, 99) * 1000:.3f} ms ({args.samples:,} leaves)")  # fmt: skip
 
     # 4. Bundle verification (entry hash, inclusion, checkpoint and device signatures).
     tags = [a.entry.log_tag_id for a in log.append(signed(device, 1, 10**7))]  # type: ignore[union-attr]

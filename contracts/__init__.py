@@ -1,0 +1,1 @@
+"""Contracts: named, versioned, deterministic rules that decide what the ledger records."""

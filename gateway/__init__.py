@@ -1,0 +1,1 @@
+"""The Patio ledger gateway: a FastAPI service in front of the ledger."""

@@ -1,0 +1,180 @@
+"""The FastAPI application: built from Settings, with its lifespan and its routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlparse
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import problems
+from gateway.committer import GroupCommitter, Outcome
+from gateway.config import Settings
+from gateway.deps import Gateway
+from gateway.directory import Directory
+from gateway.events import EventFeed
+from gateway.metrics import Metrics
+from gateway.readings import ReadingIndex
+from gateway.sealer import Sealer
+from gateway.store import upgrade
+from gateway.submissions import Submissions
+from ledger.keys import NamedKey
+from ledger.log import Appended, StoredCheckpoint, Submission, open_data_dir
+
+REGISTRY_KEY_FILE = "registry.key"
+log = logging.getLogger(__name__)
+
+
+def load_registry_key(settings: Settings) -> NamedKey:
+    """The key registry entries are signed with, created on first start (mode 0600)."""
+    path = settings.data_dir / REGISTRY_KEY_FILE
+    if path.exists():
+        return NamedKey.load(path)
+    key = NamedKey.generate("patio-registry")
+    key.save(path)
+    return key
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit (RFC 9457 413) before anything reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problems.problem_response(
+            413, "Body too large", f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    """A chunked body went past the limit."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway for `settings` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger_log = open_data_dir(
+            settings.data_dir, database_url=settings.database_url, origin=settings.origin
+        )
+        upgrade(ledger_log.engine)
+        registry_key = load_registry_key(settings)
+        directory = Directory(ledger_log.engine, registry_key=registry_key.public_key_b64)
+        readings = ReadingIndex(ledger_log.engine, directory)
+        readings.catch_up(ledger_log)
+
+        def on_seal(checkpoint: StoredCheckpoint) -> None:
+            metrics.tree_size.set(checkpoint.tree_size)
+
+        sealer = Sealer(
+            ledger_log,
+            interval=settings.seal_interval,
+            entries=settings.seal_entries,
+            on_seal=on_seal,
+        )
+
+        def after_commit(subs: Sequence[Submission], outcomes: Sequence[Outcome]) -> None:
+            readings.after_commit(subs, outcomes)
+            accepted = 0
+            for sub, outcome in zip(subs, outcomes, strict=True):
+                status = outcome.status if isinstance(outcome, Appended) else "conflict"
+                accepted += status == "accepted"
+                metrics.submissions.labels(sub.contract, status).inc()
+            sealer.appended(accepted)
+
+        committer = GroupCommitter(ledger_log, after_commit=after_commit)
+        gateway = Gateway(
+            settings=settings,
+            log=ledger_log,
+            registry_key=registry_key,
+            directory=directory,
+            committer=committer,
+            submissions=Submissions(log=ledger_log, directory=directory, committer=committer),
+            readings=readings,
+            sealer=sealer,
+            events=EventFeed(ledger_log),
+        )
+        app.state.gateway = gateway
+        await sealer.seal_now()
+        sealer.start()
+        ingest: Any = None
+        if settings.mqtt_url:
+            from gateway.mqtt_ingest import MqttIngest
+
+            url = urlparse(settings.mqtt_url)
+            ingest = MqttIngest(
+                submissions=gateway.submissions,
+                host=url.hostname or "127.0.0.1",
+                port=url.port or 1883,
+            )
+            ingest.start()
+        try:
+            yield
+        finally:
+            if ingest is not None:
+                ingest.stop()
+            await sealer.stop()
+            committer.close()
+            ledger_log.engine.dispose()
+
+    app = FastAPI(
+        title="Patio ledger gateway",
+        version="1",
+        summary="Signed community energy data in a verifiable Merkle log.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    problems.install(app)
+
+    @app.middleware("http")
+    async def observe(request: Any, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.requests.labels(
+            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
+    from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
+
+    for module in (health, admin, entries, checkpoints, communities, stream, contracts):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

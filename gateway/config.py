@@ -1,0 +1,46 @@
+"""Gateway settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _number(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, not {text!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the gateway needs; the embedded defaults need nothing set."""
+
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    origin: str | None = None
+    seal_interval: float = 5.0
+    seal_entries: int = 10_000
+    mqtt_url: str | None = None
+    max_body_bytes: int = 1 << 20
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """PATIO_DATA_DIR, PATIO_DATABASE_URL, PATIO_LOG_ORIGIN, PATIO_SEAL_INTERVAL,
+        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL."""
+        return cls(
+            data_dir=Path(os.environ.get("PATIO_DATA_DIR") or "var"),
+            database_url=os.environ.get("PATIO_DATABASE_URL") or None,
+            origin=os.environ.get("PATIO_LOG_ORIGIN") or None,
+            seal_interval=_number("PATIO_SEAL_INTERVAL", 5.0),
+            seal_entries=int(_number("PATIO_SEAL_ENTRIES", 10_000)),
+            mqtt_url=os.environ.get("PATIO_MQTT_URL") or None,
+        )

@@ -1,0 +1,104 @@
+"""Typed request dependencies: the gateway's state and who is calling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from gateway.auth import Caller, secret_hash
+from gateway.committer import GroupCommitter
+from gateway.config import Settings
+from gateway.directory import Directory
+from gateway.events import EventFeed
+from gateway.problems import Problem
+from gateway.readings import ReadingIndex
+from gateway.sealer import Sealer
+from gateway.store import admin_tokens, apps
+from gateway.submissions import Submissions
+from ledger.keys import NamedKey
+from ledger.log import Log
+
+
+@dataclass(kw_only=True)
+class Gateway:
+    """Everything a request handler may use, built once per process by the lifespan."""
+
+    settings: Settings
+    log: Log
+    registry_key: NamedKey
+    directory: Directory
+    committer: GroupCommitter
+    submissions: Submissions
+    readings: ReadingIndex
+    sealer: Sealer
+    events: EventFeed
+
+
+def get_gateway(request: Request) -> Gateway:
+    """The process's gateway state."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_caller(request: Request, gateway: GatewayDep) -> Caller:
+    """Resolve `Authorization: Bearer <token>` to the admin, an app, or an anonymous caller."""
+    header = request.headers.get("authorization")
+    if not header:
+        return Caller()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401,
+            "Unauthorized",
+            "use Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    digest = secret_hash(token.strip())
+    with gateway.log.engine.connect() as conn:
+        if conn.execute(select(admin_tokens).where(admin_tokens.c.token_hash == digest)).first():
+            return Caller(admin=True)
+        app = conn.execute(
+            select(apps).where(apps.c.key_hash == digest, apps.c.revoked.is_(False))
+        ).first()
+    if app is None:
+        raise Problem(
+            401, "Unauthorized", "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return Caller(app_id=app.id, scopes=frozenset(app.scopes.split()))
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_admin(caller: CallerDep) -> Caller:
+    """Only the admin token passes."""
+    if not caller.admin:
+        raise Problem(
+            401 if caller.app_id is None else 403,
+            "Admin only",
+            "this needs the admin token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller
+
+
+def require_reader(caller: CallerDep) -> Caller:
+    """The admin or an app key."""
+    if not caller.admin and caller.app_id is None:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "this needs an app key or the admin token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]
+ReaderDep = Annotated[Caller, Depends(require_reader)]

@@ -1,0 +1,108 @@
+"""The reading index: community, device and minute of each entry, derived from the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from contracts.base import Directory
+from gateway.store import readings
+from ledger.encoding import parse_json, parse_rfc3339, rfc3339_utc
+from ledger.errors import ConflictError, FormatError
+from ledger.log import Appended, Log, Submission
+
+
+def minute_of(payload: Any) -> str | None:
+    """The reading's time: energy_minute `start`, or a Patio reading's `datetime`."""
+    if not isinstance(payload, dict):
+        return None
+    text = payload.get("start")
+    if text is None and isinstance(payload.get("dataToStore"), dict):
+        text = payload["dataToStore"].get("datetime")
+        if isinstance(text, str) and "T" not in text:
+            text = text.replace(" ", "T") + ("Z" if len(text) > 10 else "")
+    if not isinstance(text, str):
+        return None
+    try:
+        return rfc3339_utc(parse_rfc3339(text, what="start"))
+    except FormatError:
+        return None
+
+
+class ReadingIndex:
+    """Keeps `readings` in step with the ledger."""
+
+    def __init__(self, engine: Engine, directory: Directory) -> None:
+        self.engine = engine
+        self.directory = directory
+
+    def _row(self, index: int, device_id: str | None, payload: Any) -> dict[str, Any] | None:
+        if device_id is None or device_id.startswith("_"):
+            return None
+        device = self.directory.device(device_id)
+        start = minute_of(payload)
+        if device is None or start is None:
+            return None
+        return {
+            "idx": index,
+            "community_id": device.community_id,
+            "device_id": device_id,
+            "start": start,
+        }
+
+    def after_commit(self, submissions: Sequence[Submission], outcomes: Sequence[Any]) -> None:
+        """Index what a commit just accepted."""
+        rows = []
+        for submission, outcome in zip(submissions, outcomes, strict=True):
+            if isinstance(outcome, Appended) and outcome.status == "accepted":
+                row = self._row(outcome.entry.index, submission.device_id, submission.payload)
+                if row:
+                    rows.append(row)
+        self._insert(rows)
+
+    def catch_up(self, log: Log, *, batch: int = 5_000) -> int:
+        """Index entries the index lacks (after a crash between commit and index)."""
+        with self.engine.connect() as conn:
+            done = conn.execute(select(func.coalesce(func.max(readings.c.idx), -1))).scalar_one()
+        added = 0
+        while True:
+            chunk = log.entries(start=done + 1, limit=batch)
+            if not chunk:
+                return added
+            rows = []
+            for entry in chunk:
+                try:
+                    payload = parse_json(entry.entry, what="entry").get("payload")
+                except (FormatError, AttributeError):
+                    continue
+                row = self._row(entry.index, entry.device_id, payload)
+                if row:
+                    rows.append(row)
+            self._insert(rows)
+            added += len(rows)
+            done = chunk[-1].index
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        with self.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            existing = {
+                r[0]
+                for r in conn.execute(
+                    select(readings.c.idx).where(readings.c.idx.in_([r["idx"] for r in rows]))
+                )
+            }
+            fresh = [r for r in rows if r["idx"] not in existing]
+            if fresh:
+                conn.execute(readings.insert(), fresh)
+
+
+def now_utc() -> datetime:
+    """The current time, aware."""
+    return datetime.now(UTC)
+
+
+__all__ = ["ConflictError", "ReadingIndex", "minute_of", "now_utc"]

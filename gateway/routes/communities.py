@@ -1,0 +1,122 @@
+"""Reads for people and apps: the latest minute of every device of a community."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from gateway.deps import GatewayDep, ReaderDep
+from gateway.problems import Problem
+from gateway.store import communities, readings
+from ledger.encoding import parse_json
+from ledger.storage import entries
+
+router = APIRouter(prefix="/v1", tags=["communities"])
+
+# Reading names that say which side of the meter they are on.
+GENERATION = ("solar", "pv", "gen")
+CONSUMPTION = ("load", "consumption", "house", "grid_import", "cons")
+
+
+def average_watts(reading: Any) -> float | None:
+    """Mean power over the minute: a W gauge's avg, or a Wh counter's sum * 60."""
+    if not isinstance(reading, dict):
+        return None
+    if reading.get("unit") == "W" and isinstance(reading.get("avg"), int | float):
+        return float(reading["avg"])
+    if reading.get("unit") == "Wh" and isinstance(reading.get("sum"), int | float):
+        return float(reading["sum"]) * 60.0
+    if reading.get("unit") == "kW" and isinstance(reading.get("avg"), int | float):
+        return float(reading["avg"]) * 1000.0
+    return None
+
+
+def side(name: str) -> str | None:
+    """'generation', 'consumption' or None, from a reading's name."""
+    lowered = name.lower()
+    if lowered.startswith(GENERATION):
+        return "generation"
+    if lowered.startswith(CONSUMPTION):
+        return "consumption"
+    return None
+
+
+@router.get("/communities/{community_id}/latest", summary="Latest minute per device and sensor")
+async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
+    if not caller.can_read(community_id):
+        raise Problem(403, "Forbidden", f"this key may not read community {community_id!r}")
+    with gateway.log.engine.connect() as conn:
+        if not conn.execute(
+            select(communities.c.id).where(communities.c.id == community_id)
+        ).first():
+            raise Problem(404, "Not found", f"no community {community_id!r}")
+        newest = (
+            select(readings.c.device_id, func.max(readings.c.start).label("start"))
+            .where(readings.c.community_id == community_id)
+            .group_by(readings.c.device_id)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(readings.c.device_id, readings.c.start, func.max(readings.c.idx).label("idx"))
+            .join(
+                newest,
+                (newest.c.device_id == readings.c.device_id) & (newest.c.start == readings.c.start),
+            )
+            .group_by(readings.c.device_id, readings.c.start)
+        ).all()
+        stored = {
+            row.idx: parse_json(bytes(row.entry), what="entry")
+            for row in conn.execute(
+                select(entries.c.idx, entries.c.entry).where(
+                    entries.c.idx.in_([r.idx for r in rows])
+                )
+            )
+        }
+    devices_out = []
+    totals = {"generation": 0.0, "consumption": 0.0}
+    seen = {"generation": False, "consumption": False}
+    for row in sorted(rows, key=lambda r: r.device_id):
+        entry = stored[row.idx]
+        payload = entry["payload"]
+        readings_ = payload.get("readings")
+        if readings_ is None and isinstance(payload.get("dataToStore"), dict):
+            data = payload["dataToStore"]
+            readings_ = {
+                data.get("sensor_id", "amount"): {
+                    "unit": "raw",
+                    "value": data.get("amount"),
+                    "type": data.get("type"),
+                }
+            }
+        for name, reading in (readings_ or {}).items():
+            which, watts = side(name), average_watts(reading)
+            if which and watts is not None:
+                totals[which] += watts
+                seen[which] = True
+        devices_out.append(
+            {
+                "device_id": row.device_id,
+                "start": row.start,
+                "log_tag_id": "c274b5" + _leaf(entry),
+                "readings": readings_,
+            }
+        )
+    power: dict[str, float | None] = {
+        "generation_w": totals["generation"] if seen["generation"] else None,
+        "consumption_w": totals["consumption"] if seen["consumption"] else None,
+    }
+    power["net_w"] = (
+        totals["generation"] - totals["consumption"]
+        if seen["generation"] or seen["consumption"]
+        else None
+    )
+    return {"community_id": community_id, "devices": devices_out, "power": power}
+
+
+def _leaf(entry: dict[str, Any]) -> str:
+    from ledger.encoding import canonical_json
+    from ledger.merkle import leaf_hash
+
+    return leaf_hash(canonical_json(entry)).hex()

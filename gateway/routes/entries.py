@@ -1,0 +1,234 @@
+"""Entries: batch submission, lookup by log tag id, proofs, queries and the bulk export."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from contracts.device_registry import REGISTRY_DEVICE
+from gateway.deps import CallerDep, GatewayDep, ReaderDep
+from gateway.problems import Problem
+from gateway.store import device_keys, readings
+from ledger.errors import NotFoundError
+from ledger.log import StoredEntry
+from ledger.storage import entries
+
+router = APIRouter(prefix="/v1", tags=["entries"])
+
+
+class EntriesRequest(BaseModel):
+    """A batch of signed envelopes for one contract."""
+
+    contract: str = Field(examples=["energy_minute"])
+    envelopes: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1000)]
+
+
+class EnvelopeResult(BaseModel):
+    """One envelope's outcome, in submission order."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    log_tag_id: str | None
+    error: str | None
+    code: int
+
+
+class EntriesResponse(BaseModel):
+    """Results in the order of the envelopes."""
+
+    results: list[EnvelopeResult]
+
+
+class EntryView(BaseModel):
+    """An entry and where it sits in the log."""
+
+    log_tag_id: str
+    index: int
+    entry: dict[str, Any]
+    device_id: str | None
+    community_id: str | None
+    sealed: bool
+
+
+class EntryPage(BaseModel):
+    """A page of entries; pass `next_cursor` back as `cursor` for the next one."""
+
+    entries: list[EntryView]
+    next_cursor: int | None
+
+
+class ExportItem(BaseModel):
+    """One entry with the device key that signed it."""
+
+    index: int
+    log_tag_id: str
+    entry: dict[str, Any]
+    device_key: str | None
+
+
+class ExportPage(BaseModel):
+    """A page of the full log in index order."""
+
+    entries: list[ExportItem]
+    next: int | None
+
+
+@router.post("/entries", response_model=EntriesResponse, summary="Submit signed envelopes")
+async def submit(body: EntriesRequest, gateway: GatewayDep) -> dict[str, Any]:
+    results = await gateway.submissions.submit_async(body.contract, body.envelopes)
+    return {"results": results}
+
+
+def _community(gateway: Any, stored: StoredEntry) -> str | None:
+    if stored.device_id is None:
+        return None
+    device = gateway.directory.device(stored.device_id)
+    return device.community_id if device else None
+
+
+def _visible(gateway: Any, caller: Any, tag: str) -> tuple[StoredEntry, str | None]:
+    stored = gateway.log.entry_by_tag(tag)
+    community = _community(gateway, stored)
+    if not caller.audits and (community is None or not caller.can_read(community)):
+        # Not 403: an app must not learn that an entry of another community exists.
+        raise NotFoundError(f"no entry with log tag id {tag}")
+    return stored, community
+
+
+def _sealed_size(gateway: Any) -> int:
+    latest = gateway.log.latest_checkpoint()
+    return latest.tree_size if latest else 0
+
+
+def _view(stored: StoredEntry, community: str | None, sealed_size: int) -> dict[str, Any]:
+    return {
+        "log_tag_id": stored.log_tag_id,
+        "index": stored.index,
+        "entry": stored.entry_object(),
+        "device_id": stored.device_id,
+        "community_id": community,
+        "sealed": stored.index < sealed_size,
+    }
+
+
+@router.get("/entries/{log_tag_id}", response_model=EntryView, summary="An entry by log tag id")
+async def get_entry(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
+    stored, community = _visible(gateway, caller, log_tag_id)
+    return _view(stored, community, _sealed_size(gateway))
+
+
+@router.get(
+    "/entries/{log_tag_id}/proof",
+    summary="A patio-proof/v1 bundle against the latest checkpoint (409 until sealed)",
+    responses={409: {"description": "Not sealed yet; retry after Retry-After seconds"}},
+)
+async def get_proof(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
+    stored, _ = _visible(gateway, caller, log_tag_id)
+    obj = stored.entry_object()
+    key = gateway.directory.key_that_signed(stored.device_id or "", obj["payload"], obj["sig"])
+    if key is None:
+        raise Problem(409, "No device key", "no registered key verifies this entry's signature")
+    return gateway.log.bundle(log_tag_id, device_key=key).to_json()
+
+
+@router.get("/entries", response_model=EntryPage, summary="Query entries (SaaS)")
+async def list_entries(
+    gateway: GatewayDep,
+    caller: ReaderDep,
+    community: str | None = None,
+    device: str | None = None,
+    from_: Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")] = None,
+    to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
+    cursor: Annotated[int, Query(ge=-1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    from ledger.encoding import parse_rfc3339, rfc3339_utc
+
+    query = select(readings).where(readings.c.idx > cursor).order_by(readings.c.idx).limit(limit)
+    if community is not None:
+        if not caller.can_read(community):
+            raise Problem(403, "Forbidden", f"this key may not read community {community!r}")
+        query = query.where(readings.c.community_id == community)
+    elif not caller.audits:
+        query = query.where(readings.c.community_id.in_(caller.readable or frozenset()))
+    if device is not None:
+        query = query.where(readings.c.device_id == device)
+    if from_ is not None:
+        query = query.where(readings.c.start >= rfc3339_utc(parse_rfc3339(from_, what="from")))
+    if to is not None:
+        query = query.where(readings.c.start < rfc3339_utc(parse_rfc3339(to, what="to")))
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(query).all()
+        stored = {
+            row.idx: row
+            for row in conn.execute(select(entries).where(entries.c.idx.in_([r.idx for r in rows])))
+        }
+    sealed = _sealed_size(gateway)
+    page = []
+    for row in rows:
+        e = stored[row.idx]
+        item = StoredEntry(
+            index=e.idx,
+            leaf_hash=bytes(e.leaf_hash),
+            entry=bytes(e.entry),
+            device_id=e.device_id,
+            seq=e.seq,
+            contract=e.contract,
+            received_at=e.received_at,
+        )
+        page.append(_view(item, row.community_id, sealed))
+    return {"entries": page, "next_cursor": rows[-1].idx if len(rows) == limit else None}
+
+
+@router.get("/export", response_model=ExportPage, summary="Every entry in index order (audit)")
+async def export(
+    gateway: GatewayDep,
+    caller: CallerDep,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> dict[str, Any]:
+    if not caller.audits:
+        raise Problem(
+            401 if caller.app_id is None and not caller.admin else 403,
+            "Audit only",
+            "the export needs an app key with the audit scope",
+        )
+    chunk = gateway.log.entries(start=start, limit=limit)
+    device_ids = {e.device_id for e in chunk if e.device_id}
+    with gateway.log.engine.connect() as conn:
+        known: dict[str, list[str]] = {}
+        for row in conn.execute(
+            select(device_keys.c.device_id, device_keys.c.public_key).where(
+                device_keys.c.device_id.in_(device_ids)
+            )
+        ):
+            known.setdefault(row.device_id, []).append(row.public_key)
+    known[REGISTRY_DEVICE] = [gateway.directory.registry_key]
+    items = []
+    for stored in chunk:
+        obj = stored.entry_object()
+        candidates = known.get(stored.device_id or "", [])
+        # One key: it is the signer's or the entry is bad, which the auditor will find.
+        key = (
+            candidates[0]
+            if len(candidates) == 1
+            else (
+                gateway.directory.key_that_signed(
+                    stored.device_id or "", obj["payload"], obj["sig"]
+                )
+                if candidates
+                else None
+            )
+        )
+        items.append(
+            {
+                "index": stored.index,
+                "log_tag_id": stored.log_tag_id,
+                "entry": obj,
+                "device_key": key,
+            }
+        )
+    nxt = chunk[-1].index + 1 if len(chunk) == limit else None
+    return {"entries": items, "next": nxt}

@@ -1,0 +1,99 @@
+"""The gateway's own tables (communities, devices, apps, tokens, the reading index)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+communities = Table(
+    "communities",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("community_id", String(64), ForeignKey("communities.id"), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("revoked_at", String(32)),
+    Column("created_at", String(32), nullable=False),
+    Index("devices_community", "community_id"),
+)
+
+# Every key a device ever had, so old entries keep verifying after a rotation.
+device_keys = Table(
+    "device_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), ForeignKey("devices.id"), nullable=False),
+    Column("public_key", String(44), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("device_keys_device", "device_id"),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("scopes", Text, nullable=False),  # space-separated
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", String(32), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("created_at", String(32), nullable=False),
+)
+
+# Derived from the ledger (rebuilt by catching up from the last indexed entry): what the
+# SaaS queries filter on.
+readings = Table(
+    "readings",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("community_id", String(64), nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("start", String(32), nullable=False),
+    Index("readings_community_start", "community_id", "start"),
+    Index("readings_device_start", "device_id", "start"),
+)
+
+MIGRATIONS = str(Path(__file__).with_name("migrations"))
+VERSION_TABLE = "gateway_alembic_version"
+
+
+def upgrade(engine: Engine) -> None:
+    """Run the gateway's migrations (after the ledger's, on the same database)."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.set_main_option("version_table", VERSION_TABLE)
+    with engine.connect() as connection:
+        connection = connection.execution_options(patio_write=True)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        connection.commit()
