@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,20 +49,30 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         )
 
 
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Configuration problems exit 2; other agent errors exit 1; both as one line."""
+    from edge.errors import ConfigError, EdgeError
+    from ledger.cli import CommandError
+
+    try:
+        yield
+    except ConfigError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from exc
+    except EdgeError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from exc
+
+
 def _config(args: argparse.Namespace) -> EdgeConfig:
     import logging
 
     from edge.config import load_config
-    from edge.errors import ConfigError
-    from ledger.cli import CommandError
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
+    with _errors():
         return load_config(args.config)
-    except ConfigError as exc:
-        raise CommandError(str(exc), EXIT_CONFIG) from exc
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -68,16 +80,10 @@ def run_agent(args: argparse.Namespace) -> int:
     import signal
 
     from edge.agent import Agent
-    from edge.errors import ConfigError, EdgeError
-    from ledger.cli import CommandError
 
     config = _config(args)
-    try:
+    with _errors():
         agent = Agent(config=config)
-    except ConfigError as exc:
-        raise CommandError(str(exc), EXIT_CONFIG) from exc
-    except EdgeError as exc:
-        raise CommandError(str(exc), EXIT_FAILED) from exc
 
     def stop(signum: int, frame: object) -> None:
         agent.stop()
@@ -128,7 +134,8 @@ def run_status(args: argparse.Namespace) -> int:
                        "note": "no database yet: the agent has not run"}  # fmt: skip
         print(json.dumps(status_text) if args.json else f"{config.device_id}: no database yet")
         return EXIT_OK
-    store = Store.open(config.database)
+    with _errors():
+        store = Store.open(config.database)
     try:
         status = open_outbox(config, store).status()
     finally:
@@ -157,16 +164,12 @@ def run_flush(args: argparse.Namespace) -> int:
 
     from edge.agent import AgentLock, load_device_key, make_transport, open_outbox
     from edge.database import Store
-    from edge.errors import EdgeError
-    from ledger.cli import CommandError
 
     config = _config(args)
-    load_device_key(config)
-    try:
+    with _errors():
+        load_device_key(config)
         lock = AgentLock(config)
-    except EdgeError as exc:
-        raise CommandError(str(exc), EXIT_FAILED) from exc
-    store = Store.open(config.database)
+        store = Store.open(config.database)
     transport = make_transport(config)
     try:
         outbox = open_outbox(config, store)
@@ -197,15 +200,11 @@ def run_requeue(args: argparse.Namespace) -> int:
     """Move every dead letter back into the outbox."""
     from edge.agent import AgentLock, open_outbox
     from edge.database import Store
-    from edge.errors import EdgeError
-    from ledger.cli import CommandError
 
     config = _config(args)
-    try:
+    with _errors():
         lock = AgentLock(config)
-    except EdgeError as exc:
-        raise CommandError(str(exc), EXIT_FAILED) from exc
-    store = Store.open(config.database)
+        store = Store.open(config.database)
     try:
         moved = open_outbox(config, store).requeue_dead()
     finally:

@@ -141,6 +141,8 @@ class Outbox:
 
     def flush(self, transport: Transport, now: float, *, budget_s: float = 2.0) -> FlushReport:
         """Offer pending items until the outbox is empty, the budget is spent, or a failure."""
+        if transport.resumed():
+            self.next_attempt = float("-inf")
         if now < self.next_attempt:
             return FlushReport(skipped=True)
         deadline = time.monotonic() + budget_s

@@ -61,6 +61,10 @@ class Transport(Protocol):
         """
         ...
 
+    def resumed(self) -> bool:
+        """True once after a lost connection came back: the remaining backoff is moot."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -107,6 +107,10 @@ class EntriesTransport:
             results.append(result)
         return results
 
+    def resumed(self) -> bool:
+        """HTTP has no connection to watch: retries follow the backoff."""
+        return False
+
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()
@@ -159,6 +163,10 @@ class LegacyTransport:
         if 400 <= status < 500:
             return Result(item.seq, "rejected", None, _problem(response))
         raise DeliveryError(f"unexpected answer {_problem(response)}")
+
+    def resumed(self) -> bool:
+        """HTTP has no connection to watch: retries follow the backoff."""
+        return False
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -58,6 +58,7 @@ class MqttTransport:
         self._in_flight: dict[int, _InFlight] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._resumed = threading.Event()
         # A persistent session (clean_session False, fixed client id): acks published
         # while this device is offline wait for it at the broker.
         self._client: Any = mqtt.Client(
@@ -91,6 +92,7 @@ class MqttTransport:
             for seq in [s for s, f in self._in_flight.items() if not f.info.is_published()]:
                 del self._in_flight[seq]
         self._connected.set()
+        self._resumed.set()
         log.info("connected to the broker; acks on %s", self.acks_topic)
 
     def _on_disconnect(
@@ -150,6 +152,19 @@ class MqttTransport:
         """How many published messages await an ack."""
         with self._lock:
             return len(self._in_flight)
+
+    @property
+    def unconfirmed(self) -> int:
+        """How many published messages the broker has not PUBACKed yet."""
+        with self._lock:
+            return sum(1 for f in self._in_flight.values() if not f.info.is_published())
+
+    def resumed(self) -> bool:
+        """True once after each (re)connection."""
+        if self._resumed.is_set():
+            self._resumed.clear()
+            return True
+        return False
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""

@@ -314,8 +314,12 @@ class FakeGateway:
                     pass  # the client died while we held the answer
 
             def _problem(self, status: int, detail: str) -> None:
-                self._send(status, {"title": "refused", "status": status, "detail": detail},
-                           "application/problem+json", status)  # fmt: skip
+                self._send(
+                    status,
+                    {"title": "refused", "status": status, "detail": detail},
+                    "application/problem+json",
+                    status,
+                )
 
             def do_GET(self) -> None:
                 from urllib.parse import parse_qs, urlparse
@@ -401,9 +405,10 @@ class FakeGateway:
 class Broker:
     """A private Mosquitto from the project's config on a free port; kill and restart it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, overrides: Mapping[str, str] | None = None) -> None:
         self.folder = folder
         self.port = free_port()
+        overrides = dict(overrides or {})
         self.process: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
@@ -414,7 +419,11 @@ class Broker:
                 line = f"persistence_location {folder}/"
             elif line.startswith("log_dest "):
                 line = f"log_dest file {folder}/mosquitto.log"
+            elif line.split(" ", 1)[0] in overrides:
+                name = line.split(" ", 1)[0]
+                line = f"{name} {overrides.pop(name)}"
             lines.append(line)
+        assert not overrides, f"{sorted(overrides)} are not in docker/mosquitto.conf"
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to "mosquitto", who cannot write here
         self.conf = folder / "mosquitto.conf"
@@ -453,3 +462,37 @@ class Broker:
             self.process.send_signal(sig)
             self.process.wait(10)
         self.process = None
+
+
+class LedgerSubmissions:
+    """`gateway.submissions.Submissions` as MqttIngest sees it, over a FakeGateway's store."""
+
+    def __init__(self, gateway: FakeGateway, communities: Mapping[str, str]) -> None:
+        self.gateway = gateway
+        self.communities = dict(communities)
+        self.calls = 0
+        self.fault: Exception | None = None
+
+    def submit(
+        self, contract: str, envelopes: Sequence[Any], *, community: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One result per envelope, as POST /v1/entries answers."""
+        self.calls += 1
+        if self.fault is not None:
+            raise self.fault
+        assert contract == "energy_minute"
+        results = []
+        for envelope in envelopes:
+            payload = envelope["payload"]
+            device = payload["device_id"]
+            if community is not None and self.communities.get(device) != community:
+                results.append(
+                    {
+                        "status": "rejected",
+                        "log_tag_id": None,
+                        "error": f"device {device} is not in community {community}",
+                    }
+                )
+                continue
+            results.append(self.gateway.record(device, payload["seq"], payload, envelope["sig"]))
+        return results

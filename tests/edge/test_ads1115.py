@@ -61,9 +61,12 @@ def test_noise_alone_is_off(make_config: ConfigFactory) -> None:
 
 
 def test_the_configured_input_is_the_one_sampled(make_config: ConfigFactory) -> None:
-    bus = FakeADS1115Bus({"a2": clamp_waveform(5.0, samples=BURST, bias_v=1.65,
-                                               full_scale_v=4.096),
-                          "a0-a1": [0] * BURST})  # fmt: skip
+    bus = FakeADS1115Bus(
+        {
+            "a2": clamp_waveform(5.0, samples=BURST, bias_v=1.65, full_scale_v=4.096),
+            "a0-a1": [0] * BURST,
+        }
+    )
     parsed = settings(make_config, input="a2", full_scale_v=4.096)
     [va] = clamp(parsed, bus).read(0.0)  # no threshold: no state channel
     assert va.value == pytest.approx(230 * 5.0, rel=0.01)

@@ -25,14 +25,24 @@ SERIAL = "0000075a3c2e"
 
 def test_gauge_counts_missing_samples_and_does_not_average_them() -> None:
     assert gauge("Cel", [20.0, None, 22.0, None, 21.0]) == {
-        "unit": "Cel", "n": 3, "missing": 2, "avg": 21.0, "min": 20.0, "max": 22.0,
-    }  # fmt: skip
+        "unit": "Cel",
+        "n": 3,
+        "missing": 2,
+        "avg": 21.0,
+        "min": 20.0,
+        "max": 22.0,
+    }
 
 
 def test_gauge_without_present_samples_has_null_statistics() -> None:
     assert gauge("Cel", [None, None]) == {
-        "unit": "Cel", "n": 0, "missing": 2, "avg": None, "min": None, "max": None,
-    }  # fmt: skip
+        "unit": "Cel",
+        "n": 0,
+        "missing": 2,
+        "avg": None,
+        "min": None,
+        "max": None,
+    }
 
 
 def test_gauge_rounds_to_four_decimals_and_never_writes_minus_zero() -> None:
@@ -72,14 +82,28 @@ def test_legacy_records_skip_readings_of_a_milliwatt_or_less() -> None:
         "boiler_water": {"unit": "Cel", "avg": 60.0},
         "dead_w": {"unit": "W", "avg": None},
     }
-    records = legacy_records(start_ms=int(T0 * 1000), readings=readings,
-                             types={"house_w": "consumption"}, community="hoa-1")  # fmt: skip
+    records = legacy_records(
+        start_ms=int(T0 * 1000),
+        readings=readings,
+        types={"house_w": "consumption"},
+        community="hoa-1",
+    )
     assert records == [
-        {"amount": "203.5W", "datetime": "2026-11-22 10:00", "sensor_id": "house_w",
-         "type": "consumption", "community_unique_id": "hoa-1"},
-        {"amount": "0.001W", "datetime": "2026-11-22 10:00", "sensor_id": "heat_w",
-         "type": "consumption", "community_unique_id": "hoa-1"},
-    ]  # fmt: skip
+        {
+            "amount": "203.5W",
+            "datetime": "2026-11-22 10:00",
+            "sensor_id": "house_w",
+            "type": "consumption",
+            "community_unique_id": "hoa-1",
+        },
+        {
+            "amount": "0.001W",
+            "datetime": "2026-11-22 10:00",
+            "sensor_id": "heat_w",
+            "type": "consumption",
+            "community_unique_id": "hoa-1",
+        },
+    ]
     assert legacy_amount(5.0) == "5W"
 
 
@@ -97,9 +121,17 @@ def agent(make_config: ConfigFactory, tree: W1Tree, clock: ManualClock) -> Itera
     """An agent with one DS18B20 read every 5 s."""
     config = make_config(
         agent={"grace_s": 2.0},
-        sensors=[{"driver": "ds18b20", "name": "water", "sensor_id": SERIAL, "interval_s": 5.0,
-                  "w1_base_dir": str(tree.base), "retry_delay_s": 0.0}],
-    )  # fmt: skip
+        sensors=[
+            {
+                "driver": "ds18b20",
+                "name": "water",
+                "sensor_id": SERIAL,
+                "interval_s": 5.0,
+                "w1_base_dir": str(tree.base),
+                "retry_delay_s": 0.0,
+            }
+        ],
+    )
     running = Agent(config=config, clock=clock)
     yield running
     running.close()
@@ -133,10 +165,14 @@ def test_windows_are_half_open_and_only_closed_minutes_are_emitted(
     agent.step(T0 + 62)
     [payload] = outbox_payloads(agent)
     assert payload == {
-        "device_id": DEVICE, "seq": 1, "start": "2026-11-22T10:00:00Z", "period_s": 60,
-        "readings": {"water": {"unit": "Cel", "n": 12, "missing": 0, "avg": 25.5,
-                               "min": 20.0, "max": 31.0}},
-    }  # fmt: skip
+        "device_id": DEVICE,
+        "seq": 1,
+        "start": "2026-11-22T10:00:00Z",
+        "period_s": 60,
+        "readings": {
+            "water": {"unit": "Cel", "n": 12, "missing": 0, "avg": 25.5, "min": 20.0, "max": 31.0}
+        },
+    }
 
 
 def test_a_sensor_unplugged_mid_minute_counts_missing_samples(
@@ -167,8 +203,11 @@ def test_each_minute_is_one_signed_envelope_with_the_next_seq(
     for _, _, body in rows:
         envelope = json.loads(body)
         assert bytes(body) == canonical_json(envelope)  # stored as JCS
-        verify_signature(decode_public_key(device_key.public_key_b64),
-                         canonical_json(envelope["payload"]), envelope["sig"])  # fmt: skip
+        verify_signature(
+            decode_public_key(device_key.public_key_b64),
+            canonical_json(envelope["payload"]),
+            envelope["sig"],
+        )
 
 
 def test_a_tasmota_counter_reset_is_counted_once(
@@ -183,8 +222,9 @@ def test_a_tasmota_counter_reset_is_counted_once(
     agent = Agent(config=config, clock=clock, drivers={"plug": plug})
     try:
         # kWh every 10 s; the plug restarts its Total after the third message.
-        totals = iter([10.000, 10.002, 10.004, 0.001, 0.003, 0.005,
-                       0.007, 0.008, 0.010, 0.010, 0.010, 0.011])  # fmt: skip
+        totals = iter(
+            [10.000, 10.002, 10.004, 0.001, 0.003, 0.005, 0.007, 0.008, 0.010, 0.010, 0.010, 0.011]
+        )
         while clock.t < T0 + 126:
             total = next(totals, None) if clock.t % 10 == 0 else None
             if total is not None:
@@ -204,8 +244,9 @@ def test_a_tasmota_counter_reset_is_counted_once(
 
 
 def test_on_fraction_from_a_boiler_fan(make_config: ConfigFactory, clock: ManualClock) -> None:
-    config = make_config(sensors=[{"driver": "simulator", "name": "b", "kind": "boiler",
-                                   "interval_s": 1.0}])  # fmt: skip
+    config = make_config(
+        sensors=[{"driver": "simulator", "name": "b", "kind": "boiler", "interval_s": 1.0}]
+    )
     agent = Agent(config=config, clock=clock)
     try:
         drive(agent, clock, T0 + 13 * 60 + 10)

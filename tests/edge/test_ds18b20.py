@@ -22,8 +22,14 @@ def tree(tmp_path: Path) -> W1Tree:
 
 def settings(make_config: ConfigFactory, tree: W1Tree, **options: object) -> Settings:
     """The driver settings as the agent parses them from edge.toml."""
-    sensor = {"driver": "ds18b20", "name": "water", "sensor_id": f"28-{SERIAL}",
-              "w1_base_dir": str(tree.base), "retry_delay_s": 0.0, **options}  # fmt: skip
+    sensor = {
+        "driver": "ds18b20",
+        "name": "water",
+        "sensor_id": f"28-{SERIAL}",
+        "w1_base_dir": str(tree.base),
+        "retry_delay_s": 0.0,
+        **options,
+    }
     parsed = make_config(sensors=[sensor]).sensors[0].settings
     assert isinstance(parsed, Settings)
     return parsed

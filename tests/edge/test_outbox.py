@@ -166,9 +166,14 @@ def test_a_rejected_envelope_goes_to_dead_letters(
     assert (report.delivered, report.dead) == (4, 1)
     status = outbox.status()
     assert status.dead == 1 and status.pending == {}
-    assert status.dead_letters == [{"seq": 3, "contract": "energy_minute",
-                                    "start_ms": int(T0 * 1000) + 120_000,
-                                    "error": "refused by the test"}]  # fmt: skip
+    assert status.dead_letters == [
+        {
+            "seq": 3,
+            "contract": "energy_minute",
+            "start_ms": int(T0 * 1000) + 120_000,
+            "error": "refused by the test",
+        }
+    ]
     # Fixed on the gateway side: requeued with the same seq and bytes, then delivered.
     body = store.connection.execute("SELECT body FROM dead_letters").fetchone()[0]
     gateway.reject_seqs = set()
