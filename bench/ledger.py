@@ -25,14 +25,25 @@ CONTRACT = "energy_minute@1"
 def minute(device: str, seq: int) -> dict[str, object]:
     """A realistic energy_minute payload (8 readings)."""
     readings: dict[str, object] = {
-        f"t{i}": {"unit": "Cel", "n": 60, "missing": 0, "avg": 20 + i + seq % 7 / 10,
-                  "min": 19.5 + i, "max": 21.25 + i}
+        f"t{i}": {
+            "unit": "Cel",
+            "n": 60,
+            "missing": 0,
+            "avg": 20 + i + seq % 7 / 10,
+            "min": 19.5 + i,
+            "max": 21.25 + i,
+        }
         for i in range(6)
-    }  # fmt: skip
+    }
     readings["meter"] = {"unit": "Wh", "sum": 12.5 + seq % 11}
     readings["fan"] = {"unit": "bool", "any": True, "on_fraction": 0.25}
-    return {"device_id": device, "seq": seq, "start": "2026-11-22T10:00:00Z", "period_s": 60,
-            "readings": readings}  # fmt: skip
+    return {
+        "device_id": device,
+        "seq": seq,
+        "start": "2026-11-22T10:00:00Z",
+        "period_s": 60,
+        "readings": readings,
+    }
 
 
 def signed(key: NamedKey, count: int, first: int = 0) -> list[Submission]:
@@ -41,18 +52,32 @@ def signed(key: NamedKey, count: int, first: int = 0) -> list[Submission]:
     for seq in range(first, first + count):
         payload = minute(key.name, seq)
         jcs = canonical_json(payload)
-        out.append(Submission(contract=CONTRACT, payload=payload, sig=key.sign_payload(payload),
-                              device_id=key.name, seq=seq, payload_jcs=jcs))  # fmt: skip
+        out.append(
+            Submission(
+                contract=CONTRACT,
+                payload=payload,
+                sig=key.sign_payload(payload),
+                device_id=key.name,
+                seq=seq,
+                payload_jcs=jcs,
+            )
+        )
     return out
 
 
 def filler(count: int, first: int) -> list[Submission]:
     """Cheap distinct submissions to grow a big tree (proof cost does not depend on content)."""
     return [
-        Submission(contract=CONTRACT, payload={}, sig="", device_id="filler", seq=seq,
-                   payload_jcs=b'{"device_id":"filler","seq":%d}' % seq)
+        Submission(
+            contract=CONTRACT,
+            payload={},
+            sig="",
+            device_id="filler",
+            seq=seq,
+            payload_jcs=b'{"device_id":"filler","seq":%d}' % seq,
+        )
         for seq in range(first, first + count)
-    ]  # fmt: skip
+    ]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -87,8 +112,10 @@ def main() -> None:
     log = fresh("append")
     batches = [signed(device, 1000, first) for first in range(0, args.append_entries, 1000)]
     elapsed = sum(timed(lambda b=batch: log.append(b)) for batch in batches)  # type: ignore[misc]
-    print(f"append: {args.append_entries / elapsed:,.0f} entries/s "
-          f"({args.append_entries:,} entries, batches of 1,000, one commit each)")  # fmt: skip
+    print(
+        f"append: {args.append_entries / elapsed:,.0f} entries/s "
+        f"({args.append_entries:,} entries, batches of 1,000, one commit each)"
+    )
 
     # 2. Seal 100,000 new leaves on top of what is there.
     log.seal()
@@ -108,18 +135,23 @@ def main() -> None:
     for _ in range(args.samples):
         index = rng.randrange(size)
         samples.append(timed(lambda i=index: big.inclusion_proof(i, size)))  # type: ignore[misc]
-    print(f"inclusion proof at {size:,} entries: p50 {percentile(samples, 50) * 1000:.3f} ms, "
-          f"p99 {percentile(samples, 99) * 1000:.3f} ms ({args.samples:,} leaves)")  # fmt: skip
+    print(
+        f"inclusion proof at {size:,} entries: p50 {percentile(samples, 50) * 1000:.3f} ms, "
+        f"p99 {percentile(samples, 99) * 1000:.3f} ms ({args.samples:,} leaves)"
+    )
 
     # 4. Bundle verification (entry hash, inclusion, checkpoint and device signatures).
     tags = [a.entry.log_tag_id for a in log.append(signed(device, 1, 10**7))]  # type: ignore[union-attr]
     log.seal()
     bundle = log.bundle(tags[0], device_key=device.public_key_b64).to_json()
-    verify = [timed(lambda: verify_bundle(bundle, log_key=key.verifier_key))
-              for _ in range(args.samples)]  # fmt: skip
-    print(f"bundle verification: p50 {percentile(verify, 50) * 1000:.3f} ms, "
-          f"p99 {percentile(verify, 99) * 1000:.3f} ms per bundle "
-          f"(tree size {bundle['inclusion']['tree_size']:,})")  # fmt: skip
+    verify = [
+        timed(lambda: verify_bundle(bundle, log_key=key.verifier_key)) for _ in range(args.samples)
+    ]
+    print(
+        f"bundle verification: p50 {percentile(verify, 50) * 1000:.3f} ms, "
+        f"p99 {percentile(verify, 99) * 1000:.3f} ms per bundle "
+        f"(tree size {bundle['inclusion']['tree_size']:,})"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag
 
 from contracts.base import (
     Context,
@@ -55,6 +55,22 @@ class Switch(Strict):
     missing: Annotated[int, Field(ge=0)] | None = None
 
 
+def _reading_kind(value: Any) -> str:
+    # The unit says what a reading is, so a refusal names the right fields.
+    unit = value.get("unit") if isinstance(value, dict) else getattr(value, "unit", None)
+    return (
+        {"Wh": "counter", "bool": "switch"}.get(unit, "gauge") if isinstance(unit, str) else "gauge"
+    )
+
+
+Reading = Annotated[
+    Annotated[Counter, Tag("counter")]
+    | Annotated[Switch, Tag("switch")]
+    | Annotated[Gauge, Tag("gauge")],
+    Discriminator(_reading_kind),
+]
+
+
 class EnergyMinute(Strict):
     """The signed payload."""
 
@@ -62,7 +78,7 @@ class EnergyMinute(Strict):
     seq: Annotated[int, Field(ge=0, lt=2**53)]
     start: str
     period_s: Literal[60]
-    readings: Annotated[dict[SensorName, Counter | Switch | Gauge], Field(max_length=256)]
+    readings: Annotated[dict[SensorName, Reading], Field(min_length=1, max_length=256)]
 
 
 class Envelope(Strict):

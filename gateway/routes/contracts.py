@@ -1,7 +1,6 @@
 """POST /api/<contract>: run a contract with the Restroom request shape, as Restroom does."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see each route's body model itself.
 import asyncio
 from datetime import UTC, datetime
 from typing import Any

@@ -86,11 +86,16 @@ def test_device_signature_is_over_jcs_payload() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,7 +111,12 @@ def test_entry_bytes_equal_jcs_of_the_entry_object(
     assembled = entry_bytes(
         contract=contract, payload_jcs=canonical_json(payload), sig=sig, received_at=received_at
     )
-    whole = {"v": 1, "contract": contract, "payload": payload, "sig": sig,
-             "received_at": received_at}  # fmt: skip
+    whole = {
+        "v": 1,
+        "contract": contract,
+        "payload": payload,
+        "sig": sig,
+        "received_at": received_at,
+    }
     assert assembled == canonical_json(whole)
     assert json.loads(assembled) == json.loads(canonical_json(whole))

@@ -18,9 +18,9 @@ def minute_payload(device_id: str, seq: int, **readings: Any) -> dict[str, Any]:
         "seq": seq,
         "start": f"2026-11-22T10:{minute:02d}:00Z",
         "period_s": 60,
-        "readings": readings or {"t1": {"unit": "Cel", "n": 12, "missing": 0, "avg": 21.5,
-                                        "min": 21.0, "max": 22.25}},
-    }  # fmt: skip
+        "readings": readings
+        or {"t1": {"unit": "Cel", "n": 12, "missing": 0, "avg": 21.5, "min": 21.0, "max": 22.25}},
+    }
 
 
 def submission(key: NamedKey, seq: int, **readings: Any) -> Submission:

@@ -14,9 +14,17 @@ from ledger.errors import VerificationError
 # transparency-dev/merkle testonly/constants.go: LeafInputs and RootHashes.
 LEAF_INPUTS = [
     bytes.fromhex(h)
-    for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-              "606162636465666768696a6b6c6d6e6f")
-]  # fmt: skip
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
 ROOTS = [
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
@@ -30,31 +38,73 @@ ROOTS = [
 ]
 # transparency-dev/merkle proof/verify_test.go: inclusionProofs (leaf is 1-based there).
 INCLUSION = [
-    (1, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        1,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (6, 8, ["bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        6,
+        8,
+        [
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
     (3, 3, ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-    (2, 5, ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    (
+        2,
+        5,
+        [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
-]  # fmt: skip
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
+]
 # proof/verify_test.go: consistencyProofs.
 CONSISTENCY = [
-    (1, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        1,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (6, 8, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        6,
+        8,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
-    (2, 5, ["5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
-    (6, 7, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
+    (
+        2,
+        5,
+        [
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
+    (
+        6,
+        7,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
-]  # fmt: skip
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
+]
 SOME_HASH = bytes.fromhex("abacaba000000000000000000000000000000000000000000060061e00123456")
 
 
@@ -167,16 +217,24 @@ def test_corrupted_consistency_proofs_are_refused(
     p = [bytes.fromhex(h) for h in proof]
     r1, r2 = bytes.fromhex(ROOTS[first]), bytes.fromhex(ROOTS[second])
     probes = [
-        (first - 1, second, p, r1, r2), (first + 1, second, p, r1, r2),
-        (first ^ 2, second, p, r1, r2), (first, second * 2, p, r1, r2),
-        (first, second // 2, p, r1, r2), (first, second, p, b"WrongRoot", r2),
-        (first, second, p, r1, b"WrongRoot"), (first, second, p, r2, r1),
-        (first, second, [], r1, r2), (first, second, [*p, b""], r1, r2),
-        (first, second, [*p, r1], r1, r2), (first, second, [*p, r2], r1, r2),
-        (first, second, [b"", *p], r1, r2), (first, second, [r1, *p], r1, r2),
-        (first, second, [r2, *p], r1, r2), (first, second, [p[0], *p], r1, r2),
+        (first - 1, second, p, r1, r2),
+        (first + 1, second, p, r1, r2),
+        (first ^ 2, second, p, r1, r2),
+        (first, second * 2, p, r1, r2),
+        (first, second // 2, p, r1, r2),
+        (first, second, p, b"WrongRoot", r2),
+        (first, second, p, r1, b"WrongRoot"),
+        (first, second, p, r2, r1),
+        (first, second, [], r1, r2),
+        (first, second, [*p, b""], r1, r2),
+        (first, second, [*p, r1], r1, r2),
+        (first, second, [*p, r2], r1, r2),
+        (first, second, [b"", *p], r1, r2),
+        (first, second, [r1, *p], r1, r2),
+        (first, second, [r2, *p], r1, r2),
+        (first, second, [p[0], *p], r1, r2),
         (first, second, p[:-1], r1, r2),
-    ]  # fmt: skip
+    ]
     for i in range(len(p)):
         flipped = list(p)
         flipped[i] = bytes([flipped[i][0] ^ 16]) + flipped[i][1:]
@@ -194,9 +252,13 @@ def test_trivial_consistency_cases() -> None:
     merkle.verify_consistency(0, 1, [], r1, r2)
     merkle.verify_consistency(1, 1, [], r2, r2)
     for probe in [
-        (0, 0, [], r1, r2), (1, 1, [], r1, r2), (1, 0, [], r1, r2), (2, 1, [], r1, r2),
-        (1, 2, [], r1, r2), (0, 1, [merkle.EMPTY_ROOT], merkle.EMPTY_ROOT, merkle.EMPTY_ROOT),
-    ]:  # fmt: skip
+        (0, 0, [], r1, r2),
+        (1, 1, [], r1, r2),
+        (1, 0, [], r1, r2),
+        (2, 1, [], r1, r2),
+        (1, 2, [], r1, r2),
+        (0, 1, [merkle.EMPTY_ROOT], merkle.EMPTY_ROOT, merkle.EMPTY_ROOT),
+    ]:
         with pytest.raises(VerificationError, match="consistency"):
             merkle.verify_consistency(*probe)
 
@@ -241,6 +303,9 @@ def test_every_size_up_to_200_exhaustively() -> None:
             )
         for first in {1, size // 2 or 1, size - 1 or 1}:
             merkle.verify_consistency(
-                first, size, merkle.consistency_proof(first, size, tree.fetch),
-                tree.root(first), root,
-            )  # fmt: skip
+                first,
+                size,
+                merkle.consistency_proof(first, size, tree.fetch),
+                tree.root(first),
+                root,
+            )

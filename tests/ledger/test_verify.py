@@ -47,7 +47,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def check(world: dict[str, Any], bundle: Any, capsys: pytest.CaptureFixture[str], raw: str | None = None) -> tuple[int, str]:  # fmt: skip
+def check(
+    world: dict[str, Any], bundle: Any, capsys: pytest.CaptureFixture[str], raw: str | None = None
+) -> tuple[int, str]:
     path = world["folder"] / "candidate.json"
     path.write_text(raw if raw is not None else json.dumps(bundle))
     code, _, err = run(["verify", str(path), "--log-key", world["log_key"].verifier_key], capsys)
@@ -60,7 +62,9 @@ def test_a_good_bundle_verifies(world: dict[str, Any], capsys: pytest.CaptureFix
     assert err == ""
 
 
-def test_without_a_pinned_key_it_warns(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_without_a_pinned_key_it_warns(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     path = world["folder"] / "unpinned.json"
     path.write_text(json.dumps(world["bundle"]))
     code, out, err = run(["verify", str(path)], capsys)
@@ -116,16 +120,21 @@ TAMPERS: list[tuple[str, Callable[[Any], Any], str]] = [
 
 @pytest.mark.parametrize(("path", "change", "check_name"), TAMPERS)
 def test_every_tamper_is_named(
-    world: dict[str, Any], capsys: pytest.CaptureFixture[str], path: str,
-    change: Callable[[Any], Any], check_name: str,
-) -> None:  # fmt: skip
+    world: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    path: str,
+    change: Callable[[Any], Any],
+    check_name: str,
+) -> None:
     code, err = check(world, set_path(world["bundle"], path, change), capsys)
     assert code == 1, err
     assert f"FAILED {check_name}:" in err
     assert "Traceback" not in err
 
 
-def test_a_forged_checkpoint_signature_is_refused(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_forged_checkpoint_signature_is_refused(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     impostor = NamedKey.generate("example.org/patio-verify")
     body = world["bundle"]["checkpoint"].split("\n\n")[0] + "\n"
     from ledger.note import sign_note
@@ -134,12 +143,20 @@ def test_a_forged_checkpoint_signature_is_refused(world: dict[str, Any], capsys:
     assert code == 1 and "FAILED checkpoint signature: no signature by log key" in err
 
 
-def test_an_anchor_that_is_not_an_ancestor_is_refused(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_an_anchor_that_is_not_an_ancestor_is_refused(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     log: Log = world["log"]
     old = world["old"]
-    good = Anchor(chain_id=1, tx_hash="0x" + "ab" * 32, block_number=7, contract=None,
-                  tree_size=old.tree_size, root=old.root_hash,
-                  consistency=log.consistency_proof(old.tree_size, 11))  # fmt: skip
+    good = Anchor(
+        chain_id=1,
+        tx_hash="0x" + "ab" * 32,
+        block_number=7,
+        contract=None,
+        tree_size=old.tree_size,
+        root=old.root_hash,
+        consistency=log.consistency_proof(old.tree_size, 11),
+    )
     bundle = {**world["bundle"], "anchors": [good.to_json()]}
     assert check(world, bundle, capsys)[0] == 0
     forged = {**good.to_json(), "root": "11" * 32}
@@ -156,7 +173,9 @@ MALFORMED: list[tuple[str, str]] = [
 
 
 @pytest.mark.parametrize(("name", "raw"), MALFORMED)
-def test_unusable_files_exit_2(world: dict[str, Any], capsys: pytest.CaptureFixture[str], name: str, raw: str) -> None:  # fmt: skip
+def test_unusable_files_exit_2(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str], name: str, raw: str
+) -> None:
     code, err = check(world, None, capsys, raw=raw)
     assert code == 2, name
     assert err.startswith("patio: unusable input:") and err.count("\n") == 1
@@ -183,14 +202,33 @@ FIELD_DAMAGE: list[tuple[str, Callable[[Any], Any]]] = [
 
 
 @pytest.mark.parametrize(("path", "change"), FIELD_DAMAGE)
-def test_unusable_fields_exit_2(world: dict[str, Any], capsys: pytest.CaptureFixture[str], path: str, change: Callable[[Any], Any]) -> None:  # fmt: skip
+def test_unusable_fields_exit_2(
+    world: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    path: str,
+    change: Callable[[Any], Any],
+) -> None:
     code, err = check(world, set_path(world["bundle"], path, change), capsys)
     assert code == 2, err
     assert err.startswith("patio: unusable input:") and "Traceback" not in err
 
 
-@pytest.mark.parametrize("field", ["format", "entry", "inclusion", "checkpoint", "log_key", "device_key", "log_tag_id", "leaf_index"])  # fmt: skip
-def test_missing_fields_exit_2(world: dict[str, Any], capsys: pytest.CaptureFixture[str], field: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "field",
+    [
+        "format",
+        "entry",
+        "inclusion",
+        "checkpoint",
+        "log_key",
+        "device_key",
+        "log_tag_id",
+        "leaf_index",
+    ],
+)
+def test_missing_fields_exit_2(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str], field: str
+) -> None:
     bundle = {k: v for k, v in world["bundle"].items() if k != field}
     assert check(world, bundle, capsys)[0] == 2
 
@@ -200,7 +238,9 @@ def test_a_missing_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "cannot read bundle" in err
 
 
-def test_consistency_between_checkpoints(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_consistency_between_checkpoints(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     folder: Path = world["folder"]
     key = world["log_key"].verifier_key
     args = [str(folder / n) for n in ("old.note", "new.note", "consistency.json")]
@@ -211,10 +251,15 @@ def test_consistency_between_checkpoints(world: dict[str, Any], capsys: pytest.C
     assert code == 1 and "FAILED consistency" in err
     proof = json.loads((folder / "consistency.json").read_text())
     (folder / "bad.json").write_text(json.dumps({"hashes": [flip_hex(proof["hashes"][0])]}))
-    code, _, err = run(["verify-consistency", args[0], args[1], str(folder / "bad.json"), "--log-key", key], capsys)  # fmt: skip
+    code, _, err = run(
+        ["verify-consistency", args[0], args[1], str(folder / "bad.json"), "--log-key", key], capsys
+    )
     assert code == 1 and "FAILED consistency" in err
     (folder / "junk.json").write_text('{"hashes": "nope"}')
-    code, _, err = run(["verify-consistency", args[0], args[1], str(folder / "junk.json"), "--log-key", key], capsys)  # fmt: skip
+    code, _, err = run(
+        ["verify-consistency", args[0], args[1], str(folder / "junk.json"), "--log-key", key],
+        capsys,
+    )
     assert code == 2
     other = NamedKey.generate("example.org/patio-verify").verifier_key
     code, _, err = run(["verify-consistency", *args, "--log-key", other], capsys)
@@ -226,7 +271,9 @@ def test_the_console_script_end_to_end(tmp_path: Path) -> None:
     patio = [sys.executable, "-m", "ledger.cli"]
 
     def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*patio, *args], capture_output=True, text=True, check=check, cwd=tmp_path)  # fmt: skip
+        return subprocess.run(
+            [*patio, *args], capture_output=True, text=True, check=check, cwd=tmp_path
+        )
 
     log_key = sh("log", "init", "--dir", "data", "--origin", "hoa.example/log").stdout.strip()
     assert log_key.startswith("hoa.example/log+")
@@ -237,11 +284,24 @@ def test_the_console_script_end_to_end(tmp_path: Path) -> None:
     refused = sh("keygen", "--name", "dev-1", "--out", "dev.key", check=False)
     assert refused.returncode == 2 and "refusing to overwrite" in refused.stderr
     device = NamedKey.load(tmp_path / "dev.key")
-    lines = [json.dumps({"payload": p, "sig": device.sign_payload(p)})
-             for p in ({"device_id": "dev-1", "seq": i, "w": i} for i in range(3))]  # fmt: skip
+    lines = [
+        json.dumps({"payload": p, "sig": device.sign_payload(p)})
+        for p in ({"device_id": "dev-1", "seq": i, "w": i} for i in range(3))
+    ]
     lines.append('{"payload": {"device_id": "dev-1", "seq": 9}, "sig": "AAAA"}')
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    appended = sh("log", "append", "--dir", "data", "--contract", "demo@1", "--device-key", public, "in.jsonl", check=False)  # fmt: skip
+    appended = sh(
+        "log",
+        "append",
+        "--dir",
+        "data",
+        "--contract",
+        "demo@1",
+        "--device-key",
+        public,
+        "in.jsonl",
+        check=False,
+    )
     assert appended.returncode == 1 and "line 4 refused" in appended.stderr
     tags = appended.stdout.split()
     assert len(tags) == 3
