@@ -228,14 +228,19 @@ def _device_keys(args: argparse.Namespace, log: Log) -> dict[str, list[str]]:
         return keys
     from sqlalchemy import inspect, text
 
-    # The gateway keeps device_keys(device_id, public_key) in the same database
-    # (gateway/store.py), read here by name so that the ledger imports nothing of it.
-    if "device_keys" not in inspect(log.engine).get_table_names():
-        return {}
+    from ledger.keys import NamedKey
+
+    # The gateway keeps every device key in device_keys(device_id, public_key) in the same
+    # database, and signs registry entries as device "_registry" with <data dir>/registry.key
+    # (gateway/store.py, gateway/app.py): read by name, so the ledger imports nothing of it.
     found: dict[str, list[str]] = {}
-    with log.engine.connect() as conn:
-        for device, key in conn.execute(text("SELECT device_id, public_key FROM device_keys")):
-            found.setdefault(str(device), []).append(str(key))
+    if "device_keys" in inspect(log.engine).get_table_names():
+        with log.engine.connect() as conn:
+            for device, key in conn.execute(text("SELECT device_id, public_key FROM device_keys")):
+                found.setdefault(str(device), []).append(str(key))
+    registry = args.dir / "registry.key"
+    if registry.exists():
+        found["_registry"] = [NamedKey.load(registry).public_key_b64]
     return found
 
 
