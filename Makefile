@@ -14,6 +14,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The gateway on its embedded defaults: SQLite and keys under ./var, port 8000.
+run: $(STAMP)
+	$(BIN)/patio gateway serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+
 lint: $(STAMP)
 	$(BIN)/ruff check ledger contracts gateway edge tests bench
 	$(BIN)/mypy --strict ledger

@@ -259,8 +259,25 @@ class Log:
         self, conn: Connection, keys: set[tuple[str | None, int | None]]
     ) -> dict[tuple[str | None, int | None], StoredEntry]:
         found: dict[tuple[str | None, int | None], StoredEntry] = {}
-        wanted = list(keys)
         p = self._param
+        # Devices count up: only keys at or below a device's highest recorded seq can
+        # already exist, and a resend is rare, so usually nothing is looked up one by one.
+        devices = sorted({device for device, _ in keys if device is not None})
+        highest: dict[str | None, int] = {}
+        for start in range(0, len(devices), 400):
+            batch_devices = devices[start : start + 400]
+            marks = ", ".join([p] * len(batch_devices))
+            for device, top in conn.exec_driver_sql(
+                f"SELECT device_id, max(seq) FROM entries WHERE device_id IN ({marks}) "
+                "GROUP BY device_id",
+                tuple(batch_devices),
+            ):
+                highest[device] = top
+        wanted = [
+            (device, seq)
+            for device, seq in keys
+            if device in highest and seq is not None and seq <= highest[device]
+        ]
         for start in range(0, len(wanted), 400):
             batch = wanted[start : start + 400]
             pairs = ", ".join([f"({p}, {p})"] * len(batch))

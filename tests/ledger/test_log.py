@@ -180,3 +180,13 @@ def test_truncate_is_refused_on_postgresql(log: Log, device: NamedKey) -> None:
     log.append([submission(device, 0)])
     with pytest.raises(DBAPIError, match="append-only"), log.engine.begin() as conn:
         conn.execute(text("TRUNCATE entries CASCADE"))
+
+
+def test_late_and_out_of_order_seqs(log: Log, device: NamedKey) -> None:
+    accepted(log.append([submission(device, 1), submission(device, 5)]))
+    late = accepted(
+        log.append([submission(device, 3), submission(device, 1), submission(device, 9)])
+    )
+    assert [a.status for a in late] == ["accepted", "duplicate", "accepted"]
+    other = NamedKey.generate("boiler-2")
+    assert accepted(log.append([submission(other, 1)]))[0].status == "accepted"
