@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import problems
+from gateway.anchoring import AnchorSettings, AnchorTask
 from gateway.committer import GroupCommitter, Outcome
 from gateway.config import Settings
 from gateway.deps import Gateway
@@ -149,9 +150,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 port=url.port or 1883,
             )
             ingest.start()
+        anchor_settings = AnchorSettings.from_env()
+        anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
+        if anchoring is not None:
+            anchoring.start()
         try:
             yield
         finally:
+            if anchoring is not None:
+                await anchoring.stop()
             if ingest is not None:
                 ingest.stop()
             await sealer.stop()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.anchoring.conftest import anvil_url  # noqa: F401 -- a real anvil node, shared
 from tests.conftest import POSTGRES_ADMIN_URL, require_service
 from tests.gateway.server import Gateway, start_gateway
 
