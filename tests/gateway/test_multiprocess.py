@@ -1,0 +1,79 @@
+"""Two gateway processes on one PostgreSQL database: one log, one sealer at a time."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger import merkle
+from ledger.note import Checkpoint, NoteVerifier
+from tests.conftest import POSTGRES_ADMIN_URL, require_service
+from tests.gateway.server import Gateway, start_gateway
+from tests.gateway.test_api import envelope, minute, submit
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    from sqlalchemy import create_engine, text
+
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    fast = {"PATIO_SEAL_INTERVAL": "0.2", "PATIO_SEAL_ENTRIES": "7"}
+    first = start_gateway(tmp_path, database_url=url, extra_env=fast)
+    second = start_gateway(tmp_path, database_url=url, extra_env=fast)  # same keys, same DB
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_two_processes_keep_one_consistent_log(pair: tuple[Gateway, Gateway]) -> None:
+    first, second = pair
+    devices = [first.device(f"meter-{i}", "hoa-1") for i in range(4)]
+
+    def load(i: int) -> list[str]:
+        target = (first, second)[i % 2]
+        key = devices[i % 4]
+        results = submit(target, *(envelope(key, minute(key.name, i * 10 + s)) for s in range(5)))
+        assert {r["status"] for r in results} == {"accepted"}
+        return [r["log_tag_id"] for r in results]
+
+    with ThreadPoolExecutor(8) as pool:
+        tags = [tag for batch in pool.map(load, range(40)) for tag in batch]
+    assert len(set(tags)) == 200
+    final = first.seal()
+    verifier = NoteVerifier.parse(httpx.get(f"{second.url}/v1/log-key").text.strip())
+    history = httpx.get(f"{second.url}/v1/checkpoints", params={"limit": 1000}).json()
+    sizes = [c["tree_size"] for c in history["checkpoints"]]
+    assert sizes == sorted(set(sizes)) and sizes[-1] == final["tree_size"] == 200 + 5
+    assert len(sizes) > 3, "the sealers should have sealed along the way"
+    notes = [Checkpoint.open(c["note"], verifier) for c in history["checkpoints"]]
+    for old, new in itertools.pairwise(notes):
+        proof = httpx.get(
+            f"{first.url}/v1/proofs/consistency",
+            params={"first": old.tree_size, "second": new.tree_size},
+        ).json()
+        merkle.verify_consistency(
+            old.tree_size,
+            new.tree_size,
+            [bytes.fromhex(h) for h in proof["hashes"]],
+            old.root_hash,
+            new.root_hash,
+        )
+    for server in pair:
+        log = (server.data_dir / f"gateway-{server.url.rsplit(':', 1)[1]}.log").read_text()
+        assert "Traceback" not in log and "seal failed" not in log, log[-2000:]
