@@ -38,12 +38,12 @@ def gauge(unit: str, values: Sequence[float | None]) -> dict[str, Any]:
 
 
 def counter(unit: str, values: Sequence[float | None], baseline: float | None) -> dict[str, Any]:
-    """Sum of the counter's increments in the window, in Wh.
+    """Sum of the counter's increments in the window, in Wh, with n and missing.
 
     Each present sample adds its increase over the previous present sample (which may lie
     in an earlier minute: `baseline`). A drop means the counter restarted from zero (a
-    Tasmota reset or power cut), so the sample's whole value is the increase. `sum` is null
-    when the window holds no present sample.
+    Tasmota reset or power cut), so the sample's whole value is the increase. With no
+    present sample the sum is 0 and n = 0 says why (the contract requires a number).
     """
     total = 0.0
     present = 0
@@ -55,17 +55,19 @@ def counter(unit: str, values: Sequence[float | None], baseline: float | None) -
         if previous is not None:
             total += value - previous if value >= previous else value
         previous = value
-    return {"unit": unit, "sum": _round(total) if present else None}
+    return {"unit": unit, "sum": _round(total), "n": present, "missing": len(values) - present}
 
 
 def state(values: Sequence[float | None]) -> dict[str, Any]:
-    """any and on_fraction over present on/off samples (on_fraction null if none)."""
+    """any and on_fraction over present on/off samples, with n and missing."""
     present = [v for v in values if v is not None]
     on = sum(1 for v in present if v >= 0.5)
     return {
         "unit": "bool",
         "any": on > 0,
-        "on_fraction": _round(on / len(present)) if present else None,
+        "on_fraction": _round(on / len(present)) if present else 0.0,
+        "n": len(present),
+        "missing": len(values) - len(present),
     }
 
 

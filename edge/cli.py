@@ -71,6 +71,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     with _errors():
         return load_config(args.config)
 

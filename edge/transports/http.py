@@ -32,6 +32,19 @@ def _problem(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {text}"
 
 
+def _is_conflict(response: httpx.Response) -> bool:
+    """A 409 that reports the same seq recorded with other bytes (DESIGN.md format 3).
+
+    The gateway answers a conflict with a "Conflict" problem naming the earlier entry's
+    log tag; any other 409 is the duplicate answer (issue 4): already in the ledger.
+    """
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(body, dict) and (body.get("title") == "Conflict" or "log_tag_id" in body)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "")
     return float(value) if value.isdigit() else None
@@ -82,8 +95,7 @@ class EntriesTransport:
                 return first + self._post(items[half:])
             except DeliveryError as exc:
                 raise DeliveryError(str(exc), retry_after=exc.retry_after, results=first) from exc
-        if status == 409:
-            # issue 4: 409 is the duplicate answer; the entry is already in the ledger.
+        if status == 409 and not _is_conflict(response):
             return [Result(items[0].seq, "duplicate", None, _problem(response))]
         if 400 <= status < 500:
             return [Result(items[0].seq, "rejected", None, _problem(response))]
@@ -158,7 +170,7 @@ class LegacyTransport:
             return Result(item.seq, "accepted", tag)
         if status >= 500 or status in TRANSIENT_4XX:
             raise DeliveryError(_problem(response), retry_after=_retry_after(response))
-        if status == 409:
+        if status == 409 and not _is_conflict(response):
             return Result(item.seq, "duplicate", None, _problem(response))
         if 400 <= status < 500:
             return Result(item.seq, "rejected", None, _problem(response))

@@ -282,7 +282,7 @@ class FakeGateway:
             if known == data:
                 return {"status": "duplicate", "log_tag_id": self.tag(device, seq), "error": None}
             self.conflicts.append((device, seq))
-            return {"status": "rejected", "log_tag_id": None, "error": "conflict"}
+            return {"status": "rejected", "log_tag_id": self.tag(device, seq), "error": "conflict"}
 
     def payloads(self, device: str) -> list[dict[str, Any]]:
         """Recorded payloads of a device, in arrival order."""
@@ -376,7 +376,16 @@ class FakeGateway:
                 signed = {"device_id": keys["device_id"], "seq": keys["seq"], "dataToStore": data}
                 result = gateway.record(keys["device_id"], keys["seq"], signed, keys["sig"])
                 if result["status"] == "rejected":
-                    self._problem(409 if result["error"] == "conflict" else 403, result["error"])
+                    if result["error"] == "conflict":  # as the gateway answers a conflict
+                        body = {
+                            "title": "Conflict",
+                            "status": 409,
+                            "detail": "other bytes",
+                            "log_tag_id": result["log_tag_id"],
+                        }
+                        self._send(409, body, "application/problem+json", 409)
+                    else:
+                        self._problem(403, result["error"])
                     return
                 self._finish(200, {"dataToStore": data, "log_tag": result["log_tag_id"]})
 
@@ -496,3 +505,182 @@ class LedgerSubmissions:
                 continue
             results.append(self.gateway.record(device, payload["seq"], payload, envelope["sig"]))
         return results
+
+
+# The real gateway (`patio gateway serve`) in a subprocess.
+
+PATIO = REPO / ".venv" / "bin" / "patio"
+
+
+class RealGateway:
+    """`patio gateway serve` on a free port with its own data folder; stop and start it."""
+
+    def __init__(self, folder: Path, *, mqtt_port: int | None = None) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ, PATIO_DATA_DIR=str(folder), PATIO_SEAL_INTERVAL="1")
+        self.env.pop("PATIO_DATABASE_URL", None)
+        if mqtt_port is not None:
+            self.env["PATIO_MQTT_URL"] = f"mqtt://127.0.0.1:{mqtt_port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    @staticmethod
+    def require() -> None:
+        """Skip when the gateway package is not in this checkout."""
+        if not (REPO / "gateway" / "app.py").exists():
+            pytest.skip("gateway/app.py is not in this checkout yet")
+
+    def create_token(self) -> str:
+        """`patio admin create-token`: the token is the last stdout line."""
+        done = subprocess.run(
+            [str(PATIO), "admin", "create-token"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        self.token = done.stdout.strip().splitlines()[-1]
+        return self.token
+
+    def start(self) -> None:
+        """Serve, and wait until /readyz answers."""
+        import httpx
+
+        log = (self.folder / "gateway.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(PATIO),
+                "gateway",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = (self.folder / "gateway.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"the gateway did not start: {tail}")
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server process."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def admin(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST an admin route with the bearer token."""
+        import httpx
+
+        response = httpx.post(
+            f"{self.url}{path}",
+            json=dict(body),
+            timeout=10,
+            headers={"authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code in (200, 201), response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def register(self, community: str, device: str, public_key: str) -> None:
+        """Create the community and register the device's key."""
+        self.admin("/v1/communities", {"id": community, "name": f"HOA {community}"})
+        self.admin(
+            "/v1/devices", {"id": device, "community_id": community, "public_key": public_key}
+        )
+
+    def payloads(self, device: str) -> list[dict[str, Any]]:
+        """Every ledger entry of a device (GET /v1/entries?device=...), all pages."""
+        import httpx
+
+        found: list[dict[str, Any]] = []
+        cursor = -1
+        while True:
+            response = httpx.get(
+                f"{self.url}/v1/entries",
+                timeout=30,
+                params={"device": device, "cursor": cursor, "limit": 1000},
+                headers={"authorization": f"Bearer {self.token}"},
+            )
+            assert response.status_code == 200, response.text
+            page = response.json()
+            found += [item["entry"]["payload"] for item in page["entries"]]
+            if page["next_cursor"] is None:
+                return found
+            cursor = page["next_cursor"]
+
+
+class HoldingProxy:
+    """An HTTP relay in front of a gateway that can hold an answer after the gateway
+    committed it: the window in which `kill -9` hits an agent mid-flush."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.hold = False
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.url = ""
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[HoldingProxy]:
+        """Relay on a free port in a thread."""
+        import httpx
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                answer = httpx.post(
+                    proxy.upstream + self.path,
+                    content=body,
+                    timeout=30,
+                    headers={"content-type": "application/json"},
+                )
+                if proxy.hold:
+                    proxy.held.set()  # the gateway has committed; the agent waits
+                    proxy.release.wait(30)
+                try:
+                    self.send_response(answer.status_code)
+                    self.send_header("content-type", answer.headers.get("content-type", ""))
+                    self.send_header("content-length", str(len(answer.content)))
+                    self.end_headers()
+                    self.wfile.write(answer.content)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.release.set()
+            server.shutdown()
+            server.server_close()

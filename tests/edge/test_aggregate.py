@@ -55,6 +55,8 @@ def test_counter_sums_increments_from_the_previous_minute() -> None:
     assert counter("Wh", [1000.0, 1002.5, None, 1004.0], baseline=999.0) == {
         "unit": "Wh",
         "sum": 5.0,
+        "n": 3,
+        "missing": 1,
     }
 
 
@@ -65,13 +67,25 @@ def test_counter_reset_counts_the_energy_since_the_reset() -> None:
 
 def test_counter_without_a_baseline_starts_counting_at_its_first_sample() -> None:
     assert counter("Wh", [50.0, 52.0], baseline=None)["sum"] == 2.0
-    assert counter("Wh", [None, None], baseline=50.0)["sum"] is None
+    # No present sample: the contract needs a number, n = 0 says there was nothing to count.
+    assert counter("Wh", [None, None], baseline=50.0) == {
+        "unit": "Wh",
+        "sum": 0.0,
+        "n": 0,
+        "missing": 2,
+    }
 
 
 def test_state_gives_any_and_on_fraction_over_present_samples() -> None:
-    assert state([1.0, 0.0, 0.0, None, 0.0]) == {"unit": "bool", "any": True, "on_fraction": 0.25}
-    assert state([0.0, 0.0]) == {"unit": "bool", "any": False, "on_fraction": 0.0}
-    assert state([None]) == {"unit": "bool", "any": False, "on_fraction": None}
+    assert state([1.0, 0.0, 0.0, None, 0.0]) == {
+        "unit": "bool",
+        "any": True,
+        "on_fraction": 0.25,
+        "n": 4,
+        "missing": 1,
+    }
+    assert state([0.0, 0.0])["on_fraction"] == 0.0
+    assert state([None]) == {"unit": "bool", "any": False, "on_fraction": 0.0, "n": 0, "missing": 1}
 
 
 def test_legacy_records_skip_readings_of_a_milliwatt_or_less() -> None:
@@ -237,10 +251,10 @@ def test_a_tasmota_counter_reset_is_counted_once(
     # 10:00: 10.000 -> 10.002 -> 10.004 -> (reset) 0.001 -> 0.003 -> 0.005 = 2+2+1+2+2 Wh.
     assert first["readings"] == {
         "plug_w": {"unit": "W", "n": 6, "missing": 0, "avg": 120.0, "min": 120.0, "max": 120.0},
-        "plug_wh": {"unit": "Wh", "sum": 9.0},
+        "plug_wh": {"unit": "Wh", "sum": 9.0, "n": 6, "missing": 0},
     }
     # 10:01 starts from the last 10:00 value as its baseline: 0.005 -> 0.011 kWh.
-    assert second["readings"]["plug_wh"] == {"unit": "Wh", "sum": 6.0}  # type: ignore[index]
+    assert second["readings"]["plug_wh"]["sum"] == 6.0  # type: ignore[index]
 
 
 def test_on_fraction_from_a_boiler_fan(make_config: ConfigFactory, clock: ManualClock) -> None:
