@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from edge.agent import Agent
+from edge.outbox import OutboxStatus
 from tests.edge.conftest import COMMUNITY, DEVICE, T0, ConfigFactory
 from tests.edge.fakes import FakeGateway, ManualClock
 
@@ -82,3 +84,33 @@ def test_daytime_generation_is_sent_with_its_patio_type(
         "2026-11-22 10:00",
     )
     assert float(data["amount"].removesuffix("W")) > 100
+
+
+def test_a_conflict_is_dead_lettered_not_taken_for_a_duplicate(
+    make_config: ConfigFactory, gateway: FakeGateway, tmp_path: Path
+) -> None:
+    def run_for_two_minutes(start: float) -> OutboxStatus:
+        config = make_config(
+            agent={"grace_s": 1.0},
+            delivery={"transport": "legacy", "url": gateway.url},
+            sensors=[{"driver": "simulator", "name": "house", "kind": "household"}],
+        )
+        clock = ManualClock(start)
+        agent = Agent(config=config, clock=clock)
+        try:
+            while clock.t < start + 2 * 60 + 2:
+                agent.step(clock.t)
+                clock.t += 1
+            return agent.outbox.status()
+        finally:
+            agent.close()
+
+    assert run_for_two_minutes(T0).acked == 2
+    for path in (tmp_path / "var").glob("edge.db*"):
+        path.unlink()  # the SD card died: the seq counter starts again at 1
+    status = run_for_two_minutes(T0 + 3600)
+    # Seqs 1 and 2 now carry other readings: the gateway keeps the first bytes and answers
+    # 409 Conflict. That is a refusal to report, not a delivery.
+    assert (status.acked, status.dead) == (0, 2)
+    assert all(d["error"] == "HTTP 409: other bytes" for d in status.dead_letters)
+    assert gateway.conflicts == [(DEVICE, 1), (DEVICE, 2)]
