@@ -297,12 +297,9 @@ class Log:
             raise ValueError("this log was opened without a signing key")
         with self._write() as conn, conn.begin():
             if self._postgres:
-                locked = conn.execute(select(func.pg_try_advisory_xact_lock(SEAL_LOCK)))
-                if not locked.scalar_one():
-                    latest = self._latest_checkpoint(conn)
-                    if latest is not None:
-                        return latest  # another process is sealing right now
-                    conn.execute(select(func.pg_advisory_xact_lock(SEAL_LOCK)))
+                # Sealers take turns: the next one then seals only what the last one missed,
+                # so "seal now" never answers with a checkpoint older than its call.
+                conn.execute(select(func.pg_advisory_xact_lock(SEAL_LOCK)))
             latest = self._latest_checkpoint(conn)
             old_size = latest.tree_size if latest else 0
             new_size: int = conn.execute(
