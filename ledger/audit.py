@@ -8,6 +8,7 @@ chain do not vouch for. The first false claim is reported as a `Finding`:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -259,11 +260,11 @@ def _check_entries(batch: Sequence[SourceEntry]) -> _Checked:
     leaves: list[bytes] = []
     findings: list[Finding] = []
     signatures = 0
-    keys: dict[str, nacl.signing.VerifyKey] = {}
+    keys: dict[str, Callable[[bytes], bytes]] = {}
     sha256 = hashlib.sha256
     for item in batch:
         try:
-            data, signed, sig, device = _entry_parts(item)
+            data, signed, signature, device = _entry_parts(item)
         except FormatError as exc:
             findings.append(Finding(kind="entry", subject=item.index, message=str(exc)))
             leaves.append(sha256(b"\x00" + (item.data or b"")).digest())
@@ -285,11 +286,11 @@ def _check_entries(batch: Sequence[SourceEntry]) -> _Checked:
         problem = "does not verify"
         for text in item.device_keys:
             try:
-                key = keys.get(text)
-                if key is None:
+                verify = keys.get(text)
+                if verify is None:
                     raw = b64decode(text, what="device key", length=32)
-                    key = keys[text] = nacl.signing.VerifyKey(raw)
-                key.verify(signed, b64decode(sig, what="sig", length=64))
+                    verify = keys[text] = nacl.signing.VerifyKey(raw).verify
+                verify(signature + signed)  # libsodium's combined form: sig || message
                 break
             except FormatError as exc:
                 problem = str(exc)
@@ -306,10 +307,22 @@ def _check_entries(batch: Sequence[SourceEntry]) -> _Checked:
     return _Checked(leaves, findings, signatures)
 
 
-def _entry_parts(item: SourceEntry) -> tuple[bytes, bytes, str, Any]:
-    """(entry bytes, payload bytes as signed, sig, device id); FormatError if malformed."""
-    obj = parse_json(item.data, what="entry") if item.data is not None else item.obj
-    if not isinstance(obj, Mapping) or set(obj) != ENTRY_KEYS:
+# Contract names and receive times repeat (one receive time per group commit): encode once.
+_repeated_json = functools.lru_cache(maxsize=4096)(canonical_json)
+
+
+def _entry_parts(item: SourceEntry) -> tuple[bytes, bytes, bytes, Any]:
+    """(entry bytes, payload bytes as signed, raw signature, device id); FormatError if bad."""
+    if item.data is not None:
+        try:
+            # Plain parsing is enough: the bytes must equal the canonical layout below, and
+            # a JCS text has no duplicate keys or NaN for a lenient parser to hide.
+            obj = json.loads(item.data)
+        except (ValueError, RecursionError) as exc:
+            raise FormatError("is not valid JSON") from exc
+    else:
+        obj = item.obj
+    if not isinstance(obj, Mapping) or obj.keys() != ENTRY_KEYS:
         raise FormatError(f"is not an entry object with keys {sorted(ENTRY_KEYS)}")
     contract, sig, received_at, payload = (
         obj["contract"],
@@ -323,18 +336,16 @@ def _entry_parts(item: SourceEntry) -> tuple[bytes, bytes, str, Any]:
         raise FormatError("has a non-string contract, sig or received_at")
     if not isinstance(payload, dict):
         raise FormatError("has a payload that is not a JSON object")
+    signature = b64decode(sig, what="sig", length=64)
     # Pinned format 4: JCS members in UTF-16 order are contract, payload, received_at, sig, v.
-    prefix = b'{"contract":' + canonical_json(contract) + b',"payload":'
-    suffix = (
-        b',"received_at":'
-        + canonical_json(received_at)
-        + b',"sig":'
-        + canonical_json(sig)
-        + b',"v":1}'
-    )
+    # Canonical base64 holds no character RFC 8785 section 3.2.2.2 escapes, so its JCS
+    # string is the text in quotes.
+    prefix = b'{"contract":' + _repeated_json(contract) + b',"payload":'
+    suffix = b',"received_at":' + _repeated_json(received_at) + b',"sig":"' + sig.encode()
+    suffix += b'","v":1}'
     if item.data is None:
         signed = canonical_json(payload)
-        return prefix + signed + suffix, signed, sig, payload.get("device_id")
+        return prefix + signed + suffix, signed, signature, payload.get("device_id")
     data = item.data
     if not (data.startswith(prefix) and data.endswith(suffix)):
         raise FormatError("is not in canonical form (RFC 8785, pinned format 4)")
@@ -343,7 +354,7 @@ def _entry_parts(item: SourceEntry) -> tuple[bytes, bytes, str, Any]:
     # shows they are canonical; with no device key to check, compare with JCS directly.
     if not item.device_keys and canonical_json(payload) != signed:
         raise FormatError("has a payload not in canonical form (RFC 8785, pinned format 4)")
-    return data, signed, sig, payload.get("device_id")
+    return data, signed, signature, payload.get("device_id")
 
 
 # -- the replayed tree ------------------------------------------------------------------
@@ -823,19 +834,30 @@ class LocalSource:
 
     def entries(self, *, start: int, end: int) -> Iterator[Sequence[SourceEntry]]:
         """Stored entry bytes and leaf hashes, a page at a time."""
+        from sqlalchemy import select
+
+        from ledger.storage import entries
+
         keys = self.device_keys
+        columns = (entries.c.idx, entries.c.entry, entries.c.device_id, entries.c.leaf_hash)
         while start < end:
-            page = [e for e in self.log.entries(start=start, limit=min(PAGE, end - start))]
-            page = [e for e in page if e.index < end]
-            if not page:
+            query = (
+                select(*columns)
+                .where(entries.c.idx >= start, entries.c.idx < end)
+                .order_by(entries.c.idx)
+                .limit(PAGE)
+            )
+            with self.log.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
                 return
             yield [
                 SourceEntry(
-                    index=e.index,
-                    data=e.entry,
-                    device_keys=keys.get(e.device_id, ()) if e.device_id else (),
-                    leaf_hash=e.leaf_hash,
+                    index=index,
+                    data=bytes(data),
+                    device_keys=keys.get(device, ()) if device else (),
+                    leaf_hash=bytes(leaf),
                 )
-                for e in page
+                for index, data, device, leaf in rows
             ]
-            start = page[-1].index + 1
+            start = rows[-1][0] + 1
