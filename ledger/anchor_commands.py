@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,15 +271,11 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.confirmations < 0:
         raise CommandError("--confirmations must not be negative")
     source, _ = _source(args)
-    chain: Any = None
+    chain: Callable[[], Web3] | None = None
     if args.rpc:
         from ledger.anchoring import connect
 
-        rpc = args.rpc
-
-        def chain() -> Web3:
-            return connect(rpc)
-
+        chain = functools.partial(connect, args.rpc)
     auditor = Auditor(
         source=source,
         log_key=_log_key(args.log_key),
@@ -298,12 +296,15 @@ def run_audit(args: argparse.Namespace) -> int:
             continue
         report = audit.report
         print(report.summary(), flush=True)
-        if args.report:
-            args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        try:
+            if args.report:
+                args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            if report.ok and args.state and audit.state is not None:
+                audit.state.save(args.state)
+        except OSError as exc:
+            raise CommandError(f"cannot write {exc.filename}: {exc.strerror}") from exc
         if not report.ok:
             return EXIT_FAILED
-        if args.state and audit.state is not None:
-            audit.state.save(args.state)
         state = audit.state
         if args.watch is None:
             return EXIT_OK

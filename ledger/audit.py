@@ -199,7 +199,6 @@ class AuditReport:
     anchors_checked_on_chain: int = 0
     entries_checked: int = 0
     device_signatures_checked: int = 0
-    entries_unsealed: int = 0
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
 
@@ -234,7 +233,7 @@ class AuditReport:
             lines.append(
                 f"  {self.entries_checked} entries replayed, "
                 f"{self.device_signatures_checked} device signature(s), "
-                f"{rate:,.0f} entries/s; {self.entries_unsealed} newer entries not yet sealed"
+                f"{rate:,.0f} entries/s (entries after the newest checkpoint wait for the next)"
             )
         lines.extend(f.line() for f in self.findings)
         lines.append("OK: no tampering found" if self.ok else f"{len(self.findings)} finding(s)")

@@ -359,3 +359,28 @@ def test_cli_audit_local_exit_codes_report_and_state(
     assert main(["audit", "--local", "--database-url", url, "--log-key", other]) == 1
     assert "checkpoint signature" in capsys.readouterr().out
     assert main([*argv[:-4], "--state", str(state), "--log-key", other]) == 2
+
+
+def test_cli_watch_repeats_until_a_finding(
+    log: Log, log_key: NamedKey, device: NamedKey, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import ledger.anchor_commands
+
+    history(log, device, [5])
+    rounds: list[float] = []
+
+    def between_rounds(seconds: float) -> None:
+        rounds.append(seconds)
+        if len(rounds) == 1:
+            history(log, device, [8])  # the log grows: still clean
+        else:
+            tamper(log, ("DELETE FROM entries WHERE idx = 6", ()))
+
+    monkeypatch.setattr(ledger.anchor_commands.time, "sleep", between_rounds)
+    argv = ["audit", "--local", "--database-url", f"sqlite:///{db_path(log)}"]
+    argv += ["--log-key", log_key.verifier_key, "--full", "--watch", "30"]
+    assert main(argv) == 1
+    assert rounds == [30, 30]
+    out = capsys.readouterr().out
+    assert out.count("OK: no tampering found") == 2
+    assert "TAMPER DETECTED: entry 6 is missing from the log" in out
