@@ -90,6 +90,7 @@ def test_cli_deploy_anchor_and_verify_a_bundle_on_anvil(
 def test_rpc_down_then_a_lost_mempool_transaction_on_anvil(
     anvil: Web3, anvil_url: str, anvil_account: LocalAccount, log: Log, device: NamedKey
 ) -> None:
+    nonce = anvil.eth.get_transaction_count(anvil_account.address)  # other tests share anvil
     contract = deploy_contract(anvil, anvil_account, origin=ORIGIN)
     grow(log, device, 5)
     dead = connect(f"http://127.0.0.1:{_free_port()}", timeout=2)
@@ -105,7 +106,7 @@ def test_rpc_down_then_a_lost_mempool_transaction_on_anvil(
     assert restarted.run_once().action == "waiting"  # in the mempool: nothing new is sent
     # The node loses it (a restart, a full mempool); the next pass sends the same bytes.
     _rpc(anvil_url, "anvil_dropTransaction", [sent.anchor.tx_hash])
-    assert anvil.eth.get_transaction_count(anvil_account.address, "pending") == 1
+    assert anvil.eth.get_transaction_count(anvil_account.address, "pending") == nonce + 1
     assert restarted.run_once().action == "rebroadcast"
     _rpc(anvil_url, "evm_mine", [])
     _rpc(anvil_url, "evm_setAutomine", [True])
@@ -114,7 +115,7 @@ def test_rpc_down_then_a_lost_mempool_transaction_on_anvil(
     assert done.anchor.tx_hash == sent.anchor.tx_hash
     events = anvil.eth.get_logs({"address": contract, "fromBlock": 0, "topics": [ANCHORED_TOPIC]})
     assert len(events) == 1
-    assert anvil.eth.get_transaction_count(anvil_account.address) == 2  # deploy + one anchor
+    assert anvil.eth.get_transaction_count(anvil_account.address) == nonce + 2  # deploy, anchor
 
 
 def test_calldata_mode_and_gas_on_anvil(
