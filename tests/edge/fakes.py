@@ -480,6 +480,7 @@ class LedgerSubmissions:
         self.gateway = gateway
         self.communities = dict(communities)
         self.calls = 0
+        self.envelopes = 0
         self.fault: Exception | None = None
 
     def submit(
@@ -487,6 +488,7 @@ class LedgerSubmissions:
     ) -> list[dict[str, Any]]:
         """One result per envelope, as POST /v1/entries answers."""
         self.calls += 1
+        self.envelopes += len(envelopes)
         if self.fault is not None:
             raise self.fault
         assert contract == "energy_minute"

@@ -17,7 +17,7 @@ from edge.agent import Agent
 from edge.database import Store
 from edge.outbox import Outbox
 from edge.transports.mqtt import MqttTransport
-from gateway.mqtt_ingest import MqttIngest
+from gateway.mqtt_ingest import Message, MqttIngest
 from ledger.encoding import canonical_json
 from ledger.errors import FormatError
 from ledger.keys import NamedKey
@@ -115,7 +115,7 @@ def test_delivery_counts_only_on_the_gateways_ack(
         try:
             outbox.flush(transport, T0 + 10)  # the ack timeout has not passed: nothing resent
             time.sleep(0.2)
-            assert submissions.calls == 0 and pending(outbox) == 5
+            assert submissions.envelopes == 0 and pending(outbox) == 5
             now = T0 + 31.0  # overdue: offered again, now the gateway answers
             while pending(outbox):
                 outbox.flush(transport, now)
@@ -154,19 +154,20 @@ def test_the_broker_queues_a_burst_for_an_offline_gateway(
         wait_until(lambda: transport.unconfirmed == 0, 10, "PUBACKs for the burst")
         ingest = start_ingest(broker, submissions)
         last = -1
-        while last != submissions.calls:  # until the broker has nothing more to hand over
-            last = submissions.calls
+        while last != submissions.envelopes:  # until the broker has nothing more to hand over
+            last = submissions.envelopes
             time.sleep(0.5)
+        assert submissions.calls < submissions.envelopes / 10  # committed in batches
         ingest.stop()
         transport.close()
     finally:
         broker.stop()
     if everything_queued:
-        assert submissions.calls == 1500
+        assert submissions.envelopes == 1500
     else:
         # Why docker/mosquitto.conf lifts the limit: the default silently drops QoS 1
         # messages beyond 1000 queued (plus those in flight) for an offline client.
-        assert 1000 <= submissions.calls < 1500
+        assert 1000 <= submissions.envelopes < 1500
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
@@ -196,11 +197,11 @@ def test_a_broker_restart_loses_and_duplicates_nothing(
 
     try:
         drive(T0 + 3 * 60 + 2)  # minutes 0-2 delivered and acked
-        wait_until(lambda: submissions.calls == 3, 5, "the first three minutes")
+        wait_until(lambda: submissions.envelopes == 3, 5, "the first three minutes")
         ingest.stop()  # the gateway's side goes away; its session stays at the broker
         drive(T0 + 5 * 60 + 2)  # minutes 3-4: published, PUBACKed, queued at the broker
         wait_until(lambda: transport.unconfirmed == 0, 5, "PUBACKs")
-        assert transport.in_flight == 2 and submissions.calls == 3
+        assert transport.in_flight == 2 and submissions.envelopes == 3
         # SIGTERM: the broker saves its queue and hands it over after the restart.
         # SIGKILL: the queue is lost; the agent offers minutes 3-4 again after its ack timeout.
         broker.stop(stop_signal)
@@ -307,4 +308,57 @@ def test_a_foreign_topic_gets_no_ack(submissions: LedgerSubmissions) -> None:
     ingest = MqttIngest(submissions=submissions, host="127.0.0.1", port=1)
     assert ingest.handle("patio/hoa-1/dev-1/entries/extra", b"{}") is None
     assert ingest.handle("tele/plug/SENSOR", b"{}") is None
-    assert submissions.calls == 0
+    assert submissions.envelopes == 0
+
+
+def _envelope(key: NamedKey, seq: int) -> bytes:
+    payload = {
+        "device_id": DEVICE,
+        "seq": seq,
+        "start": "2026-11-22T10:00:00Z",
+        "period_s": 60,
+        "readings": READINGS,
+    }
+    return canonical_json({"payload": payload, "sig": key.sign_payload(payload)})
+
+
+def test_a_batch_is_one_submit_per_community_in_message_order(
+    submissions: LedgerSubmissions, device_key: NamedKey
+) -> None:
+    ingest = MqttIngest(submissions=submissions, host="127.0.0.1", port=1)
+    answers = ingest.handle_batch(
+        [
+            Message(ENTRIES, _envelope(device_key, 1)),
+            Message(ENTRIES, b"junk"),
+            Message(ENTRIES, _envelope(device_key, 2)),
+            Message(f"patio/hoa-2/{DEVICE}/entries", _envelope(device_key, 3)),
+        ]
+    )
+    assert submissions.calls == 2  # hoa-1 (seqs 1, 2) and hoa-2 (seq 3)
+    assert [a[0] for a in answers if a] == [ACKS, ACKS, ACKS, f"patio/hoa-2/{DEVICE}/acks"]
+    assert [(a[1]["seq"], a[1]["status"]) for a in answers if a] == [
+        (1, "accepted"),
+        (None, "rejected"),
+        (2, "accepted"),
+        (3, "rejected"),
+    ]
+
+
+def test_a_failing_batch_is_retried_one_envelope_at_a_time(
+    submissions: LedgerSubmissions, device_key: NamedKey
+) -> None:
+    class OnlySingles:
+        def submit(self, contract: str, envelopes: Any, *, community: str | None = None) -> Any:
+            if len(envelopes) > 1:
+                raise RuntimeError("batch too large for a flaky store")
+            if envelopes[0]["payload"]["seq"] == 2:
+                raise FormatError("readings: bad")
+            return submissions.submit(contract, envelopes, community=community)
+
+    ingest = MqttIngest(submissions=OnlySingles(), host="127.0.0.1", port=1)
+    answers = ingest.handle_batch([Message(ENTRIES, _envelope(device_key, s)) for s in (1, 2, 3)])
+    assert [(a[1]["seq"], a[1]["status"]) for a in answers if a] == [
+        (1, "accepted"),
+        (2, "rejected"),
+        (3, "accepted"),
+    ]
