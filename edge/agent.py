@@ -29,6 +29,9 @@ CURSOR = "cursor_ms"  # start of the first minute not yet aggregated
 SIM_ANCHOR = "sim_anchor"  # real time of the first simulated run
 PRUNE_EVERY_S = 600.0
 MAX_SLEEP_S = 5.0  # wake at least this often (clock time) to aggregate, retry and read acks
+# A Raspberry Pi has no battery clock: until NTP answers it may believe it is 1970. Samples
+# stamped before this are not taken (they would become minutes decades in the past).
+EARLIEST_PLAUSIBLE = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 
 
 def load_device_key(config: EdgeConfig) -> NamedKey:
@@ -155,6 +158,7 @@ class Agent:
             raise
         self._due = {spec.name: -math.inf for spec in config.sensors}
         self._next_prune = -math.inf
+        self._clock_warned = False
         self._stop = threading.Event()
         self.last_flush = FlushReport(skipped=True)
 
@@ -162,6 +166,11 @@ class Agent:
 
     def step(self, now: float) -> float:
         """Poll due sensors, aggregate closed minutes, prune, flush; returns the next wake."""
+        if now < EARLIEST_PLAUSIBLE:
+            if not self._clock_warned:
+                log.warning("the clock reads %.0f (before 2025): waiting for NTP", now)
+                self._clock_warned = True
+            return now + MAX_SLEEP_S
         self.sample(now)
         self.aggregate(now)
         if now >= self._next_prune:

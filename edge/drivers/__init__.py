@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edge.config import SENSOR_NAME, Section
-from edge.errors import ConfigError
 
 if TYPE_CHECKING:
     from edge.clock import Clock
@@ -125,8 +124,3 @@ def parse_sensor(
         settings=settings,
     )
 
-
-def require(condition: bool, section: Section, key: str, message: str) -> None:
-    """Raise a ConfigError about `key` unless `condition` holds."""
-    if not condition:
-        raise ConfigError(f"{section.where}: {key!r} {message}")

@@ -274,3 +274,15 @@ def test_on_fraction_from_a_boiler_fan(make_config: ConfigFactory, clock: Manual
     assert fractions.count(1.0) >= 3 and fractions.count(0.0) >= 7
     assert all(f["any"] == (f["on_fraction"] > 0) for f in fans)
     assert len([f for f in fractions if 0 < f < 1]) <= 3
+
+
+def test_nothing_is_sampled_before_the_clock_is_set(
+    agent: Agent, tree: W1Tree, clock: ManualClock
+) -> None:
+    tree.set(SERIAL, 50.0)
+    boot = 86_400.0 * 3  # a Raspberry Pi without a battery clock, before NTP: 1970
+    for k in range(200):
+        assert agent.step(boot + k) == boot + k + 5
+    assert agent.store.connection.execute("SELECT count(*) FROM samples").fetchone() == (0,)
+    drive(agent, clock, T0 + 63)  # NTP answered
+    assert [p["start"] for p in outbox_payloads(agent)] == ["2026-11-22T10:00:00Z"]

@@ -185,3 +185,14 @@ def test_one_agent_per_data_folder(
         assert code == 1 and "another agent is using" in err
     finally:
         agent.close()
+
+
+def test_the_example_config_is_valid() -> None:
+    from edge.config import load_config
+    from tests.edge.fakes import REPO
+
+    config = load_config(REPO / "edge" / "edge.example.toml")
+    assert config.device_id == "boiler-room-1" and config.delivery.transport == "http"
+    channels = [c.name for spec in config.sensors for c in spec.channels]
+    assert channels == ["water", "flue", "fan_va", "fan_on", "heatpump_w", "heatpump_wh"]
+    assert str(config.database) == "/var/lib/patio-edge/edge.db"
