@@ -24,8 +24,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
-from sqlalchemy import Connection, func, select, table, update
-from sqlalchemy import column as sql_column
+from sqlalchemy import Connection, func, select, update
 from web3 import Web3
 from web3.exceptions import (
     ContractLogicError,
@@ -61,9 +60,6 @@ GWEI = 10**9
 
 Status = Literal["pending", "confirmed", "failed"]
 T = TypeVar("T")
-
-# Migration 0002_anchors_raw_tx adds this column; storage.anchors does not declare it.
-_anchor_raw_tx = table("anchors", sql_column("id"), sql_column("raw_tx"))
 
 
 class ChainError(LedgerError):
@@ -484,8 +480,7 @@ class Anchorer:
             return [_record(row) for row in rows]
 
     def _pending(self, conn: Connection) -> list[Any]:
-        raw = _anchor_raw_tx.alias("anchor_raw")
-        query = select(anchors, raw.c.raw_tx).join_from(anchors, raw, anchors.c.id == raw.c.id)
+        query = select(anchors)
         return list(
             conn.execute(
                 query.where(self._mine(), anchors.c.status == "pending").order_by(anchors.c.id)
@@ -653,9 +648,7 @@ class Anchorer:
             ).inserted_primary_key
             assert inserted is not None
             anchor_id = inserted[0]
-            conn.execute(
-                update(_anchor_raw_tx).where(_anchor_raw_tx.c.id == anchor_id).values(raw_tx=raw)
-            )
+            conn.execute(update(anchors).where(anchors.c.id == anchor_id).values(raw_tx=raw))
             row = conn.execute(select(anchors).where(anchors.c.id == anchor_id)).one()
         # Recorded and committed: from here on a failure only delays this anchor.
         _send(self.w3, raw, "anchor")

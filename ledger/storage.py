@@ -84,6 +84,7 @@ anchors = Table(
     Column("confirmations", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),
     Column("created_at", String(32), nullable=False),
+    Column("raw_tx", LargeBinary),  # migration 0002: the signed bytes, rebroadcast as sent
     Index("anchors_tree_size", "tree_size"),
 )
 

@@ -114,6 +114,28 @@ async def registry_key(gateway: GatewayDep) -> PlainTextResponse:
     return PlainTextResponse(gateway.registry_key.public_key_b64 + "\n")
 
 
+class InclusionProof(BaseModel):
+    """RFC 9162 inclusion proof (audit path), hex hashes."""
+
+    index: int
+    tree_size: int
+    hashes: list[str]
+
+
+@router.get("/proofs/inclusion", response_model=InclusionProof, summary="Inclusion proof")
+async def inclusion(
+    gateway: GatewayDep,
+    index: Annotated[int, Query(ge=0)],
+    tree_size: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    """The audit path of leaf `index` in the checkpointed tree of `tree_size` (hashes only)."""
+    try:
+        hashes = gateway.log.inclusion_proof(index, tree_size)
+    except NotFoundError as exc:
+        raise Problem(404, "Not found", str(exc)) from exc
+    return {"index": index, "tree_size": tree_size, "hashes": [h.hex() for h in hashes]}
+
+
 @router.get("/proofs/consistency", response_model=ConsistencyProof, summary="Consistency proof")
 async def consistency(
     gateway: GatewayDep,

@@ -153,9 +153,10 @@ def test_edited_entry_is_named_over_http(gateway: Running) -> None:
     lines = [f.line() for f in gateway.audit().report.findings]
     assert lines[0].startswith("TAMPER DETECTED: entry 30 does not hash to its log tag id")
     assert lines[1].startswith("TAMPER DETECTED: entry 30 has a bad device signature")
-    # The gateway serves no inclusion proofs at chosen sizes, so the root check names the
-    # checkpoint whose signed root the served entries no longer give.
-    assert lines[2].startswith("TAMPER DETECTED: checkpoint 50 does not match the entries")
+    # GET /v1/proofs/inclusion lets the root check prove which entry the signed root excludes.
+    assert lines[2] == (
+        "TAMPER DETECTED: entry 30 does not match what checkpoint 50 signed: its bytes were changed"
+    )
 
 
 def test_deleted_entry_is_named_over_http(gateway: Running) -> None:

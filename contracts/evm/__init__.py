@@ -1,0 +1,1 @@
+"""The anchor contract: its Solidity source, compile script and pinned artifact."""
