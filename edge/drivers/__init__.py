@@ -123,4 +123,3 @@ def parse_sensor(
         legacy_type=legacy_type,
         settings=settings,
     )
-

@@ -15,7 +15,7 @@ from edge.drivers.tasmota import TasmotaPlug
 from ledger.encoding import canonical_json
 from ledger.keys import NamedKey, decode_public_key, verify_signature
 from tests.edge.conftest import DEVICE, T0, ConfigFactory
-from tests.edge.fakes import ManualClock, W1Tree
+from tests.edge.fakes import FakeGateway, ManualClock, W1Tree
 
 SERIAL = "0000075a3c2e"
 
@@ -286,3 +286,29 @@ def test_nothing_is_sampled_before_the_clock_is_set(
     assert agent.store.connection.execute("SELECT count(*) FROM samples").fetchone() == (0,)
     drive(agent, clock, T0 + 63)  # NTP answered
     assert [p["start"] for p in outbox_payloads(agent)] == ["2026-11-22T10:00:00Z"]
+
+
+def test_retention_prunes_raw_samples_and_acknowledged_aggregates(
+    make_config: ConfigFactory, clock: ManualClock, gateway: FakeGateway
+) -> None:
+    config = make_config(
+        agent={"grace_s": 1.0, "raw_retention_h": 0.25, "acked_retention_h": 0.5},
+        delivery={"url": gateway.url},
+        sensors=[{"driver": "simulator", "name": "house", "kind": "household", "interval_s": 10.0}],
+    )
+    agent = Agent(config=config, clock=clock)
+    db = agent.store.connection
+    try:
+        drive(agent, clock, T0 + 3611, step=10.0)  # 10:00 to 11:00:10; minute 10:59 closed
+        agent.prune(clock.t)
+        oldest_sample = db.execute("SELECT min(ts_ms) FROM samples").fetchone()[0] / 1000
+        oldest_acked = db.execute("SELECT min(start_ms) FROM outbox").fetchone()[0] / 1000
+        acked = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    finally:
+        agent.close()
+    assert clock.t == T0 + 3620
+    assert oldest_sample >= clock.t - 15 * 60  # 15 minutes of raw samples kept
+    # Minute m is acknowledged at the step 70 s after its start and kept 30 minutes after
+    # that: minutes 10:30 to 10:59 remain.
+    assert oldest_acked == T0 + 30 * 60
+    assert acked == 30 and len(gateway.entries) == 60
