@@ -12,13 +12,76 @@ import rfc8785
 
 from ledger.errors import FormatError
 
+# RFC 8785 section 3.2.2.3: integers are exact up to 2**53 - 1.
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class _NotPlain(Exception):
+    """The value needs the full RFC 8785 encoder."""
+
+
+def _plain(value: Any) -> Any:
+    """`value` with integral floats as ints, if the C json encoder then writes JCS exactly.
+
+    That holds for ASCII strings (same escapes, and code-point order is UTF-16 order),
+    integers within 2**53, and non-integral floats in [1e-4, 1e16), where Python's repr and
+    ECMAScript's Number::toString (RFC 8785 section 3.2.2.3) print the same shortest digits
+    without an exponent. Anything else raises _NotPlain.
+    """
+    kind = type(value)
+    if kind is dict:
+        plain = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise _NotPlain
+            plain[key] = _plain(item)
+        return plain
+    if kind is list:
+        return [_plain(item) for item in value]
+    if kind is str:
+        if value.isascii():
+            return value
+        raise _NotPlain
+    if kind is int:
+        if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+            return value
+        raise _NotPlain
+    if kind is float:
+        if value.is_integer():
+            if abs(value) <= _MAX_SAFE_INTEGER:
+                return int(value)  # ECMAScript prints 21.0 as 21, and -0.0 as 0
+            raise _NotPlain
+        if 1e-4 <= abs(value) < 1e16:
+            return value
+        raise _NotPlain
+    if value is None or kind is bool:
+        return value
+    raise _NotPlain
+
 
 def canonical_json(value: Any) -> bytes:
-    """Encode `value` as RFC 8785 (JCS) bytes; everything signed or hashed goes through here."""
+    """Encode `value` as RFC 8785 (JCS) bytes; everything signed or hashed goes through here.
+
+    Plain values (see `_plain`) take the C json encoder, several times faster than the
+    pure-Python `rfc8785`, which handles every other value; tests/interop checks that both
+    paths agree byte for byte.
+    """
+    try:
+        plain = _plain(value)
+    except _NotPlain:
+        pass
+    except RecursionError as exc:
+        raise FormatError("value is nested too deeply to canonicalize") from exc
+    else:
+        return json.dumps(
+            plain, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode()
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise FormatError(f"value cannot be canonicalized (RFC 8785): {exc}") from exc
+    except RecursionError as exc:
+        raise FormatError("value is nested too deeply to canonicalize") from exc
 
 
 def parse_json(data: bytes | str, *, what: str = "input") -> Any:

@@ -120,3 +120,67 @@ def test_entry_bytes_equal_jcs_of_the_entry_object(
     }
     assert assembled == canonical_json(whole)
     assert json.loads(assembled) == json.loads(canonical_json(whole))
+
+
+any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0.0, -0.0, 1e-4, 9.999e-5, 1e16, 9999999999999998.0, 2.0**53, 1e21, 5e-324])
+    | st.text()
+    | st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F)),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(), children, max_size=4)
+        | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=0x7F)), children, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(any_json)
+def test_the_fast_path_is_byte_identical_to_rfc8785(value: object) -> None:
+    import rfc8785
+
+    from ledger.errors import FormatError
+
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(FormatError):
+            canonical_json(value)
+        return
+    assert canonical_json(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        21.0,
+        -0.0,
+        0.1,
+        1e-4,
+        123456789.125,
+        1e15,
+        2.0**53 - 1,
+        1e-5,
+        1e16,
+        1e21,
+        2.0**53,
+        "é",
+        '\x00\x1f"\\',
+        {"\ue000": 1, "\U0001f600": 2},
+        -(2**53) + 1,
+        2**53,
+    ],
+)
+def test_boundaries_of_the_fast_path(value: object) -> None:
+    import rfc8785
+
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        return
+    assert canonical_json(value) == expected
