@@ -188,6 +188,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
 
     for module in (health, admin, entries, checkpoints, communities, stream, contracts):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -21,6 +21,9 @@ from gateway.submissions import Submissions
 from ledger.keys import NamedKey
 from ledger.log import Log
 
+# Indexes, sizes and ids are stored as signed 64-bit integers (BIGINT).
+MAX_INDEX = 2**63 - 1
+
 
 @dataclass(kw_only=True)
 class Gateway:

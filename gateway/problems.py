@@ -18,6 +18,33 @@ MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger(__name__)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+# Every route documents its refusals as problem documents (and FastAPI then adds no
+# application/json 422 of its own).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}}
+    for status, text in (
+        (400, "Bad request"),
+        (401, "No or unknown credentials"),
+        (403, "Not allowed for these credentials"),
+        (404, "Not found"),
+        (409, "Conflict, or not sealed yet (see Retry-After)"),
+        (413, "Body over 1 MiB"),
+        (422, "Invalid request"),
+    )
+}
+
+
 class Problem(Exception):
     """Raise anywhere in a route to answer with a problem document."""
 

@@ -156,4 +156,7 @@ def parse_rfc3339(text: str, *, what: str) -> datetime:
         raise FormatError(f"{what} is not an RFC 3339 timestamp: {text!r}") from exc
     if moment.tzinfo is None or "T" not in text.upper():
         raise FormatError(f"{what} must be an RFC 3339 timestamp with an offset: {text!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise FormatError(f"{what} is outside the years 1 to 9999 in UTC: {text!r}") from exc

@@ -6,14 +6,14 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryContract
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import AdminDep, GatewayDep
+from gateway.deps import MAX_INDEX, AdminDep, GatewayDep
 from gateway.problems import Problem
 from gateway.store import apps, communities, device_keys, devices
 from ledger.encoding import b64decode, rfc3339_utc
@@ -214,7 +214,9 @@ async def create_app_key(body: AppCreate, gateway: GatewayDep, _: AdminDep) -> d
 
 
 @router.post("/apps/{app_id}/rotate", summary="Replace an app's key (the old one stops working)")
-async def rotate_app_key(app_id: int, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
+async def rotate_app_key(
+    app_id: Annotated[int, Path(ge=1, le=MAX_INDEX)], gateway: GatewayDep, _: AdminDep
+) -> dict[str, Any]:
     key = new_secret(APP_PREFIX)
     with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
         row = conn.execute(select(apps).where(apps.c.id == app_id)).first()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from gateway.deps import AdminDep, GatewayDep
+from gateway.deps import MAX_INDEX, AdminDep, GatewayDep
 from gateway.problems import Problem
 from ledger.errors import NotFoundError
 from ledger.log import StoredCheckpoint
@@ -95,7 +95,7 @@ async def latest(gateway: GatewayDep) -> PlainTextResponse:
 )
 async def history(
     gateway: GatewayDep,
-    after: Annotated[int, Query(ge=-1)] = -1,
+    after: Annotated[int, Query(ge=-1, le=MAX_INDEX)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     found = gateway.log.checkpoints(after=after, limit=limit)
@@ -125,8 +125,8 @@ class InclusionProof(BaseModel):
 @router.get("/proofs/inclusion", response_model=InclusionProof, summary="Inclusion proof")
 async def inclusion(
     gateway: GatewayDep,
-    index: Annotated[int, Query(ge=0)],
-    tree_size: Annotated[int, Query(ge=1)],
+    index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+    tree_size: Annotated[int, Query(ge=1, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     """The audit path of leaf `index` in the checkpointed tree of `tree_size` (hashes only)."""
     try:
@@ -139,8 +139,8 @@ async def inclusion(
 @router.get("/proofs/consistency", response_model=ConsistencyProof, summary="Consistency proof")
 async def consistency(
     gateway: GatewayDep,
-    first: Annotated[int, Query(ge=0)],
-    second: Annotated[int, Query(ge=0)],
+    first: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+    second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
 ) -> dict[str, Any]:
     if first > second:
         raise Problem(422, "Invalid request", "first must not exceed second")

@@ -50,7 +50,6 @@ def _route(contract: Contract) -> None:
         name=contract.tag,
         summary=f"{contract.tag}: {contract.summary}",
         response_model=contract.response_model,
-        responses={409: {"description": "Conflict or not sealed yet"}},
     )
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from contracts.device_registry import REGISTRY_DEVICE
-from gateway.deps import CallerDep, GatewayDep, ReaderDep
+from gateway.deps import MAX_INDEX, CallerDep, GatewayDep, ReaderDep
 from gateway.problems import Problem
 from gateway.store import device_keys, readings
 from ledger.errors import NotFoundError
@@ -123,7 +123,6 @@ async def get_entry(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> 
 @router.get(
     "/entries/{log_tag_id}/proof",
     summary="A patio-proof/v1 bundle against the latest checkpoint (409 until sealed)",
-    responses={409: {"description": "Not sealed yet; retry after Retry-After seconds"}},
 )
 async def get_proof(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
     stored, _ = _visible(gateway, caller, log_tag_id)
@@ -142,7 +141,7 @@ async def list_entries(
     device: str | None = None,
     from_: Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")] = None,
     to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
-    cursor: Annotated[int, Query(ge=-1)] = -1,
+    cursor: Annotated[int, Query(ge=-1, le=MAX_INDEX)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     from ledger.encoding import parse_rfc3339, rfc3339_utc
@@ -192,7 +191,7 @@ async def list_entries(
 async def export(
     gateway: GatewayDep,
     caller: CallerDep,
-    start: Annotated[int, Query(ge=0)] = 0,
+    start: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> Response:
     if not caller.audits:

@@ -12,11 +12,9 @@ Checks on every generated request (admin token, so the authenticated routes run 
 - `successes_have_documented_types`: schemathesis' `content_type_conformance`, on 2xx answers only
   (4xx media types are held to problem+json above instead of to the generated 422 entry).
 
-Configured, not dropped: `/v1/stream` (SSE, never ends) is excluded; integers beyond 64 bits in
-query and path are filtered out of the generated run because they hit a known bug that a strict
-xfail below pins; the `/metrics` media type is likewise pinned below instead of checked inline.
-Known, precisely described gateway bugs are pinned below as strict xfails; each one turns into a
-failure (XPASS) once the gateway is fixed, so that the marker gets removed.
+Configured, not dropped: `/v1/stream` (SSE, never ends) is excluded.
+Bugs it found (integers beyond int64, times beyond the calendar in UTC, undocumented media
+types) are fixed and kept below as regression cases.
 `node_id_shim`: schemathesis 4.32's `from_fixture` reads `Function._nodeid`, which pytest 9.2 no
 longer has; the shim sets it so that the lazy schema works (drop it once schemathesis catches up).
 """
@@ -31,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, assume, settings
+from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
@@ -51,8 +49,6 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 REFUSALS = frozenset({400, 401, 403, 404, 405, 409, 413, 415, 422})
 # The SSE stream never ends: a generated request to it would only wait for the client timeout.
 EXCLUDED_PATHS = ["/v1/stream"]
-# Media types with a strict xfail below (test_metrics_media_type_is_documented).
-KNOWN_MEDIA_TYPE_BUGS = frozenset({("GET", "/metrics")})
 
 
 def minute(device_id: str, seq: int, *, ago: int = 5) -> dict[str, Any]:
@@ -156,8 +152,6 @@ def successes_have_documented_types(ctx: Any, response: Any, case: Any) -> bool 
     """A 2xx answer carries a media type the schema documents for it."""
     if not 200 <= response.status_code < 300:
         return None
-    if (case.operation.method.upper(), case.operation.path) in KNOWN_MEDIA_TYPE_BUGS:
-        return None
     return content_type_conformance(ctx, response, case)
 
 
@@ -183,20 +177,7 @@ def node_id_shim(request: pytest.FixtureRequest) -> None:
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_api(case: schemathesis.Case) -> None:
     """Generated requests (admin token) get no 5xx, documented statuses and conforming bodies."""
-    assume(not beyond_int64(case))
     case.call_and_validate(checks=CHECKS)
-
-
-def beyond_int64(case: schemathesis.Case) -> bool:
-    """Whether a query or path integer lies outside the 64-bit range SQLite stores."""
-    # The known bug pinned by test_out_of_range_integers_are_refused: left out of the
-    # generated run so that a new finding is not drowned by it.
-    for container in (case.query, case.path_parameters):
-        for value in (container or {}).values():
-            text = str(value).strip()
-            if text.lstrip("-").isdigit() and not -(2**63) <= int(text) < 2**63:
-                return True
-    return False
 
 
 def test_openapi_is_served(live_gateway: Gateway) -> None:
@@ -310,11 +291,6 @@ def test_real_answers_conform(live_gateway: Gateway, api_schema: schemathesis.Ba
         assert reply.status_code == status, f"{method} {url}: {reply.status_code} {reply.text}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: GET /metrics is documented as application/json but answers Prometheus "
-    "text/plain (gateway/routes/health.py `metrics` has no response_class/responses media type)",
-)
 def test_metrics_media_type_is_documented(
     live_gateway: Gateway, api_schema: schemathesis.BaseSchema
 ) -> None:
@@ -322,13 +298,6 @@ def test_metrics_media_type_is_documented(
     conforms(api_schema, "GET", "/metrics", httpx.get(f"{live_gateway.url}/metrics"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: the OpenAPI document describes 422 as application/json "
-    "HTTPValidationError ({detail: [ValidationError]}), but every refusal is "
-    "application/problem+json with a string `detail` (gateway/problems.py); the document lists "
-    "no problem+json response at all",
-)
 def test_refusals_are_documented_as_problems(live_gateway: Gateway) -> None:
     """Every documented 4xx response of every operation is application/problem+json."""
     document = httpx.get(f"{live_gateway.url}/openapi.json", timeout=30).json()
@@ -343,30 +312,30 @@ def test_refusals_are_documented_as_problems(live_gateway: Gateway) -> None:
 
 
 BEYOND_INT64 = str(2**64)
-OVERFLOW = "gateway bug: an integer above 2**63-1 reaches SQLite (OverflowError, 500)"
+OVERFLOW = "fixed bug: an integer above 2**63-1 reaches SQLite (OverflowError, 500)"
 
 
-def known_bug(case_id: str, reason: str, *values: Any) -> Any:
-    """A case that fails today for `reason`: strict xfail, so a fix shows up as XPASS."""
-    return pytest.param(*values, id=case_id, marks=pytest.mark.xfail(strict=True, reason=reason))
+def regression(case_id: str, reason: str, *values: Any) -> Any:
+    """A case that once failed for `reason` (schemathesis found it; fixed): kept as a regression."""
+    return pytest.param(*values, id=case_id)
 
 
 @pytest.mark.parametrize(
     ("method", "url"),
     [
-        known_bug("entries-cursor", f"{OVERFLOW}: gateway/routes/entries.py list_entries, "
+        regression("entries-cursor", f"{OVERFLOW}: gateway/routes/entries.py list_entries, "
                   "`cursor` has no upper bound", "GET", f"/v1/entries?cursor={BEYOND_INT64}"),
-        known_bug("export-start", f"{OVERFLOW}: gateway/routes/entries.py export -> "
+        regression("export-start", f"{OVERFLOW}: gateway/routes/entries.py export -> "
                   "ledger/log.py entries", "GET", f"/v1/export?start={BEYOND_INT64}"),
-        known_bug("checkpoints-after", f"{OVERFLOW}: gateway/routes/checkpoints.py history -> "
+        regression("checkpoints-after", f"{OVERFLOW}: gateway/routes/checkpoints.py history -> "
                   "ledger/log.py checkpoints", "GET", f"/v1/checkpoints?after={BEYOND_INT64}"),
-        known_bug("consistency-second", f"{OVERFLOW}: gateway/routes/checkpoints.py consistency "
+        regression("consistency-second", f"{OVERFLOW}: gateway/routes/checkpoints.py consistency "
                   "-> ledger/log.py consistency_proof",
                   "GET", f"/v1/proofs/consistency?first=1&second={BEYOND_INT64}"),
-        known_bug("inclusion-tree-size", f"{OVERFLOW}: gateway/routes/checkpoints.py inclusion "
+        regression("inclusion-tree-size", f"{OVERFLOW}: gateway/routes/checkpoints.py inclusion "
                   "-> ledger/log.py inclusion_proof",
                   "GET", f"/v1/proofs/inclusion?index=0&tree_size={BEYOND_INT64}"),
-        known_bug("app-rotate", f"{OVERFLOW}: gateway/routes/admin.py rotate_app_key, `app_id` "
+        regression("app-rotate", f"{OVERFLOW}: gateway/routes/admin.py rotate_app_key, `app_id` "
                   "has no bounds", "POST", f"/v1/apps/{BEYOND_INT64}/rotate"),
     ],
 )  # fmt: skip
@@ -379,7 +348,7 @@ def test_out_of_range_integers_are_refused(live_gateway: Gateway, method: str, u
 
 
 EDGE_OF_TIME = (
-    "gateway bug: ledger/encoding.py parse_rfc3339 calls moment.astimezone(UTC) outside its "
+    "fixed bug: ledger/encoding.py parse_rfc3339 called moment.astimezone(UTC) outside its "
     "try, so a valid RFC 3339 time whose UTC form leaves year 1..9999 raises OverflowError (500)"
 )
 
@@ -393,15 +362,15 @@ def _edge_envelope(start: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("method", "url", "body"),
     [
-        known_bug("entries-from", EDGE_OF_TIME,
+        regression("entries-from", EDGE_OF_TIME,
                   "GET", "/v1/entries?from=0001-01-01T00:00:00%2B01:00", None),
-        known_bug("entries-to", EDGE_OF_TIME,
+        regression("entries-to", EDGE_OF_TIME,
                   "GET", "/v1/entries?to=9999-12-31T23:59:59-01:00", None),
-        known_bug("batch-start", f"{EDGE_OF_TIME}; via contracts/energy_minute.py _check_start, "
+        regression("batch-start", f"{EDGE_OF_TIME}; via contracts/energy_minute.py _check_start, "
                   "unauthenticated, and it sinks the whole batch",
                   "POST", "/v1/entries", {"contract": "energy_minute",
                   "envelopes": [_edge_envelope("0001-01-01T00:00:00+01:00")]}),
-        known_bug("restroom-start", f"{EDGE_OF_TIME}; via contracts/energy_minute.py _check_start",
+        regression("restroom-start", f"{EDGE_OF_TIME}; via contracts/energy_minute.py _check_start",
                   "POST", "/api/energy_minute",
                   {"data": _edge_envelope("9999-12-31T23:59:00-01:00")}),
     ],
