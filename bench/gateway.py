@@ -1,0 +1,452 @@
+"""Gateway load benchmark: real `patio gateway serve` processes on SQLite and PostgreSQL.
+
+Run: .venv/bin/python -m bench.gateway [--duration 8] [--connections 32] [--rate 1000]
+     [--backend sqlite|postgresql|all] [--readings 8]
+
+Three figures per backend, each on envelopes signed before the clock starts (signing is the
+device's cost, not the gateway's) and each envelope sent once, so every one can be accepted:
+1. saturation: single-envelope `POST /v1/entries` from `wrk` (closed loop, C connections):
+   accepted submissions/s and wrk's p50/p99 latency;
+2. fixed rate: an open-loop schedule of `--rate` single-envelope submissions/s from several
+   client processes (httpx, keep-alive); latency runs from the scheduled send time, so a
+   stalled server is charged for the requests queued behind the stall;
+3. batches: `POST /v1/entries` with 100 envelopes per request from `wrk`: accepted envelopes/s.
+   A "reading" there is one envelope, i.e. one device's signed minute aggregate; the sensor
+   readings inside the payloads (`--readings` per minute) are printed as well.
+Durable commits with the server's defaults (SQLite WAL synchronous=FULL; PostgreSQL as
+configured, its synchronous_commit is printed). Accepted counts come from the gateway's own
+`patio_submissions_total` metric. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.keys import NamedKey
+from tests.gateway.server import Gateway, start_gateway
+
+COMMUNITY = "bench-hoa"
+POSTGRES_URL = os.environ.get(
+    "PATIO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+ACCEPTED = re.compile(
+    r'^patio_submissions_total\{contract="energy_minute@1",status="accepted"\} (\S+)$', re.M
+)
+EXHAUSTED = "; POOL EXHAUSTED: resent envelopes were duplicates, raise --max-*-rate"
+WRK_SCRIPT = """
+-- POST pre-built bodies, one per line of the file, each at most once (then wrap around).
+local bodies = {}
+local i = 0
+local headers = {["Content-Type"] = "application/json"}
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+end
+function request()
+  i = i + 1
+  if i > #bodies then i = 1 end
+  return wrk.format("POST", "/v1/entries", headers, bodies[i])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def minute(device_id: str, seq: int, start: datetime, readings: int) -> dict[str, Any]:
+    """An energy_minute payload with `readings` sensor readings (temperatures, a meter, a fan)."""
+    values: dict[str, Any] = {}
+    for i in range(max(readings - 2, 0)):
+        values[f"t{i}"] = {
+            "unit": "Cel",
+            "n": 12,
+            "missing": 0,
+            "avg": 21.5 + i,
+            "min": 21.0 + i,
+            "max": 22.0 + i,
+        }
+    if readings >= 1:
+        values["meter"] = {"unit": "Wh", "sum": 12.5 + seq % 11}
+    if readings >= 2:
+        values["fan"] = {"unit": "bool", "any": True, "on_fraction": 0.25}
+    return {
+        "device_id": device_id,
+        "seq": seq,
+        "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "period_s": 60,
+        "readings": values,
+    }
+
+
+@dataclass(frozen=True)
+class SignJob:
+    """Envelopes for one device: seqs `first`..`first + count - 1`, one minute apart."""
+
+    seed_text: str
+    first: int
+    count: int
+    newest: datetime
+    last_seq: int
+    readings: int
+
+
+def sign_job(job: SignJob) -> list[str]:
+    """Sign a device's envelopes; each is compact JSON text (a worker-process function)."""
+    key = NamedKey.from_text(job.seed_text)
+    out = []
+    for seq in range(job.first, job.first + job.count):
+        start = job.newest - timedelta(minutes=job.last_seq - seq)
+        payload = minute(key.name, seq, start, job.readings)
+        envelope = {"payload": payload, "sig": key.sign_payload(payload)}
+        out.append(json.dumps(envelope, separators=(",", ":")))
+    return out
+
+
+def sign_pools(keys: Sequence[NamedKey], sizes: Sequence[int], readings: int) -> list[list[str]]:
+    """Pools of signed envelope texts, disjoint (device, seq) pairs, devices interleaved."""
+    per_device = [-(-size // len(keys)) for size in sizes]
+    last_seq = sum(per_device)
+    newest = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    jobs, first = [], 1
+    for count in per_device:
+        jobs += [SignJob(k.to_text(), first, count, newest, last_seq, readings) for k in keys]
+        first += count
+    with multiprocessing.Pool(os.cpu_count() or 1) as pool:
+        signed = pool.map(sign_job, jobs)
+    pools = []
+    for n, size in enumerate(sizes):
+        columns = signed[n * len(keys) : (n + 1) * len(keys)]
+        # Interleave devices so that consecutive submissions come from different devices.
+        pools.append([column[i] for i in range(per_device[n]) for column in columns][:size])
+    return pools
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def accepted(server: Gateway) -> int:
+    """Accepted energy_minute envelopes so far, from the gateway's metrics."""
+    found = ACCEPTED.search(httpx.get(f"{server.url}/metrics", timeout=30).text)
+    return int(float(found.group(1))) if found else 0
+
+
+def run_wrk(
+    server: Gateway, bodies_file: Path, *, connections: int, duration: int
+) -> dict[str, Any]:
+    """`wrk` posting the bodies in `bodies_file`; its summary plus the accepted envelope count."""
+    script = bodies_file.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    before, cpu = accepted(server), cpu_seconds(server.process.pid)
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+        "-s", str(script), server.url, "--", str(bodies_file),
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(row for row in output.splitlines() if row.startswith("WRK "))
+    summary: dict[str, Any] = json.loads(line[4:])
+    summary["cpu"] = cpu_seconds(server.process.pid) - cpu
+    summary["accepted"] = accepted(server) - before
+    return summary
+
+
+def paced_sender(
+    url: str, schedule: list[tuple[float, str]], results: list[tuple[float, float, bool]]
+) -> None:
+    """Send each body at its due time (open loop), recording latency from that time."""
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
+        for due, body in schedule:
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            sent = time.perf_counter()
+            reply = client.post("/v1/entries", content=body)
+            done = time.perf_counter()
+            ok = reply.status_code == 200 and reply.json()["results"][0]["status"] == "accepted"
+            results.append((done - due, done - sent, ok))
+
+
+def paced_process(url: str, schedules: list[list[tuple[float, str]]], out: Any) -> None:
+    """One client process: a thread (own keep-alive connection) per schedule."""
+    results: list[tuple[float, float, bool]] = []
+    threads = [
+        threading.Thread(target=paced_sender, args=(url, schedule, results))
+        for schedule in schedules
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put(results)
+
+
+def run_paced(
+    server: Gateway, bodies: list[str], *, rate: float, clients: int, senders: int
+) -> dict[str, Any]:
+    """`rate` submissions/s on a fixed schedule, dealt round-robin to `clients` x `senders`."""
+    queue: Any = multiprocessing.Queue()
+    cpu = cpu_seconds(server.process.pid)
+    t0 = time.perf_counter() + 1.0
+    lanes = clients * senders
+    schedules = [
+        [(t0 + i / rate, body) for i, body in enumerate(bodies) if i % lanes == lane]
+        for lane in range(lanes)
+    ]
+    processes = [
+        multiprocessing.Process(
+            target=paced_process, args=(server.url, schedules[n::clients], queue)
+        )
+        for n in range(clients)
+    ]
+    for process in processes:
+        process.start()
+    results = [row for _ in processes for row in queue.get()]
+    for process in processes:
+        process.join()
+    finished = time.perf_counter()
+    cpu = cpu_seconds(server.process.pid) - cpu
+    latencies = sorted(row[0] for row in results)
+    service = sorted(row[1] for row in results)
+    return {
+        "sent": len(results),
+        "accepted": sum(row[2] for row in results),
+        "elapsed": finished - t0,
+        "p50": quantile(latencies, 0.50),
+        "p99": quantile(latencies, 0.99),
+        "max": latencies[-1],
+        "service_p50": quantile(service, 0.50),
+        "service_p99": quantile(service, 0.99),
+        "cpu": cpu,
+    }
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values (nearest rank)."""
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def postgres_reachable() -> bool:
+    """Whether PostgreSQL listens on 127.0.0.1:5432."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def gateway(backend: str, data_dir: Path) -> Iterator[tuple[Gateway, str]]:
+    """A gateway on `backend` (PostgreSQL: a fresh schema, dropped afterwards), its durability."""
+    from sqlalchemy import create_engine, text
+
+    env = {"PATIO_SEAL_INTERVAL": "5"}  # the server's default; the test helper sets an hour
+    if backend == "sqlite":
+        server = start_gateway(data_dir, extra_env=env)
+        try:
+            yield server, "SQLite WAL, synchronous=FULL"
+        finally:
+            server.stop()
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+        sync = conn.execute(text("SHOW synchronous_commit")).scalar_one()
+        fsync = conn.execute(text("SHOW fsync")).scalar_one()
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    try:
+        server = start_gateway(data_dir, database_url=url, extra_env=env)
+        try:
+            yield server, f"PostgreSQL, synchronous_commit={sync}, fsync={fsync}"
+        finally:
+            server.stop()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def versus(value: float, target: float, *, at_most: bool = False) -> str:
+    """How a figure compares with the issue's target (printed, never asserted)."""
+    met = value <= target if at_most else value >= target
+    return f"[target {'<=' if at_most else '>='} {target:,.0f}: {'met' if met else 'MISSED'}]"
+
+
+def cpu_note(cpu: float, seconds: float, count: int, unit: str) -> str:
+    """The server's CPU use during a phase: cores busy and CPU time per accepted unit."""
+    per = f"{cpu / count * 1e6:,.0f} us" if count else "n/a"
+    return f"server busy {cpu / seconds:.2f} cores, {per} server CPU per {unit}"
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> Path:
+    """Write one body per line."""
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bench_backend(
+    backend: str,
+    keys: Sequence[NamedKey],
+    pools: list[list[str]],
+    args: argparse.Namespace,
+    work: Path,
+) -> None:
+    """The three figures on one backend."""
+    singles, paced, batch_envelopes = pools
+    data_dir = work / backend
+    data_dir.mkdir()
+    with gateway(backend, data_dir) as (server, durability):
+        server.community(COMMUNITY)
+        for key in keys:
+            body = {"id": key.name, "community_id": COMMUNITY, "public_key": key.public_key_b64}
+            reply = server.admin.post("/v1/devices", json=body)
+            reply.raise_for_status()
+        print(f"[{backend}] storage: {durability}; 1 uvicorn worker (`patio gateway serve`)")
+        singles_file = write_lines(
+            work / f"{backend}-single.txt",
+            ['{"contract":"energy_minute","envelopes":[' + e + "]}" for e in singles],
+        )
+        batches = [
+            '{"contract":"energy_minute","envelopes":[' + ",".join(chunk) + "]}"
+            for chunk in (
+                batch_envelopes[i : i + args.batch]
+                for i in range(0, len(batch_envelopes), args.batch)
+            )
+        ]
+        batch_file = write_lines(work / f"{backend}-batch.txt", batches)
+
+        s = run_wrk(server, singles_file, connections=args.connections, duration=args.duration)
+        rate = s["accepted"] / (s["duration_us"] / 1e6)
+        print(
+            f"[{backend}] saturation, single envelopes: {rate:,.0f} accepted submissions/s "
+            f"{versus(rate, 3000)}, "
+            f"p50 {s['p50_us'] / 1000:.1f} ms, p99 {s['p99_us'] / 1000:.1f} ms "
+            f"(wrk 1 thread, {args.connections} connections, {s['duration_us'] / 1e6:.1f} s, "
+            f"{s['requests']:,} requests, {s['status']} non-2xx, "
+            f"{s['read'] + s['write'] + s['connect'] + s['timeout']} socket errors"
+            f"{EXHAUSTED if s['requests'] > len(singles) else ''}); "
+            + cpu_note(s["cpu"], s["duration_us"] / 1e6, s["accepted"], "submission")
+        )
+        time.sleep(args.settle)
+        paced_bodies = [
+            '{"contract":"energy_minute","envelopes":[' + envelope + "]}" for envelope in paced
+        ]
+        p = run_paced(
+            server, paced_bodies, rate=args.rate, clients=args.clients, senders=args.senders
+        )
+        print(
+            f"[{backend}] fixed rate {args.rate:,.0f}/s, single envelopes: p50 "
+            f"{p['p50'] * 1000:.1f} ms, p99 {p['p99'] * 1000:.1f} ms "
+            f"{versus(p['p99'] * 1000, 20, at_most=True)}, max {p['max'] * 1000:.1f} ms "
+            f"from the scheduled send (service time p50 {p['service_p50'] * 1000:.1f} ms, "
+            f"p99 {p['service_p99'] * 1000:.1f} ms); {p['accepted']:,}/{p['sent']:,} accepted, "
+            f"achieved {p['sent'] / p['elapsed']:,.0f}/s "
+            f"({args.clients} client processes x {args.senders} httpx keep-alive connections, "
+            f"open loop, {p['elapsed']:.1f} s); "
+            + cpu_note(p["cpu"], p["elapsed"], p["accepted"], "submission")
+        )
+        time.sleep(args.settle)
+        b = run_wrk(server, batch_file, connections=args.batch_connections, duration=args.duration)
+        seconds = b["duration_us"] / 1e6
+        envelopes = b["accepted"] / seconds
+        print(
+            f"[{backend}] batches of {args.batch}: {envelopes:,.0f} readings/s "
+            f"{versus(envelopes, 15000)} (reading = one envelope = one device-minute aggregate); "
+            f"{envelopes * args.readings:,.0f} sensor readings/s "
+            f"{versus(envelopes * args.readings, 15000)} ({args.readings} inside each payload); "
+            f"{b['requests'] / seconds:,.0f} requests/s, p50 {b['p50_us'] / 1000:.1f} ms, "
+            f"p99 {b['p99_us'] / 1000:.1f} ms (wrk 1 thread, {args.batch_connections} "
+            f"connections, {seconds:.1f} s, {b['status']} non-2xx"
+            f"{EXHAUSTED if b['requests'] > len(batches) else ''}); "
+            + cpu_note(b["cpu"], seconds, b["accepted"], "envelope")
+        )
+
+
+def main() -> None:
+    """Parse arguments, sign the envelopes once, then bench each backend."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk phase")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections, singles")
+    parser.add_argument("--batch-connections", type=int, default=4, help="wrk connections, batches")
+    parser.add_argument("--batch", type=int, default=100, help="envelopes per batch request")
+    parser.add_argument("--rate", type=float, default=1000.0, help="fixed offered rate, per s")
+    parser.add_argument("--rate-duration", type=float, default=8.0, help="seconds at that rate")
+    parser.add_argument("--clients", type=int, default=4, help="client processes at that rate")
+    parser.add_argument("--senders", type=int, default=8, help="connections per client process")
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--readings", type=int, default=8, help="sensor readings per minute")
+    parser.add_argument(
+        "--max-single-rate",
+        type=float,
+        default=4000.0,
+        help="pool size: single envelopes signed per second of --duration",
+    )
+    parser.add_argument(
+        "--max-batch-rate",
+        type=float,
+        default=20000.0,
+        help="pool size: batched envelopes signed per second of --duration",
+    )
+    parser.add_argument("--settle", type=float, default=2.0, help="pause between phases, s")
+    args = parser.parse_args()  # fmt: skip
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    backends = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
+    if "postgresql" in backends and not postgres_reachable():
+        print("PostgreSQL is not reachable on 127.0.0.1:5432: skipping it")
+        backends.remove("postgresql")
+
+    print(
+        f"machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+        f"Python {platform.python_version()}; server and load generators share these cores; "
+        f"load average before: {os.getloadavg()[0]:.2f}"
+    )
+    sizes = [
+        int(args.max_single_rate * args.duration),
+        int(args.rate * args.rate_duration),
+        int(args.max_batch_rate * args.duration) // args.batch * args.batch,
+    ]
+    keys = [NamedKey.generate(f"bench-{n:03d}") for n in range(args.devices)]
+    started = time.perf_counter()
+    pools = sign_pools(keys, sizes, args.readings)
+    print(
+        f"signed {sum(sizes):,} envelopes ({args.readings} readings each, {args.devices} "
+        f"devices) in {time.perf_counter() - started:.1f} s before any timing; "
+        f"pools: {sizes[0]:,} single, {sizes[1]:,} paced, {sizes[2]:,} batched"
+    )
+    with tempfile.TemporaryDirectory(prefix="patio-bench-") as tmp:
+        for backend in backends:
+            bench_backend(backend, keys, pools, args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
