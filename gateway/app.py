@@ -41,6 +41,35 @@ def load_registry_key(settings: Settings) -> NamedKey:
     return key
 
 
+class RequestMetrics:
+    """Latency per route and status, as plain ASGI (no per-request task or body copy)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            self.metrics.requests.labels(
+                scope["method"], getattr(route, "path", "unmatched"), str(status)
+            ).observe(time.perf_counter() - started)
+
+
 class BodyLimit:
     """Refuse request bodies over the limit (RFC 9457 413) before anything reads them."""
 
@@ -116,7 +145,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
         def after_commit(subs: Sequence[Submission], outcomes: Sequence[Outcome]) -> None:
-            readings.after_commit(subs, outcomes)
             accepted = 0
             for sub, outcome in zip(subs, outcomes, strict=True):
                 status = outcome.status if isinstance(outcome, Appended) else "conflict"
@@ -124,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics.submissions.labels(sub.contract, status).inc()
             sealer.appended(accepted)
 
-        committer = GroupCommitter(ledger_log, after_commit=after_commit)
+        committer = GroupCommitter(ledger_log, within=readings.write, after_commit=after_commit)
         gateway = Gateway(
             settings=settings,
             log=ledger_log,
@@ -175,19 +203,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     problems.install(app)
 
-    @app.middleware("http")
-    async def observe(request: Any, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(
-            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - started)
-        return response
-
     from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
 
     for module in (health, admin, entries, checkpoints, communities, stream, contracts):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from ledger.errors import ConflictError
-from ledger.log import Appended, Log, Submission
+from ledger.log import Appended, Log, Submission, Within
 
 Outcome = Appended | ConflictError
 AfterCommit = Callable[[Sequence[Submission], Sequence[Outcome]], None]
@@ -18,8 +19,11 @@ MAX_BATCH = 2_000
 class GroupCommitter:
     """One writer thread; whatever queued while it committed goes into the next commit."""
 
-    def __init__(self, log: Log, *, after_commit: AfterCommit | None = None) -> None:
+    def __init__(
+        self, log: Log, *, within: Within | None = None, after_commit: AfterCommit | None = None
+    ) -> None:
         self.log = log
+        self.within = within
         self.after_commit = after_commit
         self._queue: queue.Queue[tuple[list[Submission], Future[list[Outcome]]] | None] = (
             queue.Queue()
@@ -61,19 +65,17 @@ class GroupCommitter:
                 count += len(more[0])
             flat = [submission for submissions, _ in batch for submission in submissions]
             try:
-                outcomes = self.log.append(flat)
+                outcomes = self.log.append(flat, within=self.within)
             except Exception as exc:  # a database failure fails every waiter, not the thread
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
+            position = 0
+            for submissions, future in batch:  # acknowledge first: the commit stands
+                future.set_result(outcomes[position : position + len(submissions)])
+                position += len(submissions)
             if self.after_commit is not None:
                 try:
                     self.after_commit(flat, outcomes)
-                except Exception:  # derived data only: the commit already stands
-                    import logging
-
+                except Exception:  # metrics and wake-ups only
                     logging.getLogger(__name__).exception("after-commit hook failed")
-            position = 0
-            for submissions, future in batch:
-                future.set_result(outcomes[position : position + len(submissions)])
-                position += len(submissions)

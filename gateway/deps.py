@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -40,7 +41,7 @@ class Gateway:
     events: EventFeed
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     """The process's gateway state."""
     gateway: Gateway = request.app.state.gateway
     return gateway
@@ -49,7 +50,38 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def get_caller(request: Request, gateway: GatewayDep) -> Caller:
+# Token lookups are cached this long: a revoked or rotated app key stops working within it.
+TOKEN_CACHE_SECONDS = 1.0
+_token_cache: dict[str, tuple[float, Caller | None]] = {}
+
+
+def _lookup(gateway: Gateway, digest: str) -> Caller | None:
+    now = time.monotonic()
+    cached = _token_cache.get(digest)
+    if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
+        return cached[1]
+    with gateway.log.engine.connect() as conn:
+        if conn.execute(select(admin_tokens).where(admin_tokens.c.token_hash == digest)).first():
+            caller: Caller | None = Caller(admin=True)
+        else:
+            app = conn.execute(
+                select(apps).where(apps.c.key_hash == digest, apps.c.revoked.is_(False))
+            ).first()
+            caller = (
+                None if app is None else Caller(app_id=app.id, scopes=frozenset(app.scopes.split()))
+            )
+    if len(_token_cache) > 10_000:
+        _token_cache.clear()
+    _token_cache[digest] = (now, caller)
+    return caller
+
+
+def forget_tokens() -> None:
+    """Drop cached token lookups after this process changed a key."""
+    _token_cache.clear()
+
+
+async def get_caller(request: Request, gateway: GatewayDep) -> Caller:
     """Resolve `Authorization: Bearer <token>` to the admin, an app, or an anonymous caller."""
     header = request.headers.get("authorization")
     if not header:
@@ -62,24 +94,21 @@ def get_caller(request: Request, gateway: GatewayDep) -> Caller:
             "use Authorization: Bearer <token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    digest = secret_hash(token.strip())
-    with gateway.log.engine.connect() as conn:
-        if conn.execute(select(admin_tokens).where(admin_tokens.c.token_hash == digest)).first():
-            return Caller(admin=True)
-        app = conn.execute(
-            select(apps).where(apps.c.key_hash == digest, apps.c.revoked.is_(False))
-        ).first()
-    if app is None:
+    caller = _lookup(gateway, secret_hash(token.strip()))
+    if caller is None:
         raise Problem(
-            401, "Unauthorized", "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"}
+            401,
+            "Unauthorized",
+            "unknown or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
         )
-    return Caller(app_id=app.id, scopes=frozenset(app.scopes.split()))
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def require_admin(caller: CallerDep) -> Caller:
+async def require_admin(caller: CallerDep) -> Caller:
     """Only the admin token passes."""
     if not caller.admin:
         raise Problem(
@@ -91,7 +120,7 @@ def require_admin(caller: CallerDep) -> Caller:
     return caller
 
 
-def require_reader(caller: CallerDep) -> Caller:
+async def require_reader(caller: CallerDep) -> Caller:
     """The admin or an app key."""
     if not caller.admin and caller.app_id is None:
         raise Problem(

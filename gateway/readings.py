@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from contracts.base import Directory
 from gateway.store import readings
@@ -33,7 +33,8 @@ def minute_of(payload: Any) -> str | None:
 
 
 class ReadingIndex:
-    """Keeps `readings` in step with the ledger."""
+    """Keeps `readings` in step with the ledger: written with each append, and caught up at
+    start for entries appended without it (the `patio log` commands)."""
 
     def __init__(self, engine: Engine, directory: Directory) -> None:
         self.engine = engine
@@ -53,15 +54,18 @@ class ReadingIndex:
             "start": start,
         }
 
-    def after_commit(self, submissions: Sequence[Submission], outcomes: Sequence[Any]) -> None:
-        """Index what a commit just accepted."""
+    def write(
+        self, conn: Connection, submissions: Sequence[Submission], outcomes: Sequence[Any]
+    ) -> None:
+        """Index what an append accepts, inside its transaction (Log.append `within`)."""
         rows = []
         for submission, outcome in zip(submissions, outcomes, strict=True):
             if isinstance(outcome, Appended) and outcome.status == "accepted":
                 row = self._row(outcome.entry.index, submission.device_id, submission.payload)
                 if row:
                     rows.append(row)
-        self._insert(rows)
+        if rows:
+            conn.execute(readings.insert(), rows)
 
     def catch_up(self, log: Log, *, batch: int = 5_000) -> int:
         """Index entries the index lacks (after a crash between commit and index)."""

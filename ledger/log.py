@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +108,10 @@ class Appended:
     entry: StoredEntry
 
 
+Within = Callable[[Connection, Sequence[Submission], list[Appended | ConflictError]], None]
+"""Work done inside an append's transaction (see Log.append)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class StoredCheckpoint:
     """A signed checkpoint as stored."""
@@ -179,9 +183,17 @@ class Log:
         return self.engine.connect().execution_options(patio_write=True)
 
     def append(
-        self, submissions: Sequence[Submission], *, now: datetime | None = None
+        self,
+        submissions: Sequence[Submission],
+        *,
+        now: datetime | None = None,
+        within: Within | None = None,
     ) -> list[Appended | ConflictError]:
-        """Record submissions in one durable transaction; returns after the commit."""
+        """Record submissions in one durable transaction; returns after the commit.
+
+        `within` runs inside that transaction, so rows derived from the outcomes (an index)
+        commit with them or not at all, for the price of one fsync.
+        """
         received_at = rfc3339_utc(now or datetime.now(UTC))
         prepared = []
         for sub in submissions:
@@ -253,6 +265,8 @@ class Log:
                 self._store_level(conn, 0, first, [row[1] for row in new_rows])
             if evidence:
                 conn.execute(conflicts.insert(), evidence)
+            if within is not None:
+                within(conn, submissions, results)
         return results
 
     def _entries_by_key(

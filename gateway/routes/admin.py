@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryContract
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import MAX_INDEX, AdminDep, GatewayDep
+from gateway.deps import MAX_INDEX, AdminDep, GatewayDep, forget_tokens
 from gateway.problems import Problem
 from gateway.store import apps, communities, device_keys, devices
 from ledger.encoding import b64decode, rfc3339_utc
@@ -223,4 +223,5 @@ async def rotate_app_key(
         if row is None:
             raise Problem(404, "Not found", f"no app {app_id}")
         conn.execute(apps.update().where(apps.c.id == app_id).values(key_hash=secret_hash(key)))
+    forget_tokens()
     return {"id": app_id, "name": row.name, "scopes": row.scopes.split(), "api_key": key}

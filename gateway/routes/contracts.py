@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from contracts.base import Context, Contract, EnvelopeContract, ReadContract
 from contracts.registry import CONTRACTS
-from gateway.deps import CallerDep, get_gateway
+from gateway.deps import CallerDep
 from gateway.problems import Problem
 from ledger.errors import ConflictError
 
@@ -20,7 +20,7 @@ def _route(contract: Contract) -> None:
     model = contract.request_model
 
     async def run(request: Request, body: model, caller: CallerDep) -> Any:  # type: ignore[valid-type]
-        gateway = get_gateway(request)
+        gateway = request.app.state.gateway
         raw = await request.json()  # the exact bytes' values: signatures are over them
         if isinstance(contract, EnvelopeContract):
             submission, outcome = await gateway.submissions.run_one(contract, raw)
