@@ -205,7 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
 
-    for module in (health, admin, entries, checkpoints, communities, stream, contracts):
+    # Routes match in order: the submission path first, it is what devices hit all day.
+    for module in (entries, contracts, checkpoints, communities, stream, admin, health):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
