@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -19,6 +17,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from ledger import storage
 
 metadata = MetaData()
 
@@ -89,11 +89,4 @@ VERSION_TABLE = "gateway_alembic_version"
 
 def upgrade(engine: Engine) -> None:
     """Run the gateway's migrations (after the ledger's, on the same database)."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.set_main_option("version_table", VERSION_TABLE)
-    with engine.connect() as connection:
-        connection = connection.execution_options(patio_write=True)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-        connection.commit()
+    storage.upgrade(engine, migrations=MIGRATIONS, version_table=VERSION_TABLE)

@@ -139,11 +139,14 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     return engine
 
 
-def upgrade(engine: Engine) -> None:
-    """Run the ledger's Alembic migrations up to head."""
+def upgrade(
+    engine: Engine, *, migrations: str = MIGRATIONS, version_table: str = VERSION_TABLE
+) -> None:
+    """Run Alembic migrations up to head: the ledger's, or another package's on the same
+    database (each with its own version table)."""
     config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.set_main_option("version_table", VERSION_TABLE)
+    config.set_main_option("script_location", migrations)
+    config.set_main_option("version_table", version_table)
     with engine.connect() as connection:
         connection = connection.execution_options(patio_write=True)
         config.attributes["connection"] = connection
