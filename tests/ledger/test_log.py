@@ -174,9 +174,10 @@ def test_the_database_refuses_to_rewrite_history(
     assert log.size() == 2 and log.latest_checkpoint() is not None
 
 
-def test_truncate_is_refused_on_postgresql(log: Log, device: NamedKey) -> None:
-    if log.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no TRUNCATE")
+def test_truncate_is_refused_on_postgresql(
+    postgres_url: str, log_key: NamedKey, device: NamedKey
+) -> None:
+    log = Log.open(url=postgres_url, signer=log_key)
     log.append([submission(device, 0)])
     with pytest.raises(DBAPIError, match="append-only"), log.engine.begin() as conn:
         conn.execute(text("TRUNCATE entries CASCADE"))
