@@ -16,6 +16,12 @@ from ledger.errors import FormatError
 _MAX_SAFE_INTEGER = 2**53 - 1
 
 
+# One encoder object: json.dumps with non-default options builds a new one per call.
+_JCS_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+
+
 class _NotPlain(Exception):
     """The value needs the full RFC 8785 encoder."""
 
@@ -73,9 +79,7 @@ def canonical_json(value: Any) -> bytes:
     except RecursionError as exc:
         raise FormatError("value is nested too deeply to canonicalize") from exc
     else:
-        return json.dumps(
-            plain, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-        ).encode()
+        return _JCS_ENCODER.encode(plain).encode()
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
