@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,16 +22,15 @@ CONSUMPTION = ("load", "consumption", "house", "grid_import", "cons")
 
 
 def average_watts(reading: Any) -> float | None:
-    """Mean power over the minute: a W gauge's avg, or a Wh counter's sum * 60."""
+    """Mean power over the minute: a W gauge's avg, a kW gauge's avg * 1000, or a Wh
+    counter's sum * 60; None when the reading says nothing finite about power."""
     if not isinstance(reading, dict):
         return None
-    if reading.get("unit") == "W" and isinstance(reading.get("avg"), int | float):
-        return float(reading["avg"])
-    if reading.get("unit") == "Wh" and isinstance(reading.get("sum"), int | float):
-        return float(reading["sum"]) * 60.0
-    if reading.get("unit") == "kW" and isinstance(reading.get("avg"), int | float):
-        return float(reading["avg"]) * 1000.0
-    return None
+    scale = {"W": ("avg", 1.0), "kW": ("avg", 1000.0), "Wh": ("sum", 60.0)}.get(reading.get("unit"))
+    if scale is None or not isinstance(reading.get(scale[0]), int | float):
+        return None
+    watts = float(reading[scale[0]]) * scale[1]
+    return watts if math.isfinite(watts) else None
 
 
 def side(name: str) -> str | None:
@@ -112,6 +112,8 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
         if seen["generation"] or seen["consumption"]
         else None
     )
+    # Sums of absurd but finite readings can still overflow: say nothing rather than inf.
+    power = {k: v if v is None or math.isfinite(v) else None for k, v in power.items()}
     return {"community_id": community_id, "devices": devices_out, "power": power}
 
 
