@@ -141,6 +141,21 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     return engine
 
 
+def configure_migrations(target: MetaData) -> None:
+    """The body of each package's Alembic env.py: migrate `target` on the handed-in connection."""
+    from alembic import context
+
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=target,
+        version_table=context.config.get_main_option("version_table") or "alembic_version",
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def upgrade(
     engine: Engine, *, migrations: str = MIGRATIONS, version_table: str = VERSION_TABLE
 ) -> None:
