@@ -16,6 +16,7 @@ from fastapi.sse import ServerSentEvent
 from sqlalchemy import Engine, func, select
 
 from gateway.store import readings
+from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.log import Log
 from ledger.storage import checkpoints, entries
@@ -98,7 +99,7 @@ class EventFeed:
         found = [
             {
                 "index": row.idx,
-                "log_tag_id": "c274b5" + bytes(row.leaf_hash).hex(),
+                "log_tag_id": log_tag_id(bytes(row.leaf_hash)),
                 "device_id": row.device_id,
                 "community_id": row.community_id,
                 "contract": row.contract,

@@ -468,6 +468,12 @@ class Log:
             raise NotFoundError(f"no entry with log tag id {tag}")
         return _stored_entry(row)
 
+    def entries_at(self, indexes: Sequence[int]) -> dict[int, StoredEntry]:
+        """The entries at these indexes (those that exist), by index."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(entries).where(entries.c.idx.in_(list(indexes))))
+            return {row.idx: _stored_entry(row) for row in rows}
+
     def entries(self, *, start: int = 0, limit: int = 1000) -> list[StoredEntry]:
         """Entries from index `start` in log order."""
         with self.engine.connect() as conn:

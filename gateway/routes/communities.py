@@ -11,8 +11,6 @@ from sqlalchemy import func, select
 from gateway.deps import GatewayDep, ReaderDep
 from gateway.problems import Problem
 from gateway.store import communities, readings
-from ledger.encoding import parse_json
-from ledger.storage import entries
 
 router = APIRouter(prefix="/v1", tags=["communities"])
 
@@ -66,20 +64,13 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
             )
             .group_by(readings.c.device_id, readings.c.start)
         ).all()
-        stored = {
-            row.idx: parse_json(bytes(row.entry), what="entry")
-            for row in conn.execute(
-                select(entries.c.idx, entries.c.entry).where(
-                    entries.c.idx.in_([r.idx for r in rows])
-                )
-            )
-        }
+    stored = gateway.log.entries_at([r.idx for r in rows])
     devices_out = []
     totals = {"generation": 0.0, "consumption": 0.0}
     seen = {"generation": False, "consumption": False}
     for row in sorted(rows, key=lambda r: r.device_id):
         entry = stored[row.idx]
-        payload = entry["payload"]
+        payload = entry.entry_object()["payload"]
         readings_ = payload.get("readings")
         if readings_ is None and isinstance(payload.get("dataToStore"), dict):
             data = payload["dataToStore"]
@@ -99,7 +90,7 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
             {
                 "device_id": row.device_id,
                 "start": row.start,
-                "log_tag_id": "c274b5" + _leaf(entry),
+                "log_tag_id": entry.log_tag_id,
                 "readings": readings_,
             }
         )
@@ -115,10 +106,3 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
     # Sums of absurd but finite readings can still overflow: say nothing rather than inf.
     power = {k: v if v is None or math.isfinite(v) else None for k, v in power.items()}
     return {"community_id": community_id, "devices": devices_out, "power": power}
-
-
-def _leaf(entry: dict[str, Any]) -> str:
-    from ledger.encoding import canonical_json
-    from ledger.merkle import leaf_hash
-
-    return leaf_hash(canonical_json(entry)).hex()

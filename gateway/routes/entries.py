@@ -15,7 +15,6 @@ from gateway.problems import Problem
 from gateway.store import device_keys, readings
 from ledger.errors import NotFoundError
 from ledger.log import StoredEntry
-from ledger.storage import entries
 
 router = APIRouter(prefix="/v1", tags=["entries"])
 
@@ -167,24 +166,9 @@ async def list_entries(
         query = query.where(readings.c.start < rfc3339_utc(parse_rfc3339(to, what="to")))
     with gateway.log.engine.connect() as conn:
         rows = conn.execute(query).all()
-        stored = {
-            row.idx: row
-            for row in conn.execute(select(entries).where(entries.c.idx.in_([r.idx for r in rows])))
-        }
+    stored = gateway.log.entries_at([r.idx for r in rows])
     sealed = _sealed_size(gateway)
-    page = []
-    for row in rows:
-        e = stored[row.idx]
-        item = StoredEntry(
-            index=e.idx,
-            leaf_hash=bytes(e.leaf_hash),
-            entry=bytes(e.entry),
-            device_id=e.device_id,
-            seq=e.seq,
-            contract=e.contract,
-            received_at=e.received_at,
-        )
-        page.append(_view(item, row.community_id, sealed))
+    page = [_view(stored[row.idx], row.community_id, sealed) for row in rows]
     return {"entries": page, "next_cursor": rows[-1].idx if len(rows) == limit else None}
 
 
