@@ -13,6 +13,10 @@ from gateway.store import readings
 from ledger.encoding import parse_json, parse_rfc3339, rfc3339_utc
 from ledger.errors import ConflictError, FormatError
 from ledger.log import Appended, Log, Submission
+from ledger.storage import DriverCursor
+
+Row = tuple[int, str, str, str]  # idx, community_id, device_id, start
+INSERT = "INSERT INTO readings (idx, community_id, device_id, start) VALUES (?, ?, ?, ?)"
 
 
 def minute_of(payload: Any) -> str | None:
@@ -40,19 +44,14 @@ class ReadingIndex:
         self.engine = engine
         self.directory = directory
 
-    def _row(self, index: int, device_id: str | None, payload: Any) -> dict[str, Any] | None:
+    def _row(self, index: int, device_id: str | None, payload: Any) -> Row | None:
         if device_id is None or device_id.startswith("_"):
             return None
         device = self.directory.device(device_id)
         start = minute_of(payload)
         if device is None or start is None:
             return None
-        return {
-            "idx": index,
-            "community_id": device.community_id,
-            "device_id": device_id,
-            "start": start,
-        }
+        return (index, device.community_id, device_id, start)
 
     def write(
         self, conn: Connection, submissions: Sequence[Submission], outcomes: Sequence[Any]
@@ -65,7 +64,7 @@ class ReadingIndex:
                 if row:
                     rows.append(row)
         if rows:
-            conn.execute(readings.insert(), rows)
+            DriverCursor(conn).executemany(INSERT, rows)
 
     def catch_up(self, log: Log, *, batch: int = 5_000) -> int:
         """Index entries the index lacks (after a crash between commit and index)."""
@@ -89,19 +88,19 @@ class ReadingIndex:
             added += len(rows)
             done = chunk[-1].index
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, rows: list[Row]) -> None:
         if not rows:
             return
         with self.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
             existing = {
                 r[0]
                 for r in conn.execute(
-                    select(readings.c.idx).where(readings.c.idx.in_([r["idx"] for r in rows]))
+                    select(readings.c.idx).where(readings.c.idx.in_([r[0] for r in rows]))
                 )
             }
-            fresh = [r for r in rows if r["idx"] not in existing]
+            fresh = [r for r in rows if r[0] not in existing]
             if fresh:
-                conn.execute(readings.insert(), fresh)
+                DriverCursor(conn).executemany(INSERT, fresh)
 
 
 def now_utc() -> datetime:

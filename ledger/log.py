@@ -21,17 +21,18 @@ from ledger.merkle import NodeId
 from ledger.note import Checkpoint
 from ledger.storage import (
     CHUNK_SIZE,
+    DriverCursor,
     anchors,
     checkpoints,
     conflicts,
     entries,
-    merkle_chunks,
     open_engine,
 )
 from ledger.storage import database_url as database_url_for
 
 ENTRY_VERSION = 1
-ENTRY_COLUMNS_E = "e.idx, e.leaf_hash, e.entry, e.device_id, e.seq, e.contract, e.received_at"
+ENTRY_COLUMNS = "idx, leaf_hash, entry, device_id, seq, contract, received_at"
+ENTRY_COLUMNS_E = ", ".join(f"e.{column}" for column in ENTRY_COLUMNS.split(", "))
 # Transaction-scoped PostgreSQL advisory lock keys (arbitrary, fixed for this project).
 APPEND_LOCK = 0x7061_7469_6F01
 SEAL_LOCK = 0x7061_7469_6F02
@@ -136,15 +137,17 @@ class StoredAnchor:
     status: str
 
 
-def _stored_entry(row: Any) -> StoredEntry:
+def _stored_entry(row: Sequence[Any]) -> StoredEntry:
+    """An entry from its ENTRY_COLUMNS, in that order."""
+    index, leaf_hash, data, device_id, seq, contract, received_at = row
     return StoredEntry(
-        index=row.idx,
-        leaf_hash=bytes(row.leaf_hash),
-        entry=bytes(row.entry),
-        device_id=row.device_id,
-        seq=row.seq,
-        contract=row.contract,
-        received_at=row.received_at,
+        index=index,
+        leaf_hash=bytes(leaf_hash),
+        entry=bytes(data),
+        device_id=device_id,
+        seq=seq,
+        contract=contract,
+        received_at=received_at,
     )
 
 
@@ -209,11 +212,11 @@ class Log:
         new_rows: list[tuple[Any, ...]] = []
         evidence: list[dict[str, Any]] = []
         with self._write() as conn, conn.begin():
+            cursor = DriverCursor(conn)
             if self._postgres:
-                conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK)))
-            known = self._entries_by_key(conn, keys)
-            next_index = conn.execute(select(func.coalesce(func.max(entries.c.idx) + 1, 0)))
-            index: int = next_index.scalar_one()
+                cursor.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
+            known = self._entries_by_key(cursor, keys)
+            index: int = cursor.scalar("SELECT coalesce(max(idx) + 1, 0) FROM entries")
             for sub, payload_jcs, data, leaf in prepared:
                 key = (sub.device_id, sub.seq)
                 earlier = known.get(key) if sub.device_id is not None else None
@@ -237,32 +240,19 @@ class Log:
                     assert sub.device_id is not None and sub.seq is not None
                     results.append(ConflictError(sub.device_id, sub.seq, earlier.log_tag_id))
                     continue
-                stored_entry = StoredEntry(
-                    index=index,
-                    leaf_hash=leaf,
-                    entry=data,
-                    device_id=sub.device_id,
-                    seq=sub.seq,
-                    contract=sub.contract,
-                    received_at=received_at,
-                )
-                new_rows.append(
-                    (index, leaf, data, sub.device_id, sub.seq, sub.contract, received_at)
-                )
+                row = (index, leaf, data, sub.device_id, sub.seq, sub.contract, received_at)
+                stored_entry = _stored_entry(row)
+                new_rows.append(row)
                 if sub.device_id is not None:
                     known[key] = stored_entry
                 results.append(Appended(status="accepted", entry=stored_entry))
                 index += 1
             if new_rows:
-                # Driver-level executemany: the ORM layer's per-row cost halves throughput.
-                p = self._param
-                conn.exec_driver_sql(
-                    "INSERT INTO entries (idx, leaf_hash, entry, device_id, seq, contract, "
-                    f"received_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
-                    new_rows,
+                cursor.executemany(
+                    f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows
                 )
                 first = new_rows[0][0]
-                self._store_level(conn, 0, first, [row[1] for row in new_rows])
+                self._store_level(cursor, 0, first, [row[1] for row in new_rows])
             if evidence:
                 conn.execute(conflicts.insert(), evidence)
             if within is not None:
@@ -270,23 +260,22 @@ class Log:
         return results
 
     def _entries_by_key(
-        self, conn: Connection, keys: set[tuple[str | None, int | None]]
+        self, cursor: DriverCursor, keys: set[tuple[str | None, int | None]]
     ) -> dict[tuple[str | None, int | None], StoredEntry]:
         found: dict[tuple[str | None, int | None], StoredEntry] = {}
-        p = self._param
         # Devices count up: only keys at or below a device's highest recorded seq can
         # already exist, and a resend is rare, so usually nothing is looked up one by one.
         devices = sorted({device for device, _ in keys if device is not None})
         highest: dict[str | None, int] = {}
         for start in range(0, len(devices), 400):
             batch_devices = devices[start : start + 400]
-            marks = ", ".join([f"({p})"] * len(batch_devices))
+            marks = ", ".join(["(?)"] * len(batch_devices))
             # One index seek per device: a GROUP BY over an IN list would read every row.
-            for device, top in conn.exec_driver_sql(
+            for device, top in cursor.execute(
                 f"WITH k(d) AS (VALUES {marks}) "
                 "SELECT d, (SELECT max(seq) FROM entries WHERE device_id = k.d) FROM k",
                 tuple(batch_devices),
-            ):
+            ).fetchall():
                 if top is not None:
                     highest[device] = top
         wanted = [
@@ -296,15 +285,16 @@ class Log:
         ]
         for start in range(0, len(wanted), 400):
             batch = wanted[start : start + 400]
-            pairs = ", ".join([f"({p}, {p})"] * len(batch))
+            pairs = ", ".join(["(?, ?)"] * len(batch))
             # A join on a VALUES list, not a row-value IN, which SQLite answers by a full scan.
-            rows = conn.exec_driver_sql(
+            rows = cursor.execute(
                 f"WITH k(d, s) AS (VALUES {pairs}) SELECT {ENTRY_COLUMNS_E} FROM k "
                 "JOIN entries e ON e.device_id = k.d AND e.seq = k.s",
                 tuple(value for key in batch for value in key),
-            )
+            ).fetchall()
             for row in rows:
-                found[row.device_id, row.seq] = _stored_entry(row)
+                entry = _stored_entry(row)
+                found[entry.device_id, entry.seq] = entry
         return found
 
     def seal(self) -> StoredCheckpoint:
@@ -327,7 +317,7 @@ class Log:
             created = merkle.new_nodes(old_size, leaves, lambda ids: self._fetch(conn, ids))
             for level, (start, hashes) in created.items():
                 if level:  # level 0 (the leaves) was stored by append
-                    self._store_level(conn, level, start, hashes)
+                    self._store_level(DriverCursor(conn), level, start, hashes)
             root = merkle.tree_root(new_size, lambda ids: self._fetch(conn, ids))
             note = Checkpoint(origin=self.origin, tree_size=new_size, root_hash=root).sign(
                 self.signer
@@ -341,29 +331,28 @@ class Log:
             conn.execute(checkpoints.insert(), vars(sealed))
         return sealed
 
-    def _store_level(self, conn: Connection, level: int, start: int, hashes: list[bytes]) -> None:
+    def _store_level(
+        self, cursor: DriverCursor, level: int, start: int, hashes: list[bytes]
+    ) -> None:
         """Write consecutive node hashes of one level, completing a partial first chunk."""
         step = CHUNK_SIZE * merkle.HASH_SIZE
         first_chunk, offset = divmod(start, CHUNK_SIZE)
         data = b"".join(hashes)
         if offset:
-            prefix = conn.exec_driver_sql(
-                f"SELECT hashes FROM merkle_chunks WHERE level = {self._param} "
-                f"AND chunk = {self._param}",
+            prefix = cursor.scalar(
+                "SELECT hashes FROM merkle_chunks WHERE level = ? AND chunk = ?",
                 (level, first_chunk),
-            ).scalar_one()
+            )
             data = bytes(prefix)[: offset * merkle.HASH_SIZE] + data
         rows = [
-            {"level": level, "chunk": first_chunk + position // step,
-             "hashes": data[position : position + step]}
+            (level, first_chunk + position // step, data[position : position + step])
             for position in range(0, len(data), step)
-        ]  # fmt: skip
-        statement = self._insert(merkle_chunks)
-        statement = statement.on_conflict_do_update(
-            index_elements=[merkle_chunks.c.level, merkle_chunks.c.chunk],
-            set_={"hashes": statement.excluded.hashes},
+        ]
+        cursor.executemany(
+            "INSERT INTO merkle_chunks (level, chunk, hashes) VALUES (?, ?, ?) "
+            "ON CONFLICT (level, chunk) DO UPDATE SET hashes = excluded.hashes",
+            rows,
         )
-        conn.execute(statement, rows)
 
     def _read_level(self, conn: Connection, level: int, start: int, end: int) -> list[bytes]:
         """Node hashes [start, end) of one level."""
