@@ -14,7 +14,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import problems
 from gateway.anchoring import AnchorSettings, AnchorTask
-from gateway.committer import GroupCommitter, Outcome
 from gateway.config import Settings
 from gateway.deps import Gateway
 from gateway.directory import Directory
@@ -23,9 +22,10 @@ from gateway.metrics import Metrics
 from gateway.readings import ReadingIndex
 from gateway.sealer import Sealer
 from gateway.store import upgrade
-from gateway.submissions import Submissions
+from gateway.submissions import Submissions, Verdict
+from gateway.writer import WriterClient
 from ledger.keys import NamedKey
-from ledger.log import Appended, StoredCheckpoint, Submission, open_data_dir
+from ledger.log import StoredCheckpoint, open_data_dir
 
 REGISTRY_KEY_FILE = "registry.key"
 log = logging.getLogger(__name__)
@@ -144,22 +144,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_seal=on_seal,
         )
 
-        def after_commit(subs: Sequence[Submission], outcomes: Sequence[Outcome]) -> None:
+        def after_commit(verdicts: Sequence[Verdict]) -> None:
             accepted = 0
-            for sub, outcome in zip(subs, outcomes, strict=True):
-                status = outcome.status if isinstance(outcome, Appended) else "conflict"
-                accepted += status == "accepted"
-                metrics.submissions.labels(sub.contract, status).inc()
+            for verdict in verdicts:
+                if verdict.recorded is not None:
+                    accepted += verdict.recorded == "accepted"
+                    metrics.submissions.labels(verdict.contract, verdict.recorded).inc()
             sealer.appended(accepted)
 
-        committer = GroupCommitter(ledger_log, within=readings.write, after_commit=after_commit)
+        writer = WriterClient(
+            database_url=ledger_log.engine.url.render_as_string(hide_password=False),
+            registry_key=registry_key.public_key_b64,
+            after_commit=after_commit,
+        )
+        await writer.start()
         gateway = Gateway(
             settings=settings,
             log=ledger_log,
             registry_key=registry_key,
             directory=directory,
-            committer=committer,
-            submissions=Submissions(log=ledger_log, directory=directory, committer=committer),
+            writer=writer,
+            submissions=Submissions(writer=writer),
             readings=readings,
             sealer=sealer,
             events=EventFeed(ledger_log),
@@ -190,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if ingest is not None:
                 ingest.stop()
             await sealer.stop()
-            committer.close()
+            await writer.close()
             ledger_log.engine.dispose()
 
     app = FastAPI(
@@ -198,6 +203,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Signed community energy data in a verifiable Merkle log.",
         lifespan=lifespan,
+        # /metrics is the gateway's telemetry; FastAPI's own OpenTelemetry hooks cost a
+        # context lookup on every request and export nothing here.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -14,28 +14,34 @@ from gateway.store import device_keys, devices
 from ledger.encoding import canonical_json
 from ledger.errors import LedgerError
 from ledger.keys import decode_public_key, verify_signature
+from ledger.storage import DriverCursor
 
-# Another gateway process's revocation is seen within this many seconds; this process's
-# own changes are seen at once (`forget`).
+# Another gateway process's changes are seen within this many seconds (one query polls
+# device_changes); this process's own changes are seen at once (`forget`).
 CACHE_SECONDS = 1.0
+MAX_CACHED = 100_000
 
 
 class Directory:
-    """Device lookups with a short cache, so a batch of envelopes costs one query."""
+    """Device lookups cached until a change to that device is recorded in device_changes."""
 
     def __init__(self, engine: Engine, *, registry_key: str) -> None:
         self.engine = engine
         self.registry_key = registry_key
-        self._cache: dict[str, tuple[float, DeviceRecord | None]] = {}
+        self._cache: dict[str, DeviceRecord | None] = {}
         self._lock = threading.Lock()
+        self._polled = float("-inf")
+        self._seen: int | None = None  # the newest device_changes id applied
+        self._evictions = 0  # a row read before an eviction may be stale: not cached
 
     def device(self, device_id: str) -> DeviceRecord | None:
         """The device, or None when it was never registered."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(device_id)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
+        if time.monotonic() - self._polled >= CACHE_SECONDS:
+            self.refresh(stale_only=True)
+        try:
+            return self._cache[device_id]
+        except KeyError:
+            evictions = self._evictions
         with self.engine.connect() as conn:
             row = conn.execute(select(devices).where(devices.c.id == device_id)).first()
         record = None
@@ -48,10 +54,34 @@ class Directory:
                 revoked=row.revoked_at is not None,
             )
         with self._lock:
-            if len(self._cache) > 100_000:
+            if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
-            self._cache[device_id] = (now, record)
+            if evictions == self._evictions:
+                self._cache[device_id] = record
         return record
+
+    def refresh(self, *, stale_only: bool = False) -> None:
+        """Drop what is cached of devices changed since the last refresh (one query)."""
+        with self._lock:
+            now = time.monotonic()
+            if stale_only and now - self._polled < CACHE_SECONDS:
+                return  # another thread just polled
+            # Read the row before caching anything it could invalidate: a device changed
+            # after this read is evicted by the next poll.
+            self._polled = now
+            with self.engine.connect() as conn:
+                cursor = DriverCursor(conn)  # the writer refreshes before every commit
+                if self._seen is None:
+                    self._seen = cursor.scalar("SELECT coalesce(max(id), 0) FROM device_changes")
+                    return
+                changes = cursor.execute(
+                    "SELECT id, device_id FROM device_changes WHERE id > ? ORDER BY id",
+                    (self._seen,),
+                ).fetchall()
+            for change_id, device_id in changes:
+                self._cache.pop(device_id, None)
+                self._seen = change_id
+            self._evictions += bool(changes)
 
     def key_that_signed(self, device_id: str, payload: Any, sig: str) -> str | None:
         """Which of the device's keys, past or present, made this signature (for bundles)."""
@@ -80,3 +110,4 @@ class Directory:
         """Drop a cached device after this process changed it."""
         with self._lock:
             self._cache.pop(device_id, None)
+            self._evictions += 1

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.base import ContractError
-from gateway.submissions import UnknownContract
+from gateway.submissions import Refused, UnknownContract
+from gateway.writer import WriterUnavailable
 from ledger.errors import ConflictError, FormatError, NotFoundError, NotSealedError
 
 MEDIA_TYPE = "application/problem+json"
@@ -41,6 +42,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict, or not sealed yet (see Retry-After)"),
         (413, "Body over 1 MiB"),
         (422, "Invalid request"),
+        (503, "Not recorded this time; retry (see Retry-After)"),
     )
 }
 
@@ -129,9 +131,24 @@ def install(app: FastAPI) -> None:
     async def _format(_: Request, exc: FormatError) -> JSONResponse:
         return problem_response(422, "Invalid request", str(exc))
 
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        verdict = exc.verdict
+        extra = {"log_tag_id": verdict.result["log_tag_id"]} if verdict.recorded else {}
+        return problem_response(
+            verdict.result["code"], verdict.title or "Rejected", str(exc), **extra
+        )
+
     @app.exception_handler(UnknownContract)
     async def _unknown(_: Request, exc: UnknownContract) -> JSONResponse:
         return problem_response(404, "Unknown contract", str(exc.args[0]))
+
+    @app.exception_handler(WriterUnavailable)
+    async def _unavailable(_: Request, exc: WriterUnavailable) -> JSONResponse:
+        log.error("append not committed: %s", exc)
+        return problem_response(
+            503, "Unavailable", f"not recorded: {exc}", headers={"Retry-After": "1"}
+        )
 
     @app.exception_handler(Exception)
     async def _server(_: Request, exc: Exception) -> JSONResponse:

@@ -52,6 +52,15 @@ device_keys = Table(
     Index("device_keys_device", "device_id"),
 )
 
+# One row per change to a device (registered, rotated, revoked), written in the change's
+# transaction: every gateway process polls it to drop what it has cached of those devices.
+device_changes = Table(
+    "device_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),
+)
+
 apps = Table(
     "apps",
     metadata,

@@ -1,109 +1,184 @@
-"""The one contract path every transport uses (HTTP batches, /api, MQTT ingest)."""
+"""The one contract path every transport uses (HTTP batches, /api, MQTT ingest).
+
+Transports hand requests to the writer process (gateway.writer), which runs `decide`:
+contract admission (schema, device key, signature) and the group commit both happen
+there, on the other core, so the HTTP process only parses and answers.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from contracts.base import Context, ContractError, Directory, EnvelopeContract
 from contracts.registry import CONTRACTS
-from gateway.committer import GroupCommitter, Outcome
 from ledger.errors import ConflictError, LedgerError
-from ledger.log import Appended, Log, Submission
+from ledger.log import Appended, Log, Submission, Within
+
+if TYPE_CHECKING:
+    from gateway.writer import WriterClient
 
 MAX_BATCH = 1_000
-# Up to this many envelopes are checked on the event loop (~0.15 ms each); a thread hop
-# costs more than that.
-INLINE_ENVELOPES = 4
 
 
 class UnknownContract(LookupError):
     """No envelope contract of that name."""
 
 
-def result(outcome: Outcome | ContractError | LedgerError) -> dict[str, Any]:
-    """One envelope's result as the HTTP and MQTT answers carry it."""
-    if isinstance(outcome, Appended):
-        return {
-            "status": outcome.status,
-            "log_tag_id": outcome.entry.log_tag_id,
-            "error": None,
-            "code": 201 if outcome.status == "accepted" else 200,
-        }
+class Refused(Exception):
+    """A Restroom request its contract refused, or a conflicting resend."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.result["error"])
+        self.verdict = verdict
+
+
+# The writer's requests and replies are named tuples: they cross a process boundary for
+# every request, and a tuple pickles in a third of a dataclass's time.
+
+
+class Admit(NamedTuple):
+    """Envelopes for a contract to admit, then record (the writer's usual request)."""
+
+    contract: str
+    envelopes: Sequence[Any]
+    now: float  # the request's time, POSIX seconds
+    community: str | None = None  # set when the transport already names the community
+    restroom: bool = False  # each envelope is a whole Restroom request {data, keys}
+
+
+class Record(NamedTuple):
+    """Submissions the gateway built and signed itself (registry entries)."""
+
+    submissions: Sequence[Submission]
+
+
+class Verdict(NamedTuple):
+    """One envelope's fate: its result as transports answer it, and how it was recorded."""
+
+    result: dict[str, Any]  # status, log_tag_id, error, code
+    contract: str
+    recorded: Literal["accepted", "duplicate", "conflict"] | None = None
+    title: str | None = None  # a refusal's title, for a problem document
+    response: dict[str, Any] | None = None  # the contract's Restroom response
+
+
+def envelope_contract(name: str) -> EnvelopeContract:
+    """The envelope contract called `name`."""
+    contract = CONTRACTS.get(name)
+    if not isinstance(contract, EnvelopeContract):
+        raise UnknownContract(f"no contract {name!r} that accepts signed envelopes")
+    return contract
+
+
+def _refused(exc: ContractError | LedgerError, contract: str) -> Verdict:
+    if isinstance(exc, ContractError):
+        status, title = exc.status, exc.title
+    else:
+        status, title = 422, "Invalid request"
+    result = {"status": "rejected", "log_tag_id": None, "error": str(exc), "code": status}
+    return Verdict(result=result, contract=contract, title=title)
+
+
+def _recorded(outcome: Appended | ConflictError, contract: str) -> Verdict:
     if isinstance(outcome, ConflictError):
-        return {
+        result = {
             "status": "rejected",
             "log_tag_id": outcome.log_tag_id,
             "error": f"conflict: {outcome}",
             "code": 409,
         }
-    status = outcome.status if isinstance(outcome, ContractError) else 422
-    return {"status": "rejected", "log_tag_id": None, "error": str(outcome), "code": status}
+        return Verdict(result=result, contract=contract, recorded="conflict", title="Conflict")
+    result = {
+        "status": outcome.status,
+        "log_tag_id": outcome.entry.log_tag_id,
+        "error": None,
+        "code": 201 if outcome.status == "accepted" else 200,
+    }
+    return Verdict(result=result, contract=contract, recorded=outcome.status)
+
+
+def decide(
+    requests: Sequence[Admit | Record],
+    *,
+    log: Log,
+    directory: Directory,
+    within: Within | None = None,
+) -> list[list[Verdict]]:
+    """Admit every request's envelopes, record the admitted ones in one commit, in order."""
+    slots: list[list[tuple[str, ContractError | LedgerError | Submission]]] = []
+    admitted: list[Submission] = []
+    for request in requests:
+        row: list[tuple[str, ContractError | LedgerError | Submission]] = []
+        if isinstance(request, Record):
+            row = [(s.contract, s) for s in request.submissions]
+        else:
+            contract = envelope_contract(request.contract)
+            now = datetime.fromtimestamp(request.now, UTC)
+            context = Context(directory=directory, log=log, now=now, community=request.community)
+            admit = contract.admit_request if request.restroom else contract.admit
+            for envelope in request.envelopes:
+                try:
+                    row.append((contract.tag, admit(envelope, context)))
+                except (ContractError, LedgerError) as exc:
+                    row.append((contract.tag, exc))
+        admitted += [item for _, item in row if isinstance(item, Submission)]
+        slots.append(row)
+    outcomes = iter(log.append(admitted, within=within) if admitted else [])
+    verdicts = []
+    for request, row in zip(requests, slots, strict=True):
+        answers = []
+        for tag, item in row:
+            if not isinstance(item, Submission):
+                answers.append(_refused(item, tag))
+                continue
+            outcome = next(outcomes)
+            verdict = _recorded(outcome, tag)
+            if isinstance(request, Admit) and request.restroom and isinstance(outcome, Appended):
+                response = envelope_contract(request.contract).respond(outcome, item)
+                verdict = verdict._replace(response=response)
+            answers.append(verdict)
+        verdicts.append(answers)
+    return verdicts
 
 
 class Submissions:
-    """Admit envelopes through their contract, then append them with a group commit."""
+    """The transports' entry point: checks the contract name, asks the writer, answers."""
 
-    def __init__(self, *, log: Log, directory: Directory, committer: GroupCommitter) -> None:
-        self.log = log
-        self.directory = directory
-        self.committer = committer
-
-    def contract(self, name: str) -> EnvelopeContract:
-        """The envelope contract called `name`."""
-        contract = CONTRACTS.get(name)
-        if not isinstance(contract, EnvelopeContract):
-            raise UnknownContract(f"no contract {name!r} that accepts signed envelopes")
-        return contract
-
-    def _admit(
-        self, contract: EnvelopeContract, envelopes: Sequence[Any], community: str | None
-    ) -> tuple[list[Submission], list[Outcome | ContractError | LedgerError | None]]:
-        context = Context(
-            directory=self.directory, log=self.log, now=datetime.now(UTC), community=community
-        )
-        admitted: list[Submission] = []
-        slots: list[Outcome | ContractError | LedgerError | None] = []
-        for envelope in envelopes:
-            try:
-                admitted.append(contract.admit(envelope, context))
-                slots.append(None)
-            except (ContractError, LedgerError) as exc:
-                slots.append(exc)
-        return admitted, slots
-
-    @staticmethod
-    def _merge(
-        slots: list[Outcome | ContractError | LedgerError | None], outcomes: list[Outcome]
-    ) -> list[dict[str, Any]]:
-        it = iter(outcomes)
-        return [result(next(it) if slot is None else slot) for slot in slots]
+    def __init__(self, *, writer: WriterClient) -> None:
+        self.writer = writer
 
     def submit(
         self, contract: str, envelopes: Sequence[Any], *, community: str | None = None
     ) -> list[dict[str, Any]]:
-        """Blocking: results in order, after the accepted ones are committed."""
-        admitted, slots = self._admit(self.contract(contract), envelopes, community)
-        return self._merge(slots, self.committer.submit(admitted).result())
+        """Blocking (any thread but the event loop's): results in order, after the commit."""
+        request = Admit(
+            contract=envelope_contract(contract).name,
+            envelopes=list(envelopes),
+            now=time.time(),
+            community=community,
+        )
+        return [v.result for v in self.writer.submit(request).result()]
 
     async def submit_async(
         self, contract: str, envelopes: Sequence[Any], *, community: str | None = None
     ) -> list[dict[str, Any]]:
-        """The same, for request handlers: signature checks run in a worker thread."""
-        if len(envelopes) <= INLINE_ENVELOPES:
-            admitted, slots = self._admit(self.contract(contract), envelopes, community)
-        else:  # a big batch would hold the event loop for milliseconds
-            admitted, slots = await asyncio.to_thread(
-                self._admit, self.contract(contract), envelopes, community
-            )
-        outcomes = await asyncio.wrap_future(self.committer.submit(admitted))
-        return self._merge(slots, outcomes)
+        """The same, for request handlers."""
+        request = Admit(
+            contract=envelope_contract(contract).name,
+            envelopes=envelopes,
+            now=time.time(),
+            community=community,
+        )
+        return [v.result for v in await self.writer.request(request)]
 
-    async def run_one(self, contract: EnvelopeContract, request: Any) -> tuple[Submission, Outcome]:
-        """One Restroom request through an envelope contract; raises its refusal."""
-        context = Context(directory=self.directory, log=self.log, now=datetime.now(UTC))
-        submission = contract.admit_request(request, context)
-        outcome = (await asyncio.wrap_future(self.committer.submit([submission])))[0]
-        return submission, outcome
+    async def run_one(self, contract: EnvelopeContract, request: Any) -> dict[str, Any]:
+        """One Restroom request through an envelope contract: its response, or Refused."""
+        admit = Admit(contract=contract.name, envelopes=[request], now=time.time(),
+                      restroom=True)  # fmt: skip
+        [verdict] = await self.writer.request(admit)
+        if verdict.response is None:
+            raise Refused(verdict)
+        return verdict.response

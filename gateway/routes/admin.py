@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,9 +14,10 @@ from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryContract
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
 from gateway.deps import MAX_INDEX, AdminDep, GatewayDep, forget_tokens
 from gateway.problems import Problem
-from gateway.store import apps, communities, device_keys, devices
+from gateway.store import apps, communities, device_changes, device_keys, devices
+from gateway.submissions import Record
 from ledger.encoding import b64decode, rfc3339_utc
-from ledger.errors import ConflictError, FormatError
+from ledger.errors import FormatError
 from ledger.storage import entries
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -88,9 +88,9 @@ async def record(gateway: Any, action: Action, subject: dict[str, Any]) -> str:
             subject=subject,
             at=_now(),
         )
-        outcome = (await asyncio.wrap_future(gateway.committer.submit([submission])))[0]
-        if not isinstance(outcome, ConflictError):
-            tag: str = outcome.entry.log_tag_id
+        [verdict] = await gateway.writer.request(Record(submissions=[submission]))
+        if verdict.recorded in ("accepted", "duplicate"):
+            tag: str = verdict.result["log_tag_id"]
             return tag
     raise Problem(
         503,
@@ -143,6 +143,7 @@ async def create_device(body: DeviceCreate, gateway: GatewayDep, _: AdminDep) ->
                     device_id=body.id, public_key=body.public_key, created_at=now
                 )
             )
+            conn.execute(device_changes.insert().values(device_id=body.id))
     except IntegrityError as exc:
         raise Problem(409, "Conflict", f"device {body.id!r} already exists") from exc
     gateway.directory.forget(body.id)
@@ -166,6 +167,7 @@ async def revoke_device(device_id: str, gateway: GatewayDep, _: AdminDep) -> dic
     now = _now()
     with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
         conn.execute(devices.update().where(devices.c.id == device_id).values(revoked_at=now))
+        conn.execute(device_changes.insert().values(device_id=device_id))
     gateway.directory.forget(device_id)
     return {"id": device_id, "revoked": True, "revoked_at": now, "log_tag_id": tag}
 
@@ -192,6 +194,7 @@ async def rotate_device(
                 device_id=device_id, public_key=body.public_key, created_at=now
             )
         )
+        conn.execute(device_changes.insert().values(device_id=device_id))
     gateway.directory.forget(device_id)
     return {"id": device_id, "public_key": body.public_key, "log_tag_id": tag}
 

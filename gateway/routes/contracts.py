@@ -11,7 +11,6 @@ from contracts.base import Context, Contract, EnvelopeContract, ReadContract
 from contracts.registry import CONTRACTS
 from gateway.deps import CallerDep
 from gateway.problems import Problem
-from ledger.errors import ConflictError
 
 router = APIRouter(prefix="/api", tags=["contracts"])
 
@@ -23,10 +22,7 @@ def _route(contract: Contract) -> None:
         gateway = request.app.state.gateway
         raw = await request.json()  # the exact bytes' values: signatures are over them
         if isinstance(contract, EnvelopeContract):
-            submission, outcome = await gateway.submissions.run_one(contract, raw)
-            if isinstance(outcome, ConflictError):
-                raise outcome
-            return contract.respond(outcome, submission)
+            return await gateway.submissions.run_one(contract, raw)
         assert isinstance(contract, ReadContract)
         if not caller.admin and caller.app_id is None:
             raise Problem(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from contracts.device_registry import REGISTRY_DEVICE
-from gateway.deps import MAX_INDEX, CallerDep, GatewayDep, ReaderDep
+from gateway.deps import MAX_INDEX, CallerDep, Gateway, GatewayDep, ReaderDep, json_body
 from gateway.problems import Problem
 from gateway.store import device_keys, readings
 from ledger.errors import NotFoundError
@@ -79,11 +79,20 @@ class ExportPage(BaseModel):
     "/entries",
     response_class=Response,
     responses={200: {"model": EntriesResponse, "content": {"application/json": {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EntriesRequest.model_json_schema()}},
+        }
+    },
     summary="Submit signed envelopes",
 )
-async def submit(body: EntriesRequest, gateway: GatewayDep) -> Response:
+async def submit(request: Request) -> Response:
+    # The hot path: no dependencies, the body validated straight from its bytes, and the
+    # results, plain JSON already, written without response-model validation.
+    body = json_body(EntriesRequest, request, await request.body())
+    gateway: Gateway = request.app.state.gateway
     results = await gateway.submissions.submit_async(body.contract, body.envelopes)
-    # The hot path: the results are plain JSON already, so skip response-model validation.
     return Response(json.dumps({"results": results}).encode(), media_type="application/json")
 
 

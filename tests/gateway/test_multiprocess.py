@@ -77,3 +77,15 @@ def test_two_processes_keep_one_consistent_log(pair: tuple[Gateway, Gateway]) ->
     for server in pair:
         log = (server.data_dir / f"gateway-{server.url.rsplit(':', 1)[1]}.log").read_text()
         assert "Traceback" not in log and "seal failed" not in log, log[-2000:]
+
+
+def test_a_revocation_through_one_process_binds_the_other_at_once(
+    pair: tuple[Gateway, Gateway],
+) -> None:
+    first, second = pair
+    key = first.device("meter-r", "hoa-1")
+    assert submit(second, envelope(key, minute(key.name, 1)))[0]["status"] == "accepted"
+    assert first.admin.post(f"/v1/devices/{key.name}/revoke").json()["revoked"]
+    # The other process's writer re-reads device changes before each commit: no grace period.
+    refused = submit(second, envelope(key, minute(key.name, 2)))[0]
+    assert refused["code"] == 403 and "revoked" in refused["error"], refused
