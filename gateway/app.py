@@ -212,10 +212,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
 
     from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
+    from gateway.routes.entries import SubmitFastPath
 
     # Routes match in order: the submission path first, it is what devices hit all day.
     for module in (entries, contracts, checkpoints, communities, stream, admin, health):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
+    app.add_middleware(SubmitFastPath, fastapi=app)  # innermost: inside the limit and metrics
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

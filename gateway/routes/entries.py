@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.device_registry import REGISTRY_DEVICE
 from gateway.deps import MAX_INDEX, CallerDep, Gateway, GatewayDep, ReaderDep, json_body
@@ -88,12 +90,67 @@ class ExportPage(BaseModel):
     summary="Submit signed envelopes",
 )
 async def submit(request: Request) -> Response:
-    # The hot path: no dependencies, the body validated straight from its bytes, and the
-    # results, plain JSON already, written without response-model validation.
-    body = json_body(EntriesRequest, request, await request.body())
     gateway: Gateway = request.app.state.gateway
-    results = await gateway.submissions.submit_async(body.contract, body.envelopes)
-    return Response(json.dumps({"results": results}).encode(), media_type="application/json")
+    body = await submit_entries(gateway, request.headers.get("content-type"), await request.body())
+    return Response(body, media_type="application/json")
+
+
+async def submit_entries(gateway: Gateway, content_type: str | None, body: bytes) -> bytes:
+    """The submission route's work: the body validated from its bytes, the results as JSON."""
+    request = json_body(EntriesRequest, content_type, body)
+    results = await gateway.submissions.submit_async(request.contract, request.envelopes)
+    # The results are plain JSON already: no response-model validation.
+    return json.dumps({"results": results}).encode()
+
+
+class SubmitFastPath:
+    """POST /v1/entries as plain ASGI, ahead of FastAPI's routing: what devices hit all day.
+
+    Route matching over every route, dependency solving and the Request and Response
+    objects cost about 90 us a request, a third of the HTTP process's share; this layer
+    runs the same `submit_entries` without them. Errors go to the app's own exception
+    handlers, so the answers are the same problem documents. The FastAPI route above
+    documents the operation and serves it wherever this layer is not in front.
+    """
+
+    def __init__(self, app: ASGIApp, *, fastapi: FastAPI) -> None:
+        self.app = app
+        self.fastapi = fastapi
+        self.route = next(
+            r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is submit
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/entries":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route  # for the request metrics' route label
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+        try:
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            gateway: Gateway = self.fastapi.state.gateway
+            body = await submit_entries(
+                gateway, content_type.decode("latin-1") if content_type else None, b"".join(chunks)
+            )
+        except Exception as exc:
+            handler = next(
+                self.fastapi.exception_handlers[kind]
+                for kind in type(exc).__mro__
+                if kind in self.fastapi.exception_handlers
+            )
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _community(gateway: Any, stored: StoredEntry) -> str | None:

@@ -350,6 +350,11 @@ def test_bad_bodies_never_cause_a_5xx(gateway: Gateway) -> None:
             422,
         )
         assert is_problem(
+            client.post("/v1/entries", content=b"{}", headers={"content-type": "text/plain"}),
+            422,
+            "JSON",
+        )
+        assert is_problem(
             client.post("/v1/entries", json={"contract": "nope", "envelopes": [{}]}), 404
         )
         assert is_problem(
