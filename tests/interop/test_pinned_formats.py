@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -174,6 +175,8 @@ def test_the_fast_path_is_byte_identical_to_rfc8785(value: object) -> None:
         {"\ue000": 1, "\U0001f600": 2},
         -(2**53) + 1,
         2**53,
+        functools.reduce(lambda inner, _: [inner], range(300), 1.5),  # past orjson's depth
+        "".join(map(chr, range(128))),
     ],
 )
 def test_boundaries_of_the_fast_path(value: object) -> None:
