@@ -122,6 +122,16 @@ class EnergyMinuteContract(EnvelopeContract):
     request_model: ClassVar[type[BaseModel]] = EnergyMinuteRequest
     response_model: ClassVar[type[BaseModel] | None] = EnvelopeResult
 
+    def signed(self, envelope: Any) -> tuple[str, Any, str] | None:
+        """The payload's device id, the payload and the signature, if they have those types."""
+        if not isinstance(envelope, dict):
+            return None
+        payload, sig = envelope.get("payload"), envelope.get("sig")
+        if not isinstance(payload, dict) or not isinstance(sig, str):
+            return None
+        device_id = payload.get("device_id")
+        return (device_id, payload, sig) if isinstance(device_id, str) else None
+
     def admit(self, envelope: Any, context: Context) -> Submission:
         """Strict schema, minute-aligned start not in the future, registered key, signature."""
         model = strict_model(Envelope, envelope, "envelope")

@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry_key=registry_key,
             directory=directory,
             writer=writer,
-            submissions=Submissions(writer=writer),
+            submissions=Submissions(writer=writer, directory=directory),
             readings=readings,
             sealer=sealer,
             events=EventFeed(ledger_log),

@@ -1,0 +1,85 @@
+"""The writer's core (`decide`): a signature the HTTP process checked still has to match the
+device's current key, and everything else is the contract's, as without the precheck."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.base import DeviceRecord, precheck
+from contracts.registry import CONTRACTS
+from gateway.submissions import Admit, decide
+from ledger.keys import NamedKey, decode_public_key
+from ledger.log import Log, open_data_dir
+
+
+class Keys:
+    """A directory of one device whose key can be swapped (a rotation)."""
+
+    def __init__(self, key: NamedKey) -> None:
+        self.key = key
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        if device_id != self.key.name:
+            return None
+        return DeviceRecord(
+            device_id=device_id,
+            community_id="hoa-1",
+            public_key=self.key.public_key_b64,
+            verify_key=decode_public_key(self.key.public_key_b64),
+            revoked=False,
+        )
+
+    def key_that_signed(self, device_id: str, payload: Any, sig: str) -> str | None:
+        return None
+
+
+def envelope(key: NamedKey, seq: int) -> dict[str, Any]:
+    start = (datetime.now(UTC) - timedelta(minutes=seq)).strftime("%Y-%m-%dT%H:%M:00Z")
+    payload = {
+        "device_id": key.name,
+        "seq": seq,
+        "start": start,
+        "period_s": 60,
+        "readings": {"t": {"unit": "Cel", "n": 1, "missing": 0, "avg": 20.5}},
+    }
+    return {"payload": payload, "sig": key.sign_payload(payload)}
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Log:
+    return open_data_dir(tmp_path)
+
+
+def statuses(log: Log, directory: Keys, envelopes: list[Any], verified: list[str | None]) -> Any:
+    request = Admit(
+        contract="energy_minute", envelopes=envelopes, now=time.time(), verified=verified
+    )
+    [verdicts] = decide([request], log=log, directory=directory)
+    return [(v.result["status"], v.result["code"]) for v in verdicts]
+
+
+def test_a_precheck_with_a_key_since_rotated_is_checked_again(log: Log) -> None:
+    old, new = NamedKey.generate("meter-1"), NamedKey.generate("meter-1")
+    directory = Keys(old)
+    signed_old = envelope(old, 1)
+    checked_with = precheck(CONTRACTS["energy_minute"], signed_old, directory)  # type: ignore[arg-type]
+    assert checked_with == old.public_key_b64
+    directory.key = new  # rotated between the HTTP process's check and the commit
+    assert statuses(log, directory, [signed_old], [checked_with]) == [("rejected", 401)]
+    assert statuses(log, directory, [envelope(new, 2)], [None]) == [("accepted", 201)]
+
+
+def test_a_precheck_never_lets_a_bad_signature_through(log: Log) -> None:
+    key = NamedKey.generate("meter-1")
+    directory = Keys(key)
+    forged = envelope(key, 1)
+    forged["payload"]["seq"] = 7  # no longer what was signed
+    assert precheck(CONTRACTS["energy_minute"], forged, directory) is None  # type: ignore[arg-type]
+    # Unclaimed, the contract checks everything itself: signature first, schema as always.
+    claimed = statuses(log, directory, [forged, {"payload": {}, "sig": ""}], [None, None])
+    assert claimed == [("rejected", 401), ("rejected", 422)]
