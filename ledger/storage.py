@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,12 @@ class DriverCursor:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each row."""
         self.cursor.executemany(sql.replace("?", "%s") if self._format else sql, rows)
+
+    def pipeline(self) -> AbstractContextManager[Any]:
+        """PostgreSQL: send statements without waiting for each answer (psycopg pipeline
+        mode); a read waits for what was sent before it. A no-op for SQLite."""
+        pipeline = getattr(self.cursor.connection, "pipeline", None)
+        return pipeline() if pipeline is not None else nullcontext()
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """The first column of the first row."""
