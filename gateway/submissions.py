@@ -7,6 +7,7 @@ there, on the other core, so the HTTP process only parses and answers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
     from gateway.writer import WriterClient
 
 MAX_BATCH = 1_000
-# Small requests have their signatures checked in the HTTP process, which has CPU to spare
-# while the writer, which then only confirms the key, has not (+27% submissions/s at
-# saturation); a big batch would hold the event loop for milliseconds, so its envelopes
-# are checked in the writer.
-PRECHECK_ENVELOPES = 4
+# Signatures are checked in the HTTP process, which has CPU to spare while the writer, which
+# then only confirms the key, has not (+27% submissions/s at saturation). Up to this many
+# envelopes on the event loop; a bigger batch on a worker thread, as it would hold the loop
+# for milliseconds (libsodium releases the GIL while it verifies).
+INLINE_PRECHECK = 4
 
 
 class UnknownContract(LookupError):
@@ -164,11 +165,13 @@ class Submissions:
         self, contract: str, envelopes: Sequence[Any], *, community: str | None = None
     ) -> list[dict[str, Any]]:
         """Blocking (any thread but the event loop's): results in order, after the commit."""
+        checker = envelope_contract(contract)
         request = Admit(
-            contract=envelope_contract(contract).name,
+            contract=checker.name,
             envelopes=list(envelopes),
             now=time.time(),
             community=community,
+            verified=self._precheck(checker, envelopes),
         )
         return [v.result for v in self.writer.submit(request).result()]
 
@@ -177,9 +180,10 @@ class Submissions:
     ) -> list[dict[str, Any]]:
         """The same, for request handlers."""
         checker = envelope_contract(contract)
-        verified: list[str | None] = []
-        if len(envelopes) <= PRECHECK_ENVELOPES:
-            verified = [precheck(checker, envelope, self.directory) for envelope in envelopes]
+        if len(envelopes) <= INLINE_PRECHECK:
+            verified = self._precheck(checker, envelopes)
+        else:
+            verified = await asyncio.to_thread(self._precheck, checker, envelopes)
         request = Admit(
             contract=checker.name,
             envelopes=envelopes,
@@ -188,6 +192,9 @@ class Submissions:
             verified=verified,
         )
         return [v.result for v in await self.writer.request(request)]
+
+    def _precheck(self, contract: EnvelopeContract, envelopes: Sequence[Any]) -> list[str | None]:
+        return [precheck(contract, envelope, self.directory) for envelope in envelopes]
 
     async def run_one(self, contract: EnvelopeContract, request: Any) -> dict[str, Any]:
         """One Restroom request through an envelope contract: its response, or Refused."""

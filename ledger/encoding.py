@@ -17,8 +17,6 @@ from ledger.errors import FormatError
 _MAX_SAFE_INTEGER = 2**53 - 1
 
 
-
-
 class _NotPlain(Exception):
     """The value needs the full RFC 8785 encoder."""
 
