@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -170,6 +171,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             events=EventFeed(ledger_log),
         )
         app.state.gateway = gateway
+        # ~100,000 objects exist once the app is built (routes, schemas, models); a full
+        # collection walking them stalled every request for 70 ms at 1,000 submissions/s.
+        # Frozen, the collector only walks what requests create.
+        gc.freeze()
         await sealer.seal_now()
         sealer.start()
         ingest: Any = None

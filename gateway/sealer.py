@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from ledger.log import Log, StoredCheckpoint
+from ledger.storage import checkpoint_wal
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,15 @@ class Sealer:
     async def seal_now(self) -> StoredCheckpoint:
         """Seal at once (the admin route, and each tick)."""
         self._pending = 0
-        checkpoint = await asyncio.to_thread(self.log.seal)
+        checkpoint = await asyncio.to_thread(self._seal)
         if self.on_seal is not None:
             self.on_seal(checkpoint)
+        return checkpoint
+
+    def _seal(self) -> StoredCheckpoint:
+        checkpoint = self.log.seal()
+        # The writer leaves the SQLite WAL to us (see ledger.storage.open_engine).
+        checkpoint_wal(self.log.engine)
         return checkpoint
 
     async def _run(self) -> None:

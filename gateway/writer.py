@@ -18,6 +18,7 @@ is [(batch id, verdicts or WriteFailed), ...], one per commit, sent after the co
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import pickle
@@ -147,9 +148,11 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="writer: %(levelname)s %(message)s")
     sock = socket.socket(fileno=int(sys.argv[1]))
-    engine = open_engine(os.environ[URL_VARIABLE], migrate=False)  # the parent migrated
+    # The parent migrated, and its sealer checkpoints the WAL: no commit here pays for it.
+    engine = open_engine(os.environ[URL_VARIABLE], migrate=False, autocheckpoint=False)
     ledger_log = Log(engine=engine, signer=None, origin="writer")  # appends only, no seals
     directory = GatewayDirectory(engine, registry_key=os.environ[REGISTRY_VARIABLE])
+    gc.freeze()  # as in the HTTP process: collections skip what was built at start
     try:
         serve(sock, ledger_log, directory, ReadingIndex(engine, directory).write)
     finally:

@@ -158,6 +158,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def checkpoint_wal(engine: Engine) -> None:
+    """Copy SQLite's WAL into the database file without waiting for, or blocking, a writer
+    (a PASSIVE checkpoint); nothing to do on PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def _sqlite_begin(connection: Any) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE), so two processes never
     # deadlock upgrading a read lock; readers start a plain snapshot.
@@ -165,14 +173,25 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
-def open_engine(url: str, *, migrate: bool = True) -> Engine:
-    """Create the engine for `url` and bring its schema to the newest migration."""
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def open_engine(url: str, *, migrate: bool = True, autocheckpoint: bool = True) -> Engine:
+    """Create the engine for `url` and bring its schema to the newest migration.
+
+    `autocheckpoint=False` (SQLite): commits never copy the WAL into the database file,
+    for a writer whose WAL some other connection checkpoints (`checkpoint_wal`). The
+    commit that crosses the 1,000-page mark otherwise does it: 15-130 ms instead of 1.
+    """
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if not autocheckpoint:
+            event.listen(engine, "connect", _no_autocheckpoint)
         event.listen(engine, "begin", _sqlite_begin)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
