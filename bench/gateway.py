@@ -14,7 +14,8 @@ device's cost, not the gateway's) and each envelope sent once, so every one can 
    A "reading" there is one envelope, i.e. one device's signed minute aggregate; the sensor
    readings inside the payloads (`--readings` per minute) are printed as well.
 Durable commits with the server's defaults (SQLite WAL synchronous=FULL; PostgreSQL as
-configured, its synchronous_commit is printed). Accepted counts come from the gateway's own
+configured, its synchronous_commit is printed); the disk's own fdatasync latency is
+printed first, as the floor under every commit's. Accepted counts come from the gateway's own
 `patio_submissions_total` metric. Nothing here asserts a time.
 """
 
@@ -254,6 +255,30 @@ def run_paced(
     }
 
 
+def fsync_floor(directory: Path, seconds: float = 5.0) -> str:
+    """The disk's own latency for a durable 4 KiB write: the floor under every commit."""
+    path = directory / "fsync-probe"
+    latencies = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            os.write(fd, b"\0" * 4096)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.001)  # about a commit per ms, as at 1,000 submissions/s
+    finally:
+        os.close(fd)
+        path.unlink()
+    latencies.sort()
+    return (
+        f"disk: fdatasync of 4 KiB, {len(latencies):,} times over {seconds:.0f} s: p50 "
+        f"{quantile(latencies, 0.5) * 1000:.2f} ms, p99 {quantile(latencies, 0.99) * 1000:.2f} "
+        f"ms, p99.9 {quantile(latencies, 0.999) * 1000:.2f} ms, max {latencies[-1] * 1000:.1f} ms"
+    )
+
+
 def quantile(ordered: Sequence[float], q: float) -> float:
     """The q-quantile of sorted values (nearest rank)."""
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
@@ -449,6 +474,7 @@ def main() -> None:
         f"pools: {sizes[0]:,} single, {sizes[1]:,} paced, {sizes[2]:,} batched"
     )
     with tempfile.TemporaryDirectory(prefix="patio-bench-") as tmp:
+        print(fsync_floor(Path(tmp)))
         for backend in backends:
             bench_backend(backend, keys, pools, args, Path(tmp))
 
