@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import pickle
+import signal
 import socket
 import struct
 import sys
@@ -40,6 +41,7 @@ AfterCommit = Callable[[Sequence[Verdict]], None]
 HEADER = struct.Struct("!I")
 MAX_COMMIT = 2_000  # envelopes per commit; what arrives beyond waits for the next one
 SOCKET_BUFFER = 4 << 20
+RESTART_MAX_DELAY = 5.0  # seconds between attempts to start a writer that keeps failing
 URL_VARIABLE = "PATIO_WRITER_DATABASE_URL"  # not argv: a password would show in `ps`
 REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"
 log = logging.getLogger(__name__)
@@ -147,6 +149,10 @@ def main() -> None:
     from ledger.storage import open_engine
 
     logging.basicConfig(level=logging.INFO, format="writer: %(levelname)s %(message)s")
+    # Ctrl-C at a terminal and systemd's stop signal reach the whole process group; the
+    # writer stops when its parent hangs up instead, after committing what it has read.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     # The parent migrated, and its sealer checkpoints the WAL: no commit here pays for it.
     engine = open_engine(os.environ[URL_VARIABLE], migrate=False, autocheckpoint=False)
@@ -178,6 +184,7 @@ class WriterClient:
         self._pending: dict[int, asyncio.Future[list[Verdict]]] = {}
         self._next_batch = 0
         self._closing = False
+        self._restarts = 0  # in a row, without a reply in between
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._stream: asyncio.StreamWriter | None = None
@@ -232,8 +239,12 @@ class WriterClient:
             except (asyncio.IncompleteReadError, ConnectionError):
                 if self._closing:
                     return
-                reader = await self._restart()
+                restarted = await self._restart()
+                if restarted is None:
+                    return
+                reader = restarted
                 continue
+            self._restarts = 0
             for batch, result in replies:
                 future = self._pending.pop(batch)
                 if isinstance(result, WriteFailed):
@@ -248,9 +259,12 @@ class WriterClient:
                     except Exception:  # metrics and wake-ups only
                         log.exception("after-commit hook failed")
 
-    async def _restart(self) -> asyncio.StreamReader:
+    async def _restart(self) -> asyncio.StreamReader | None:
         code = await self._process.wait() if self._process else None
-        log.error("the writer exited (code %s); starting a new one", code)
+        # A writer that cannot start (the database is gone) is retried, not spun on.
+        delay = min(RESTART_MAX_DELAY, 0.1 * 2**self._restarts)
+        self._restarts += 1
+        log.error("the writer exited (code %s); starting a new one in %.1f s", code, delay)
         failed = WriterUnavailable("the writer restarted before this commit was confirmed")
         for future in self._pending.values():
             if not future.done():
@@ -258,12 +272,13 @@ class WriterClient:
         self._pending.clear()
         if self._stream is not None:
             self._stream.close()
-        return await self._spawn()
+        await asyncio.sleep(delay)
+        return None if self._closing else await self._spawn()
 
     async def close(self) -> None:
         """Let the writer finish what it has, then stop it."""
         self._closing = True
-        if self._stream is not None:
+        if self._stream is not None and not self._stream.is_closing():
             self._stream.write_eof()  # the writer commits what it read, then exits
         if self._process is not None:
             try:

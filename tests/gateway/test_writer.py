@@ -27,6 +27,11 @@ def test_writer_crash_is_recovered_and_loses_nothing(tmp_path: Path) -> None:
         accepted = submit(server, *first)
         assert [r["status"] for r in accepted] == ["accepted"] * 3
         crashed = writer_pid(server)
+        # Ctrl-C and systemd's stop reach the whole group: the writer waits for its parent.
+        os.kill(crashed, signal.SIGINT)
+        os.kill(crashed, signal.SIGTERM)
+        assert submit(server, envelope(key, minute(key.name, 5)))[0]["status"] == "accepted"
+        assert writer_pid(server) == crashed
         os.kill(crashed, signal.SIGKILL)
 
         later = envelope(key, minute(key.name, 4))
