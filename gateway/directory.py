@@ -66,8 +66,8 @@ class Directory:
             now = time.monotonic()
             if stale_only and now - self._polled < CACHE_SECONDS:
                 return  # another thread just polled
-            # Read the row before caching anything it could invalidate: a device changed
-            # after this read is evicted by the next poll.
+            # A device row read while this runs is not cached if anything was evicted
+            # meanwhile (`_evictions`), so a stale row cannot outlive its change.
             self._polled = now
             with self.engine.connect() as conn:
                 cursor = DriverCursor(conn)  # the writer refreshes before every commit

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 1_000
 # Signatures are checked in the HTTP process, which has CPU to spare while the writer, which
-# then only confirms the key, has not (+27% submissions/s at saturation). Up to this many
-# envelopes on the event loop; a bigger batch on a worker thread, as it would hold the loop
-# for milliseconds (libsodium releases the GIL while it verifies).
+# then only confirms the key, has not (A/B at saturation: 2,540-3,327/s against
+# 2,317-2,720/s). Up to this many envelopes on the event loop; a bigger batch on a worker
+# thread, as it would hold the loop for milliseconds (libsodium releases the GIL).
 INLINE_PRECHECK = 4
 
 

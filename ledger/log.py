@@ -211,11 +211,10 @@ class Log:
         results: list[Appended | ConflictError] = []
         new_rows: list[tuple[Any, ...]] = []
         evidence: list[tuple[Any, ...]] = []
-        with self._write() as conn, conn.begin(), DriverCursor(conn).pipeline():
-            # On PostgreSQL the statements below travel in three round trips: the lock with
-            # the reads, the writes, the commit (it was 15 one by one).
-            cursor = DriverCursor(conn)
-            if self._postgres:
+        # On PostgreSQL the statements share a psycopg pipeline: those whose answer is not
+        # read (the lock, the writes) go out without waiting for one.
+        with self._write() as conn, conn.begin(), (cursor := DriverCursor(conn)).pipeline():
+            if self._postgres:  # on a cursor of its own: its answer is never fetched
                 DriverCursor(conn).execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
             index, known = self._next_index_and_known(cursor, keys)
             for sub, payload_jcs, data, leaf in prepared:
