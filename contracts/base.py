@@ -6,7 +6,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -88,6 +88,13 @@ class Directory(Protocol):
         ...
 
 
+class Checked(NamedTuple):
+    """A signature a transport verified: with which registered key, over which JCS bytes."""
+
+    key: str
+    payload_jcs: bytes
+
+
 @dataclass(frozen=True, kw_only=True)
 class Context:
     """What a contract may use: the directory, the log, and the time of the request."""
@@ -97,7 +104,7 @@ class Context:
     now: datetime
     community: str | None = None  # set when the transport already names the community
     readable: frozenset[str] | None = None  # communities the caller may read (None: all)
-    verified_key: str | None = None  # a key the transport already checked the signature with
+    checked: Checked | None = None  # what the transport already verified (see `precheck`)
 
 
 def strict_model(model: type[BaseModel], data: Any, what: str) -> Any:
@@ -127,12 +134,13 @@ def check_signed(
         raise Forbidden(f"device {device_id!r} has been revoked")
     if context.community is not None and device.community_id != context.community:
         raise Forbidden(f"device {device_id!r} does not belong to community {context.community!r}")
+    # A transport may have checked this signature over the same canonical bytes already
+    # (see `precheck`); it still has to be with the key the device has now.
+    if context.checked is not None and context.checked.key == device.public_key:
+        return device, context.checked.payload_jcs
     try:
         payload_jcs = canonical_json(payload)
-        # A transport may have checked this signature over the same canonical bytes already
-        # (see `precheck`); it still has to be with the key the device has now.
-        if context.verified_key != device.public_key:
-            verify_signature(device.verify_key, payload_jcs, sig)
+        verify_signature(device.verify_key, payload_jcs, sig)
     except FormatError as exc:
         raise SchemaError(str(exc)) from exc
     except VerificationError as exc:
@@ -140,9 +148,10 @@ def check_signed(
     return device, payload_jcs
 
 
-def precheck(contract: EnvelopeContract, envelope: Any, directory: Directory) -> str | None:
-    """The registered key the envelope's signature verifies with, or None (then the contract
-    checks it in full); lets a transport spend its own spare CPU on the signature."""
+def precheck(contract: EnvelopeContract, envelope: Any, directory: Directory) -> Checked | None:
+    """The registered key the envelope's signature verifies with and the payload's JCS, or
+    None (then the contract checks it in full); lets a transport spend its own spare CPU on
+    the signature and the encoding."""
     signed = contract.signed(envelope)
     if signed is None:
         return None
@@ -151,10 +160,11 @@ def precheck(contract: EnvelopeContract, envelope: Any, directory: Directory) ->
     if device is None or device.revoked:
         return None
     try:
-        verify_signature(device.verify_key, canonical_json(payload), sig)
+        payload_jcs = canonical_json(payload)
+        verify_signature(device.verify_key, payload_jcs, sig)
     except (FormatError, VerificationError):
         return None
-    return device.public_key
+    return Checked(device.public_key, payload_jcs)
 
 
 def not_in_future(moment: datetime, context: Context, what: str) -> None:

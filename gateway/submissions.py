@@ -14,7 +14,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from contracts.base import Context, ContractError, Directory, EnvelopeContract, precheck
+from contracts.base import (
+    Checked,
+    Context,
+    ContractError,
+    Directory,
+    EnvelopeContract,
+    precheck,
+)
 from contracts.registry import CONTRACTS
 from ledger.errors import ConflictError, LedgerError
 from ledger.log import Appended, Log, Submission, Within
@@ -54,7 +61,7 @@ class Admit(NamedTuple):
     now: float  # the request's time, POSIX seconds
     community: str | None = None  # set when the transport already names the community
     restroom: bool = False  # each envelope is a whole Restroom request {data, keys}
-    verified: Sequence[str | None] = ()  # per envelope: the key `precheck` verified it with
+    verified: Sequence[Checked | None] = ()  # per envelope: what `precheck` verified
 
 
 class Record(NamedTuple):
@@ -128,10 +135,10 @@ def decide(
             context = Context(directory=directory, log=log, now=now, community=request.community)
             admit = contract.admit_request if request.restroom else contract.admit
             for index, envelope in enumerate(request.envelopes):
-                key = request.verified[index] if request.verified else None
+                checked = request.verified[index] if request.verified else None
                 try:
-                    checked = replace(context, verified_key=key) if key else context
-                    row.append((contract.tag, admit(envelope, checked)))
+                    known = replace(context, checked=checked) if checked else context
+                    row.append((contract.tag, admit(envelope, known)))
                 except (ContractError, LedgerError) as exc:
                     row.append((contract.tag, exc))
         admitted += [item for _, item in row if isinstance(item, Submission)]
@@ -193,7 +200,9 @@ class Submissions:
         )
         return [v.result for v in await self.writer.request(request)]
 
-    def _precheck(self, contract: EnvelopeContract, envelopes: Sequence[Any]) -> list[str | None]:
+    def _precheck(
+        self, contract: EnvelopeContract, envelopes: Sequence[Any]
+    ) -> list[Checked | None]:
         return [precheck(contract, envelope, self.directory) for envelope in envelopes]
 
     async def run_one(self, contract: EnvelopeContract, request: Any) -> dict[str, Any]:

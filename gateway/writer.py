@@ -9,7 +9,8 @@ only writes and reads frames on a socket.
 The writer also runs contract admission (gateway.submissions.decide): the strict schema,
 canonical JSON and the device checks run beside the HTTP process instead of in it. The
 HTTP process prechecks signatures with its spare CPU; the writer then only confirms that
-the key is still the device's, and checks in full whatever comes unchecked.
+the key is still the device's (taking the payload's JCS from the precheck too), and checks in
+full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
 package, started together). A request frame is (batch id, Admit | Record); a reply frame

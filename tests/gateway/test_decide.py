@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from contracts.base import DeviceRecord, precheck
+from contracts.base import Checked, DeviceRecord, precheck
 from contracts.registry import CONTRACTS
 from gateway.submissions import Admit, decide
 from ledger.keys import NamedKey, decode_public_key
@@ -55,7 +55,9 @@ def log(tmp_path: Path) -> Log:
     return open_data_dir(tmp_path)
 
 
-def statuses(log: Log, directory: Keys, envelopes: list[Any], verified: list[str | None]) -> Any:
+def statuses(
+    log: Log, directory: Keys, envelopes: list[Any], verified: list[Checked | None]
+) -> Any:
     request = Admit(
         contract="energy_minute", envelopes=envelopes, now=time.time(), verified=verified
     )
@@ -68,7 +70,7 @@ def test_a_precheck_with_a_key_since_rotated_is_checked_again(log: Log) -> None:
     directory = Keys(old)
     signed_old = envelope(old, 1)
     checked_with = precheck(CONTRACTS["energy_minute"], signed_old, directory)  # type: ignore[arg-type]
-    assert checked_with == old.public_key_b64
+    assert checked_with is not None and checked_with.key == old.public_key_b64
     directory.key = new  # rotated between the HTTP process's check and the commit
     assert statuses(log, directory, [signed_old], [checked_with]) == [("rejected", 401)]
     assert statuses(log, directory, [envelope(new, 2)], [None]) == [("accepted", 201)]
