@@ -345,9 +345,16 @@ def test_admin_inputs_are_checked(gateway: Gateway) -> None:
 
 def test_bad_bodies_never_cause_a_5xx(gateway: Gateway) -> None:
     with gateway.client() as client:
+        as_json = {"content-type": "application/json"}
+        assert is_problem(client.post("/v1/entries", content=b"{", headers=as_json), 422, "JSON")
         assert is_problem(
-            client.post("/v1/entries", content=b"{", headers={"content-type": "application/json"}),
+            client.post("/v1/entries", content=b"\xff{}", headers=as_json), 422, "Invalid JSON"
+        )
+        not_objects = b'{"contract": "energy_minute", "envelopes": [{}, 7]}'
+        assert is_problem(
+            client.post("/v1/entries", content=not_objects, headers=as_json),
             422,
+            "body.envelopes.1: Input should be a valid dictionary",
         )
         assert is_problem(
             client.post("/v1/entries", content=b"{}", headers={"content-type": "text/plain"}),
