@@ -141,6 +141,32 @@ def test_a_batch_with_good_and_bad_envelopes(gateway: Gateway) -> None:
     assert results[9]["log_tag_id"].startswith("c274b5")
 
 
+def test_a_full_batch_is_recorded_in_order_across_the_writer_chunks(gateway: Gateway) -> None:
+    # 1,000 envelopes reach the writer in chunks (gateway.submissions.PRECHECK_CHUNK).
+    device = gateway.device(unique("meter"), unique("hoa"))
+    envelopes = [envelope(device, minute(device.name, seq)) for seq in range(1, 1001)]
+    forged = {99, 100, 500, 999}  # at and around chunk edges
+    for index in forged:
+        envelopes[index]["sig"] = envelopes[0]["sig"]
+    envelopes[600] = envelopes[5]  # a resend of an envelope of an earlier chunk
+    results = submit(gateway, *envelopes)
+    expected = ["rejected" if i in forged else "accepted" for i in range(1000)]
+    expected[600] = "duplicate"
+    assert [r["status"] for r in results] == expected
+    assert results[600]["log_tag_id"] == results[5]["log_tag_id"]
+    with gateway.client(gateway.admin_token) as client:
+        indexes = [
+            client.get(f"/v1/entries/{results[i]['log_tag_id']}").json()["index"]
+            for i in (0, 98, 101, 199, 200, 499, 501, 998)
+        ]
+    assert indexes == sorted(indexes) and len(set(indexes)) == len(indexes)
+    again = submit(gateway, *envelopes)
+    assert [r["status"] for r in again] == [
+        "rejected" if i in forged else "duplicate" for i in range(1000)
+    ]
+    assert [r["log_tag_id"] for r in again] == [r["log_tag_id"] for r in results]
+
+
 def test_resends_are_idempotent_and_conflicts_refused(gateway: Gateway) -> None:
     device = gateway.device(unique("meter"), unique("hoa"))
     payload = minute(device.name, 42)
