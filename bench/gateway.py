@@ -439,7 +439,7 @@ def main() -> None:
     parser.add_argument(
         "--max-single-rate",
         type=float,
-        default=4000.0,
+        default=7000.0,
         help="pool size: single envelopes signed per second of --duration",
     )
     parser.add_argument(
