@@ -425,9 +425,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk phase")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections, singles")
-    parser.add_argument(
-        "--batch-connections", type=int, default=8, help="wrk connections, batches"
-    )
+    parser.add_argument("--batch-connections", type=int, default=8, help="wrk connections, batches")
     parser.add_argument("--batch", type=int, default=100, help="envelopes per batch request")
     parser.add_argument("--rate", type=float, default=1000.0, help="fixed offered rate, per s")
     parser.add_argument("--rate-duration", type=float, default=8.0, help="seconds at that rate")

@@ -72,6 +72,16 @@ class Record(NamedTuple):
     submissions: Sequence[Submission]
 
 
+class WriteFailed(NamedTuple):
+    """A commit failed in the writer (the database refused or went away).
+
+    Defined here, not in gateway.writer: the writer runs as `__main__`, and a class of
+    `__main__` pickles under a name the HTTP process cannot load.
+    """
+
+    reason: str
+
+
 class Verdict(NamedTuple):
     """One envelope's fate: its result as transports answer it, and how it was recorded."""
 

@@ -30,11 +30,10 @@ import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from contracts.base import Directory
-from gateway.submissions import Admit, Record, Verdict, decide
+from gateway.submissions import Admit, Record, Verdict, WriteFailed, decide
 from ledger.log import Log, Within
 
 Request = Admit | Record
@@ -51,13 +50,6 @@ log = logging.getLogger(__name__)
 
 class WriterUnavailable(Exception):
     """The append was not committed: the writer failed or restarted; retry."""
-
-
-@dataclass(frozen=True)
-class WriteFailed:
-    """A commit failed in the writer (the database refused or went away)."""
-
-    reason: str
 
 
 def _frame(value: Any) -> bytes:
@@ -136,6 +128,9 @@ def serve(sock: socket.socket, log_: Log, directory: Directory, within: Within |
                 )  # fmt: skip
             except Exception as exc:  # every batch of the commit fails; the writer goes on
                 log.exception("commit failed")
+                # If the database dropped this connection (a restart), it dropped the pooled
+                # ones too: open new ones rather than fail a commit on each.
+                log_.engine.dispose()
                 failed = WriteFailed(f"{type(exc).__name__}: {exc}")
                 replies = [(batch, failed) for batch, _ in group]
             else:
@@ -157,7 +152,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     # The parent migrated, and its sealer checkpoints the WAL: no commit here pays for it.
-    engine = open_engine(os.environ[URL_VARIABLE], migrate=False, autocheckpoint=False)
+    # No ping per checkout (two round trips a commit on PostgreSQL): a commit that meets a
+    # connection gone stale fails like any other, its clients get a 503 and resend.
+    engine = open_engine(os.environ[URL_VARIABLE], migrate=False, autocheckpoint=False, ping=False)
     ledger_log = Log(engine=engine, signer=None, origin="writer")  # appends only, no seals
     directory = GatewayDirectory(engine, registry_key=os.environ[REGISTRY_VARIABLE])
     gc.freeze()  # as in the HTTP process: collections skip what was built at start
@@ -238,9 +235,16 @@ class WriterClient:
             try:
                 header = await reader.readexactly(HEADER.size)
                 replies = pickle.loads(await reader.readexactly(HEADER.unpack(header)[0]))
-            except (asyncio.IncompleteReadError, ConnectionError):
+            except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError,
+                    AttributeError, ImportError) as exc:  # fmt: skip
                 if self._closing:
                     return
+                if not isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
+                    # A reply this process cannot read: start over rather than leave every
+                    # later request waiting for an answer that will never be read.
+                    log.exception("unreadable reply from the writer")
+                    if self._process is not None:
+                        self._process.kill()
                 restarted = await self._restart()
                 if restarted is None:
                     return

@@ -177,12 +177,17 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
-def open_engine(url: str, *, migrate: bool = True, autocheckpoint: bool = True) -> Engine:
+def open_engine(
+    url: str, *, migrate: bool = True, autocheckpoint: bool = True, ping: bool = True
+) -> Engine:
     """Create the engine for `url` and bring its schema to the newest migration.
 
     `autocheckpoint=False` (SQLite): commits never copy the WAL into the database file,
     for a writer whose WAL some other connection checkpoints (`checkpoint_wal`). The
     commit that crosses the 1,000-page mark otherwise does it: 15-130 ms instead of 1.
+    `ping=False` (PostgreSQL): connections are not tested with a round trip when taken
+    from the pool (109 against 11 us a checkout here); after a server restart the first
+    statement on a stale connection fails, and the pool then drops every stale one.
     """
     if url.startswith("sqlite"):
         path = make_url(url).database
@@ -194,7 +199,7 @@ def open_engine(url: str, *, migrate: bool = True, autocheckpoint: bool = True) 
             event.listen(engine, "connect", _no_autocheckpoint)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=ping, pool_size=10, max_overflow=20)
     if migrate:
         upgrade(engine)
     return engine
