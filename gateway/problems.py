@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -150,10 +153,46 @@ def install(app: FastAPI) -> None:
             503, "Unavailable", f"not recorded: {exc}", headers={"Retry-After": "1"}
         )
 
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            return await _server(request, exc)
+        log.error("database unavailable: %s", exc)
+        return problem_response(
+            503,
+            "Unavailable",
+            f"the database is unavailable ({type(exc).__name__}); retry",
+            headers={"Retry-After": "1"},
+        )
+
+    # Not under the handler for Exception: Starlette re-raises after that one answers, and
+    # uvicorn then drops the connection.
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, _database)
+
     @app.exception_handler(Exception)
     async def _server(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return problem_response(500, "Internal error", "the gateway failed; it has been logged")
+
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError,
+    sqlite3.OperationalError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached or used right now, not that a
+    statement was wrong: a connection refused or dropped (psycopg's OperationalError), an
+    exhausted pool, or a SQLite file that stays locked or cannot be opened."""
+    cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    if isinstance(exc, sqlalchemy.exc.TimeoutError) or isinstance(cause, psycopg.OperationalError):
+        return True
+    return isinstance(cause, sqlite3.OperationalError) and any(
+        sign in str(cause) for sign in ("locked", "unable to open", "disk I/O")
+    )
 
 
 def _title(status: int) -> str:
