@@ -24,6 +24,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     token.set_defaults(handler=run_create_token)
 
 
+SHUTDOWN_GRACE = 5  # seconds for requests under way to finish once asked to stop
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     import uvicorn
@@ -42,6 +45,9 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        # Open event streams would hold a graceful shutdown forever: they are cut after
+        # this, and their clients resume with Last-Event-ID.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return EXIT_OK
 

@@ -1,4 +1,5 @@
-"""The writer process: a crash loses nothing accepted, is answered 503, and is recovered."""
+"""The gateway's two processes: a writer crash loses nothing accepted, is answered 503 and is
+recovered; a stop ends both, open event streams or not."""
 
 from __future__ import annotations
 
@@ -61,3 +62,40 @@ def test_writer_crash_is_recovered_and_loses_nothing(tmp_path: Path) -> None:
     while Path(f"/proc/{restarted}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{restarted}").exists(), "the writer outlived its gateway"
+
+
+def test_a_stop_is_not_held_up_by_an_open_event_stream(tmp_path: Path) -> None:
+    import threading
+
+    import httpx
+
+    from gateway.cli import SHUTDOWN_GRACE
+
+    server = start_gateway(tmp_path)
+    key = server.admin.post("/v1/apps", json={"name": "a", "scopes": ["audit"]}).json()
+    ended = threading.Event()
+
+    def listen() -> None:
+        headers = {"Authorization": f"Bearer {key['api_key']}"}
+        try:
+            with httpx.stream(
+                "GET", f"{server.url}/v1/stream", headers=headers, timeout=60
+            ) as reply:
+                for _ in reply.iter_lines():
+                    pass
+        except httpx.HTTPError:
+            pass
+        ended.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    time.sleep(0.5)  # the stream is open
+    writer = writer_pid(server)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=SHUTDOWN_GRACE + 5)
+    finally:
+        server.stop()
+    assert time.monotonic() - started < SHUTDOWN_GRACE + 5
+    assert ended.wait(5), "the stream was not closed"
+    assert not Path(f"/proc/{writer}").exists(), "the writer outlived its gateway"
