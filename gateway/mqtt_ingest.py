@@ -111,6 +111,7 @@ class MqttIngest:
             manual_ack=True,
         )
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -141,6 +142,13 @@ class MqttIngest:
             log.warning("broker refused the connection: %s", reason)
             return
         client.subscribe(ENTRIES_SUBSCRIPTION, qos=1)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, props: Any) -> None:
+        # Subscribed once the broker says so (SUBACK): a device's message published before
+        # that, on a new session, would reach no one.
+        if any(reason.is_failure for reason in reasons):
+            log.warning("broker refused the subscription to %s: %s", ENTRIES_SUBSCRIPTION, reasons)
+            return
         self._connected.set()
         log.info(
             "MQTT ingest subscribed to %s on %s:%d", ENTRIES_SUBSCRIPTION, self.host, self.port
