@@ -216,11 +216,12 @@ class Submissions:
             verified = await asyncio.to_thread(self._precheck, checker, chunk)
             admit = Admit(checker.name, chunk, now, community, verified=verified)
             sent.append(asyncio.ensure_future(self.writer.request(admit)))
-        replies = await asyncio.gather(*sent, return_exceptions=True)
-        for reply in replies:
+        results = []
+        for reply in await asyncio.gather(*sent, return_exceptions=True):
             if isinstance(reply, BaseException):
                 raise reply
-        return [v.result for reply in replies for v in reply]  # type: ignore[union-attr]
+            results += [verdict.result for verdict in reply]
+        return results
 
     def _precheck(
         self, contract: EnvelopeContract, envelopes: Sequence[Any]

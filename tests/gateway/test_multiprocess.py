@@ -24,8 +24,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
     from sqlalchemy import create_engine, text
 
     schema = f"m_{uuid.uuid4().hex[:12]}"
-    # Pinged: a test drops every connection to the database, this one's pooled one too.
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     url = f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
@@ -90,44 +89,3 @@ def test_a_revocation_through_one_process_binds_the_other_at_once(
     # The other process's writer re-reads device changes before each commit: no grace period.
     refused = submit(second, envelope(key, minute(key.name, 2)))[0]
     assert refused["code"] == 403 and "revoked" in refused["error"], refused
-
-
-def test_connections_dropped_by_the_database_cost_a_retry_not_an_entry(
-    pair: tuple[Gateway, Gateway],
-) -> None:
-    from sqlalchemy import create_engine, text
-
-    from tests.gateway.test_writer import writer_pid
-
-    gateway = pair[0]
-    key = gateway.device("meter-d", "hoa-1")
-    assert submit(gateway, envelope(key, minute(key.name, 1)))[0]["status"] == "accepted"
-    writer = writer_pid(gateway)
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:  # what a server restart does to every open connection
-        dropped = conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'"
-            )
-        ).scalar_one()
-    admin.dispose()
-    assert dropped > 0
-    body = {"contract": "energy_minute", "envelopes": [envelope(key, minute(key.name, 2))]}
-    answers = []
-    with gateway.client() as client:
-        for _ in range(5):
-            reply = client.post("/v1/entries", json=body)
-            answers.append(reply.status_code)
-            if reply.status_code == 200:
-                break
-            assert reply.status_code == 503 and reply.headers["Retry-After"], reply.text
-    # The writer's connections are not pinged when taken from the pool: the first commit on
-    # a dropped one fails (a 503: before, its reply hung every later request), the writer
-    # then opens new connections, and the resend goes through.
-    assert answers[-1] == 200 and len(answers) <= 2, answers
-    assert reply.json()["results"][0]["status"] == "accepted"
-    assert writer_pid(gateway) == writer  # no restart: the writer survived it
-    resent = submit(gateway, *(envelope(key, minute(key.name, s)) for s in (1, 2)))
-    assert [r["status"] for r in resent] == ["duplicate", "duplicate"]

@@ -1,5 +1,5 @@
-"""A database outage: the gateway answers 503 with Retry-After, never 500, loses nothing
-it acknowledged, and serves again once the database is back (PostgreSQL)."""
+"""A database outage or restart: the gateway answers 503 with Retry-After, never 500, loses
+nothing it acknowledged, and serves again once the database is back (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,19 @@ def outage(tmp_path: Path) -> Iterator[tuple[Gateway, Engine, str]]:
         admin.dispose()
 
 
+def drop_connections(admin: Engine, name: str) -> int:
+    """Close every open connection to database `name`, as a server restart does."""
+    with admin.connect() as conn:
+        dropped: int = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :name"
+            ),
+            {"name": name},
+        ).scalar_one()
+    return dropped
+
+
 def test_a_database_outage_is_a_503_and_nothing_is_lost(
     outage: tuple[Gateway, Engine, str],
 ) -> None:
@@ -44,12 +57,9 @@ def test_a_database_outage_is_a_503_and_nothing_is_lost(
     key = gateway.device("meter-o", "hoa-o")
     before = submit(gateway, envelope(key, minute(key.name, 1)))[0]
     assert before["status"] == "accepted"
-    with admin.connect() as conn:  # refuse new connections, drop the open ones
+    with admin.connect() as conn:  # refuse new connections, then drop the open ones
         conn.execute(text(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-            {"name": name},
-        )
+    drop_connections(admin, name)
     body = {"contract": "energy_minute", "envelopes": [envelope(key, minute(key.name, 2))]}
     with gateway.client(gateway.admin_token) as client:
         for reply in (
@@ -71,6 +81,35 @@ def test_a_database_outage_is_a_503_and_nothing_is_lost(
     again = submit(gateway, envelope(key, minute(key.name, 1)))[0]
     assert again == {**before, "status": "duplicate", "code": 200}
     assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+
+
+def test_connections_dropped_by_the_database_cost_a_retry_not_an_entry(
+    outage: tuple[Gateway, Engine, str],
+) -> None:
+    from tests.gateway.test_writer import writer_pid
+
+    gateway, admin, name = outage
+    key = gateway.device("meter-d", "hoa-d")
+    assert submit(gateway, envelope(key, minute(key.name, 1)))[0]["status"] == "accepted"
+    writer = writer_pid(gateway)
+    assert drop_connections(admin, name) > 0
+    body = {"contract": "energy_minute", "envelopes": [envelope(key, minute(key.name, 2))]}
+    answers = []
+    with gateway.client() as client:
+        for _ in range(5):
+            reply = client.post("/v1/entries", json=body)
+            answers.append(reply.status_code)
+            if reply.status_code == 200:
+                break
+            assert reply.status_code == 503 and reply.headers["Retry-After"], reply.text
+    # The writer's connections are not pinged when taken from the pool: the first commit on
+    # a dropped one fails (a 503: before, its reply hung every later request), the writer
+    # then opens new connections, and the resend goes through.
+    assert answers[-1] == 200 and len(answers) <= 2, answers
+    assert reply.json()["results"][0]["status"] == "accepted"
+    assert writer_pid(gateway) == writer  # no restart: the writer survived it
+    resent = submit(gateway, *(envelope(key, minute(key.name, s)) for s in (1, 2)))
+    assert [r["status"] for r in resent] == ["duplicate", "duplicate"]
 
 
 def test_only_an_unusable_database_counts_as_an_outage() -> None:
