@@ -1,0 +1,26 @@
+"""The hourly rollup: one device's sensor over one UTC hour, built from logged minutes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class HourlyRollup:
+    """What the minutes of one (device, sensor, UTC hour) add up to.
+
+    `energy_mwh` is None for a sensor that measures no energy (a temperature, a switch);
+    missing minutes are `60 - minutes`, never filled with zero. `first_idx` and `last_idx`
+    are the lowest and highest log indexes the rollup was built from.
+    """
+
+    device_id: str
+    sensor: str
+    hour: datetime  # aware, UTC, on the hour
+    minutes: int  # minutes with a reading of this sensor, 0..60
+    energy_mwh: int | None  # milliwatt-hours over those minutes
+    peak_mw: int | None  # the highest one-minute average power, milliwatts
+    peak_minute: datetime | None  # the minute of that peak (UTC)
+    first_idx: int
+    last_idx: int
