@@ -1,0 +1,198 @@
+"""What each bucket of a report costs under a tariff, exactly, before rounding.
+
+Energy is priced hour by hour: each hour's energy at the period that hour is in, under the
+tariff version valid on its local date. A period priced by blocks fills them with the
+device's energy of that period since the start of the local calendar month (so a report
+needs the rollups from the first of the month; see `costing_start`). Power terms and
+fixed charges accrue per hour elapsed (before `as_of`): a daily amount spread over the
+local day's 23, 24 or 25 hours, a monthly amount over the month's hours, so whole days and
+months get exactly the published amount.
+
+Amounts here are exact (`Fraction`). `allocate` rounds a part (a device's energy of one
+period, its export compensation, the power term, the fixed charges) once over the whole
+report and spreads the rounded total over the buckets by largest remainder, so buckets and
+devices add up exactly to totals that are themselves correctly rounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+from contracts.energy.errors import ReportError
+from contracts.energy.periods import HOUR, Bucket, local_midnight
+from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff, price_hour
+
+ROUNDING = ROUND_HALF_UP  # the one rounding rule: half away from zero, to the minor unit
+ROUNDING_RULE = (
+    "each cost part is rounded once over the report, half away from zero, to the minor unit; "
+    "its buckets get that total by largest remainder; every total is the sum of its parts"
+)
+
+HourlyEnergy = Mapping[str, Mapping[datetime, int]]  # device id -> UTC hour -> mWh
+
+
+@dataclass
+class BucketCost:
+    """The exact cost of one bucket: per device per period, export, and community charges."""
+
+    energy: dict[str, dict[str, Fraction]] = field(default_factory=lambda: defaultdict(dict))
+    export: dict[str, Fraction] = field(default_factory=dict)
+    power_term: Fraction = Fraction(0)
+    fixed: Fraction = Fraction(0)
+
+
+def round_money(amount: Fraction, digits: int) -> Decimal:
+    """`amount` rounded to `digits` decimals by ROUNDING (half away from zero)."""
+    scaled = amount * 10**digits
+    whole, rest = divmod(abs(scaled.numerator), scaled.denominator)
+    if 2 * rest >= scaled.denominator:
+        whole += 1
+    sign = -1 if scaled < 0 else 1
+    return Decimal(sign * whole).scaleb(-digits)
+
+
+def allocate(amounts: list[Fraction], digits: int) -> list[Decimal]:
+    """`amounts` rounded so they sum to `round_money(sum(amounts))` (largest remainder).
+
+    Each amount gets its floor in minor units; the units left over go to the amounts with
+    the largest remainders, earlier buckets first on a tie.
+    """
+    unit = Fraction(1, 10**digits)
+    target = int(round_money(sum(amounts, Fraction(0)), digits).scaleb(digits))
+    floors = [math.floor(amount / unit) for amount in amounts]
+    remainders = [amount / unit - floor for amount, floor in zip(amounts, floors, strict=True)]
+    order = sorted(range(len(amounts)), key=lambda i: (-remainders[i], i))
+    for i in order[: target - sum(floors)]:
+        floors[i] += 1
+    return [Decimal(units).scaleb(-digits) for units in floors]
+
+
+def costing_start(tariff: Tariff, zone: ZoneInfo, start: datetime) -> datetime:
+    """The first UTC hour whose energy the cost of a period starting at `start` depends on."""
+    if not tariff.has_blocks():
+        return start
+    local = start.astimezone(zone).date()
+    return local_midnight(local.replace(day=1), zone)
+
+
+class _Clock:
+    """Calendar facts about local days, cached: hours in a day and in a month."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self._day_hours: dict[date, int] = {}
+        self._month_hours: dict[tuple[int, int], int] = {}
+
+    def day_hours(self, day: date) -> int:
+        if day not in self._day_hours:
+            start = local_midnight(day, self.zone)
+            end = local_midnight(day + timedelta(days=1), self.zone)
+            self._day_hours[day] = (end - start) // HOUR
+        return self._day_hours[day]
+
+    def month_hours(self, day: date) -> int:
+        key = (day.year, day.month)
+        if key not in self._month_hours:
+            first = day.replace(day=1)
+            following = (first + timedelta(days=32)).replace(day=1)
+            span = local_midnight(following, self.zone) - local_midnight(first, self.zone)
+            self._month_hours[key] = span // HOUR
+        return self._month_hours[key]
+
+
+def bucket_costs(
+    *,
+    tariff: Tariff,
+    zone: ZoneInfo,
+    buckets: list[Bucket],
+    billed: HourlyEnergy,
+    exported: HourlyEnergy,
+    contracted_kw: Mapping[str, Decimal],
+    as_of: datetime,
+) -> list[BucketCost]:
+    """The exact cost of each bucket (see the module docstring for the rules)."""
+    costs = [BucketCost() for _ in buckets]
+    bucket_of = {hour: i for i, bucket in enumerate(buckets) for hour in bucket.hours()}
+    priced: dict[datetime, PricedHour] = {}
+
+    def price(hour: datetime) -> PricedHour:
+        if hour not in priced:
+            priced[hour] = price_hour(tariff, hour.astimezone(zone))
+        return priced[hour]
+
+    clock = _Clock(zone)
+    # Every elapsed hour is priced, even without energy, so that a year the calendar cannot
+    # price is an error whatever the data (never a silent guess).
+    for hour in sorted(bucket_of):
+        if hour >= as_of:
+            continue
+        hour_price = price(hour)
+        day = hour.astimezone(zone).date()
+        version = hour_price.version
+        daily = Fraction(0)
+        for power_period, per_kw_day in version.power_term_per_kW_day.items():
+            if power_period not in contracted_kw:
+                raise ReportError(
+                    f"tariff {tariff.id} has a power term for {power_period} but the community "
+                    f"has no contracted power for it"
+                )
+            daily += Fraction(per_kw_day) * Fraction(contracted_kw[power_period])
+        cost = costs[bucket_of[hour]]
+        cost.power_term += daily / clock.day_hours(day)
+        for charge in version.fixed_charges:
+            spread = clock.day_hours(day) if charge.per == "day" else clock.month_hours(day)
+            cost.fixed += Fraction(charge.amount) / spread
+
+    if not buckets:
+        return costs
+    accrual_start = costing_start(tariff, zone, buckets[0].utc_start)
+    end = buckets[-1].utc_end
+    for device, hours in billed.items():
+        filled: dict[str, int] = {}  # period -> mWh of the month so far, for blocks
+        month: tuple[int, int] | None = None
+        for hour in sorted(h for h in hours if accrual_start <= h < end):
+            mwh = hours[hour]
+            local_day = hour.astimezone(zone).date()
+            if (local_day.year, local_day.month) != month:
+                month, filled = (local_day.year, local_day.month), {}
+            hour_price = price(hour)
+            period = hour_price.period
+            energy_price = hour_price.version.energy[period]
+            amount = Fraction(0)
+            if energy_price.blocks is None:
+                assert energy_price.price_per_kWh is not None  # validated: exactly one kind
+                amount = Fraction(energy_price.price_per_kWh) * mwh
+            else:
+                position, left = filled.get(period, 0), mwh
+                for block in energy_price.blocks:
+                    if left <= 0:
+                        break
+                    limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
+                    if limit is not None and position >= limit:
+                        continue
+                    take = left if limit is None else min(left, limit - position)
+                    amount += Fraction(block.price_per_kWh) * take
+                    position, left = position + take, left - take
+                filled[period] = position
+            if hour in bucket_of:
+                parts = costs[bucket_of[hour]].energy[device]
+                parts[period] = parts.get(period, Fraction(0)) + amount / MWH_PER_KWH
+
+    for device, hours in exported.items():
+        for hour, mwh in hours.items():
+            if hour not in bucket_of:
+                continue
+            export_price = price(hour).version.export_price_per_kWh
+            if export_price is None or not mwh:
+                continue
+            cost = costs[bucket_of[hour]]
+            compensation = -Fraction(export_price) * mwh / MWH_PER_KWH
+            cost.export[device] = cost.export.get(device, Fraction(0)) + compensation
+    return costs
