@@ -41,8 +41,8 @@ def render_csv(report: dict[str, Any]) -> str:
         if currency:
             cost = metrics["cost"]
             energy = sum((Decimal(a) for a in cost["energy"].values()), Decimal(0))
-            digits = -Decimal(cost["total"]).as_tuple().exponent  # the minor unit's digits
-            line += [f"{energy.quantize(Decimal(1).scaleb(-int(digits))):f}"]
+            minor_unit = Decimal(1).scaleb(-report["tariff"]["minor_unit_digits"])
+            line += [f"{energy.quantize(minor_unit):f}"]
             line += [cost.get("power_term"), cost.get("fixed")]
             line += [cost["export_compensation"], cost["total"]]
         writer.writerow(["" if cell is None else cell for cell in line])
