@@ -35,7 +35,8 @@ def test_autumn_dst_day_has_25_hourly_buckets_with_the_repeated_hour_twice() -> 
 
 def test_iso_week_53_of_2026_runs_into_2027() -> None:
     week = period_of(PeriodKind.WEEK, date(2027, 1, 1), MADRID)
-    assert (week.first, week.last, week.label()) == (date(2026, 12, 28), date(2027, 1, 3), "2026-W53")
+    assert (week.first, week.last) == (date(2026, 12, 28), date(2027, 1, 3))
+    assert week.label() == "2026-W53"
     assert week.bucket_size is BucketSize.DAY
     assert [b.local_start.date() for b in week.buckets()] == [
         date(2026, 12, 28 + i) for i in range(4)

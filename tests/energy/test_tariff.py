@@ -126,11 +126,3 @@ def test_the_exported_json_schema_is_up_to_date() -> None:
     shipped = json.loads((TARIFFS / "tariff.schema.json").read_text())
     assert shipped == json_schema()
 
-
-@pytest.mark.parametrize("name", ["es-2.0td.json", "mk-evn-home.json"])
-def test_shipped_tariffs_validate_against_the_exported_schema(name: str) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((TARIFFS / "tariff.schema.json").read_text())
-    jsonschema.Draft202012Validator(schema).validate(
-        json.loads((TARIFFS / "tariffs" / name).read_text())
-    )
