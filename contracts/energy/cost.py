@@ -107,6 +107,15 @@ class _Clock:
         return self._month_hours[key]
 
 
+@dataclass(frozen=True)
+class _Hour:
+    """What the cost arithmetic needs to know about one UTC hour."""
+
+    bucket: int  # index of its bucket, -1 for an hour before the period (block filling only)
+    day: date  # its local date
+    priced: PricedHour
+
+
 def bucket_costs(
     *,
     tariff: Tariff,
@@ -117,25 +126,36 @@ def bucket_costs(
     contracted_kw: Mapping[str, Decimal],
     as_of: datetime,
 ) -> list[BucketCost]:
-    """The exact cost of each bucket (see the module docstring for the rules)."""
+    """The exact cost of each bucket (see the module docstring for the rules).
+
+    Energy is summed as integer mWh per (bucket, period, price) and multiplied once, so the
+    arithmetic per device-hour is integer additions.
+    """
     costs = [BucketCost() for _ in buckets]
+    if not buckets:
+        return costs
     bucket_of = {hour: i for i, bucket in enumerate(buckets) for hour in bucket.hours()}
-    priced: dict[datetime, PricedHour] = {}
+    known: dict[datetime, _Hour] = {}
 
-    def price(hour: datetime) -> PricedHour:
-        if hour not in priced:
-            priced[hour] = price_hour(tariff, hour.astimezone(zone))
-        return priced[hour]
+    def hour_info(hour: datetime) -> _Hour:
+        found = known.get(hour)
+        if found is None:
+            local = hour.astimezone(zone)
+            found = _Hour(bucket_of.get(hour, -1), local.date(), price_hour(tariff, local))
+            known[hour] = found
+        return found
 
-    clock = _Clock(zone)
     # Every elapsed hour is priced, even without energy, so that a year the calendar cannot
     # price is an error whatever the data (never a silent guess).
-    for hour in sorted(bucket_of):
-        if hour >= as_of:
-            continue
-        hour_price = price(hour)
-        day = hour.astimezone(zone).date()
-        version = hour_price.version
+    elapsed: dict[tuple[int, date, int], int] = defaultdict(int)  # (bucket, day, version)
+    versions = {id(version): version for version in tariff.versions}
+    for hour in bucket_of:
+        if hour < as_of:
+            info = hour_info(hour)
+            elapsed[(info.bucket, info.day, id(info.priced.version))] += 1
+    clock = _Clock(zone)
+    for (index, day, version_id), hours in elapsed.items():
+        version = versions[version_id]
         daily = Fraction(0)
         for power_period, per_kw_day in version.power_term_per_kW_day.items():
             if power_period not in contracted_kw:
@@ -144,55 +164,60 @@ def bucket_costs(
                     f"has no contracted power for it"
                 )
             daily += Fraction(per_kw_day) * Fraction(contracted_kw[power_period])
-        cost = costs[bucket_of[hour]]
-        cost.power_term += daily / clock.day_hours(day)
+        cost = costs[index]
+        cost.power_term += daily * hours / clock.day_hours(day)
         for charge in version.fixed_charges:
             spread = clock.day_hours(day) if charge.per == "day" else clock.month_hours(day)
-            cost.fixed += Fraction(charge.amount) / spread
+            cost.fixed += Fraction(charge.amount) * hours / spread
 
-    if not buckets:
-        return costs
     accrual_start = costing_start(tariff, zone, buckets[0].utc_start)
     end = buckets[-1].utc_end
-    for device, hours in billed.items():
-        filled: dict[str, int] = {}  # period -> mWh of the month so far, for blocks
+    with_blocks = tariff.has_blocks()
+    for device, energy in billed.items():
+        summed: dict[tuple[int, str, Decimal], int] = defaultdict(int)
+        selected = [hour for hour in energy if accrual_start <= hour < end]
+        if with_blocks:
+            selected.sort()  # blocks fill in time order
+        filled: dict[str, int] = {}  # period -> mWh of the local month so far
         month: tuple[int, int] | None = None
-        for hour in sorted(h for h in hours if accrual_start <= h < end):
-            mwh = hours[hour]
-            local_day = hour.astimezone(zone).date()
-            if (local_day.year, local_day.month) != month:
-                month, filled = (local_day.year, local_day.month), {}
-            hour_price = price(hour)
-            period = hour_price.period
-            energy_price = hour_price.version.energy[period]
-            amount = Fraction(0)
-            if energy_price.blocks is None:
-                assert energy_price.price_per_kWh is not None  # validated: exactly one kind
-                amount = Fraction(energy_price.price_per_kWh) * mwh
-            else:
-                position, left = filled.get(period, 0), mwh
-                for block in energy_price.blocks:
-                    if left <= 0:
-                        break
-                    limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
-                    if limit is not None and position >= limit:
-                        continue
-                    take = left if limit is None else min(left, limit - position)
-                    amount += Fraction(block.price_per_kWh) * take
-                    position, left = position + take, left - take
-                filled[period] = position
-            if hour in bucket_of:
-                parts = costs[bucket_of[hour]].energy[device]
-                parts[period] = parts.get(period, Fraction(0)) + amount / MWH_PER_KWH
+        for hour in selected:
+            mwh, info = energy[hour], hour_info(hour)
+            period = info.priced.period
+            price = info.priced.version.energy[period]
+            if price.blocks is None:
+                assert price.price_per_kWh is not None  # validated: exactly one kind
+                summed[(info.bucket, period, price.price_per_kWh)] += mwh
+                continue
+            if (info.day.year, info.day.month) != month:
+                month, filled = (info.day.year, info.day.month), {}
+            position, left = filled.get(period, 0), mwh
+            for block in price.blocks:
+                limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
+                if left <= 0:
+                    break
+                if limit is not None and position >= limit:
+                    continue
+                take = left if limit is None else min(left, limit - position)
+                summed[(info.bucket, period, block.price_per_kWh)] += take
+                position, left = position + take, left - take
+            filled[period] = position
+        for (index, period, unit_price), mwh in summed.items():
+            if index >= 0 and mwh:
+                parts = costs[index].energy[device]
+                amount = Fraction(unit_price) * mwh / MWH_PER_KWH
+                parts[period] = parts.get(period, Fraction(0)) + amount
 
-    for device, hours in exported.items():
-        for hour, mwh in hours.items():
-            if hour not in bucket_of:
-                continue
-            export_price = price(hour).version.export_price_per_kWh
-            if export_price is None or not mwh:
-                continue
-            cost = costs[bucket_of[hour]]
-            compensation = -Fraction(export_price) * mwh / MWH_PER_KWH
-            cost.export[device] = cost.export.get(device, Fraction(0)) + compensation
+    for device, energy in exported.items():
+        compensated: dict[tuple[int, Decimal], int] = defaultdict(int)
+        for hour, mwh in energy.items():
+            if hour in bucket_of:
+                info = hour_info(hour)
+                export_price = info.priced.version.export_price_per_kWh
+                if export_price is not None:
+                    compensated[(info.bucket, export_price)] += mwh
+        for (index, unit_price), mwh in compensated.items():
+            if mwh:
+                cost = costs[index]
+                amount = -Fraction(unit_price) * mwh / MWH_PER_KWH
+                cost.export[device] = cost.export.get(device, Fraction(0)) + amount
     return costs

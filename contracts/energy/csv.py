@@ -47,4 +47,3 @@ def render_csv(report: dict[str, Any]) -> str:
             line += [cost["export_compensation"], cost["total"]]
         writer.writerow(["" if cell is None else cell for cell in line])
     return out.getvalue()
-

@@ -54,7 +54,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -69,7 +69,7 @@ from contracts.energy.cost import (
 )
 from contracts.energy.errors import ReportError, TariffError
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.periods import Bucket, Period
+from contracts.energy.periods import HOUR, Bucket, Period
 from contracts.energy.tariff import Tariff
 
 FORMAT = "patio-report/v1"
@@ -141,7 +141,7 @@ class _Computed:
         self,
         *,
         period: Period,
-        rollups: list[HourlyRollup],
+        rollups: Mapping[datetime, list[HourlyRollup]],
         roles: Roles,
         tariff: Tariff | None,
         contracted_kw: Mapping[str, Decimal],
@@ -151,7 +151,8 @@ class _Computed:
         self.buckets = period.buckets()
         self.tariff = tariff
         self.devices = sorted(
-            device for device, sensors in roles.items()
+            device
+            for device, sensors in roles.items()
             if any(role in ENERGY_ROLES for role in sensors.values())
         )
         declared = {role for sensors in roles.values() for role in sensors.values()}
@@ -168,28 +169,55 @@ class _Computed:
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
+        role_of = {
+            (device, sensor): role
+            for device, sensors in roles.items()
+            for sensor, role in sensors.items()
+            if role in ENERGY_ROLES
+        }
+        elapsed = {hour: _elapsed_minutes(hour, hour + HOUR, as_of) for hour in bucket_of}
+        first = (
+            period.utc_start
+            if tariff is None
+            else costing_start(tariff, period.zone, period.utc_start)
+        )
+        last = period.utc_end
         self.readings = 0
-        for rollup in rollups:
-            role = roles.get(rollup.device_id, {}).get(rollup.sensor)
-            if role not in ENERGY_ROLES:
+        in_range = (
+            rollup for hour in _hours_between(first, last) for rollup in rollups.get(hour, ())
+        )
+        for rollup in in_range:
+            hour = rollup.hour
+            device = rollup.device_id
+            role = role_of.get((device, rollup.sensor))
+            if role is None:
                 continue
             energy = rollup.energy_mwh or 0
             if role == self.billed_role:
-                billed[rollup.device_id][rollup.hour] += energy
+                billed[device][hour] += energy
             elif role == "grid_export":
-                exported[rollup.device_id][rollup.hour] += energy
-            index = bucket_of.get(rollup.hour)
+                exported[device][hour] += energy
+            index = bucket_of.get(hour)
             if index is None:
-                continue
-            tally = self.tallies[index][rollup.device_id]
+                continue  # an hour before the period, needed only to fill tariff blocks
+            tally = self.tallies[index][device]
             tally.mwh[role] += energy
-            elapsed = _elapsed_minutes(rollup.hour, rollup.hour + timedelta(hours=1), as_of)
-            tally.present += min(rollup.minutes, elapsed)
+            tally.present += min(rollup.minutes, elapsed[hour])
             self.readings += rollup.minutes
-            if rollup.peak_mw is not None and role != "grid_export":
-                peak = _Peak(rollup.peak_mw, rollup.peak_minute, rollup.device_id, rollup.sensor)
-                name = "peak_generation" if role == "generation" else "peak_demand"
-                if peak.beats(getattr(tally, name)):
+            if rollup.peak_mw is None or role == "grid_export":
+                continue
+            name = "peak_generation" if role == "generation" else "peak_demand"
+            best = getattr(tally, name)
+            if best is None or rollup.peak_mw > best.mw:
+                setattr(
+                    tally, name, _Peak(rollup.peak_mw, rollup.peak_minute, device, rollup.sensor)
+                )
+            elif rollup.peak_mw == best.mw and (
+                best.minute is None
+                or (rollup.peak_minute is not None and rollup.peak_minute <= best.minute)
+            ):
+                peak = _Peak(rollup.peak_mw, rollup.peak_minute, device, rollup.sensor)
+                if peak.beats(best):
                     setattr(tally, name, peak)
 
         # Rounded cost parts: (device, part) -> one amount per bucket; part is an energy
@@ -241,6 +269,14 @@ def _rounded_parts(costs: list[BucketCost], digits: int) -> dict[tuple[str, str]
     return {key: allocate(amounts, digits) for key, amounts in series.items()}
 
 
+def _hours_between(start: datetime, end: datetime) -> Iterable[datetime]:
+    """The UTC hours from `start` up to `end` (exclusive)."""
+    hour = start
+    while hour < end:
+        yield hour
+        hour += HOUR
+
+
 def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
     """Minutes of `[start, end)` before `as_of`."""
     return max(0, (min(end, as_of) - start) // MINUTE)
@@ -263,11 +299,11 @@ def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, s
         production = {"ratio": None, "reason": "nothing was generated"}
     else:
         used = Fraction(max(0, generated - exported))
-        production = {"ratio": _ratio(min(used, Fraction(generated)), Fraction(generated)),
-                      "reason": None}
-    used_total = (
-        measured if "consumption" in declared else imported + generated - exported
-    )
+        production = {
+            "ratio": _ratio(min(used, Fraction(generated)), Fraction(generated)),
+            "reason": None,
+        }
+    used_total = measured if "consumption" in declared else imported + generated - exported
     if "grid_import" not in declared:
         consumption = {"ratio": None, "reason": "no grid_import sensor is declared"}
     elif used_total <= 0:
@@ -419,9 +455,7 @@ def _change(current: Decimal, earlier: Decimal) -> dict[str, str | None]:
     return {"pct": f"{round_money(pct, 2):f}", "reason": None}
 
 
-def _comparison(
-    current: _Written, earlier_period: Period, compute: Any
-) -> dict[str, Any]:
+def _comparison(current: _Written, earlier_period: Period, compute: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"period": _period_json(earlier_period)}
     cost_error: str | None = None
     try:
@@ -429,9 +463,7 @@ def _comparison(
     except TariffError as exc:  # e.g. no holiday data that year: energy still compares
         cost_error = f"the earlier cost cannot be computed: {exc}"
         earlier = _Written(compute(earlier_period, with_tariff=False))
-    values = {
-        key: Decimal(earlier.total[key]) for key in COMPARED
-    }
+    values = {key: Decimal(earlier.total[key]) for key in COMPARED}
     out["total"] = {key: earlier.total[key] for key in COMPARED}
     earlier_cost = earlier.total["cost"]
     out["total"]["cost_total"] = earlier_cost["total"] if earlier_cost else None
@@ -468,18 +500,24 @@ def build_report(
     """The report of `period` (see the module docstring); rollups cover `rollup_range`."""
     if as_of.tzinfo is None:
         raise ReportError("as_of must be an aware datetime")
-    rows = list(rollups)
+    by_hour: dict[datetime, list[HourlyRollup]] = defaultdict(list)
+    for rollup in rollups:
+        by_hour[rollup.hour].append(rollup)
     kw = contracted_kw or {}
+    computed: dict[tuple[date, date, bool], _Computed] = {}
 
     def compute(target: Period, *, with_tariff: bool) -> _Computed:
-        return _Computed(
-            period=target,
-            rollups=rows,
-            roles=roles,
-            tariff=tariff if with_tariff else None,
-            contracted_kw=kw,
-            as_of=as_of,
-        )
+        key = (target.first, target.last, with_tariff)  # a year's previous is its year before
+        if key not in computed:
+            computed[key] = _Computed(
+                period=target,
+                rollups=by_hour,
+                roles=roles,
+                tariff=tariff if with_tariff else None,
+                contracted_kw=kw,
+                as_of=as_of,
+            )
+        return computed[key]
 
     written = _Written(compute(period, with_tariff=True))
     return {

@@ -16,7 +16,6 @@ ever touches a price.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -38,7 +37,6 @@ from pydantic import (
 
 from contracts.energy.errors import MissingHolidayData, TariffError
 
-FORMAT = "patio-tariff/v1"
 DayKey = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun", "holiday"]
 WEEKDAYS: tuple[DayKey, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # weekday()
 MWH_PER_KWH = 1_000_000
@@ -219,11 +217,6 @@ def parse_tariff(text: str | bytes) -> Tariff:
         raise TariffError(f"invalid tariff at {where}: {first['msg']}") from exc
 
 
-def tariff_from_object(document: Any) -> Tariff:
-    """The tariff in an already decoded JSON document (same strict parser as `parse_tariff`)."""
-    return parse_tariff(json.dumps(document))
-
-
 @cache
 def shipped_tariff(tariff_id: str) -> Tariff:
     """One of the tariffs shipped in `contracts/energy/tariffs/` by its id."""
@@ -263,7 +256,7 @@ def price_hour(tariff: Tariff, local: datetime) -> PricedHour:
         if holidays is None:
             raise MissingHolidayData(
                 f"tariff {tariff.id} has no public holiday data for {day.year}; add "
-                f"calendar.holidays[\"{day.year}\"] to price {day.isoformat()}"
+                f'calendar.holidays["{day.year}"] to price {day.isoformat()}'
             )
         if day in holidays:
             schedule = calendar.days["holiday"]

@@ -161,8 +161,10 @@ def test_comparison_with_a_zero_and_with_a_real_previous_day() -> None:
 
 def test_an_earlier_period_the_tariff_cannot_price_compares_energy_but_not_cost() -> None:
     report = spain_day(
-        [rollup("meter", "import", "2024-01-02T09:00", "1"),
-         rollup("meter", "import", "2025-01-02T09:00", "2")],
+        [
+            rollup("meter", "import", "2024-01-02T09:00", "1"),
+            rollup("meter", "import", "2025-01-02T09:00", "2"),
+        ],
         date(2025, 1, 2),
     )
     year_before = report["comparison"]["year_before"]
@@ -266,8 +268,9 @@ def assert_parts_add_up(report: dict[str, Any]) -> None:
     assert sum(Decimal(d["total"]["cost"]["total"]) for d in devices) + community == cost_total
     for index, bucket in enumerate(buckets):
         parts = sum(Decimal(d["buckets"][index]["cost"]["total"]) for d in devices)
-        parts += sum(Decimal(v) for k, v in charges["buckets"][index].items() if k in
-                     ("power_term", "fixed"))
+        parts += sum(
+            Decimal(v) for k, v in charges["buckets"][index].items() if k in ("power_term", "fixed")
+        )
         assert parts == Decimal(bucket["cost"]["total"])
     for device in devices:
         assert sum(Decimal(b["cost"]["total"]) for b in device["buckets"]) == Decimal(

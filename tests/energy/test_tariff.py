@@ -125,4 +125,3 @@ def test_unknown_fields_are_refused() -> None:
 def test_the_exported_json_schema_is_up_to_date() -> None:
     shipped = json.loads((TARIFFS / "tariff.schema.json").read_text())
     assert shipped == json_schema()
-
