@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from contracts.energy.csv import render_csv
 from contracts.energy.errors import MissingHolidayData
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.periods import PeriodKind, period_of, zone_named
+from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
 from contracts.energy.report import build_report, rollup_range
 from contracts.energy.tariff import shipped_tariff
 
@@ -337,3 +337,52 @@ def test_parts_add_up_to_totals_exactly(
     )
     assert_parts_add_up(report)
     assert all(b["missing_minutes"] >= 0 for b in report["buckets"])
+
+
+def test_a_period_in_progress_expects_and_charges_only_the_elapsed_time() -> None:
+    as_of = datetime(2026, 3, 4, 11, 30, tzinfo=UTC)  # 12:30 in Madrid
+    report = build_report(
+        rollups=WEDNESDAY,
+        roles=HOA_ROLES,
+        period=period_of(PeriodKind.DAY, date(2026, 3, 4), MADRID),
+        tariff=SPAIN,
+        contracted_kw=CONTRACTED,
+        as_of=as_of,
+    )
+    total = report["total"]
+    assert total["expected_minutes"] == 3 * (12 * 60 + 30)
+    # 13 of 24 hours have started: 0.3005847 x 13 / 24 = 0.1628; 0.02663 x 13 / 24 = 0.0144
+    assert report["community_charges"]["total"] == {"power_term": "0.16", "fixed": "0.01"}
+    assert report["buckets"][13]["expected_minutes"] == 0
+
+
+def test_the_device_breakdown_of_the_hand_computed_day() -> None:
+    devices = {d["device_id"]: d["total"] for d in spain_day(WEDNESDAY)["devices"]}
+    assert list(devices) == ["meter", "pv"]
+    assert devices["meter"]["cost"] == {
+        "energy": {"P1": "0.11", "P2": "0.31", "P3": "0.12"},
+        "export_compensation": "-0.05",
+        "total": "0.49",
+    }
+    assert devices["pv"]["generated_kWh"] == "3.000000"
+    assert devices["pv"]["cost"]["total"] == "0.00"
+    assert devices["pv"]["expected_minutes"] == 1440
+
+
+def test_a_long_custom_range_reports_clipped_months() -> None:
+    report = build_report(
+        rollups=WEDNESDAY,
+        roles=HOA_ROLES,
+        period=custom_period(date(2026, 2, 20), date(2026, 4, 10), MADRID),
+        tariff=SPAIN,
+        contracted_kw=CONTRACTED,
+        as_of=LATER,
+    )
+    assert [b["start"][:10] for b in report["buckets"]] == [
+        "2026-02-20",
+        "2026-03-01",
+        "2026-04-01",
+    ]
+    assert report["buckets"][1]["grid_import_kWh"] == "3.500000"
+    assert report["comparison"]["previous"]["period"]["from"] == "2026-01-01"
+    assert_parts_add_up(report)
