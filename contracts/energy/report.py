@@ -8,7 +8,7 @@ with 6 decimals (integer mWh scaled), money in the tariff's minor unit. Its shap
      "period": {"kind", "label", "from", "to", "time_zone", "bucket", "start", "end"},
      "as_of": UTC instant up to which minutes are expected and charges accrue,
      "billed_role": "grid_import" | "consumption",
-     "tariff": {"id", "currency", "minor_unit_digits", "rounding"} | null,
+     "tariff": {"id", "currency", "minor_unit_digits", "rounding", "contracted_kW"} | null,
      "buckets": [{"start", "end", **metrics}],     # local ISO 8601 with offsets
      "total": metrics,
      "devices": [{"device_id", "buckets": [{"start", "end", **device_metrics}],
@@ -74,6 +74,7 @@ from contracts.energy.tariff import Tariff
 
 FORMAT = "patio-report/v1"
 ENERGY_ROLES = ("generation", "consumption", "grid_import", "grid_export")
+ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the declared sensor roles
 DEMAND_ROLES = ("consumption", "grid_import")
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
 MWH_PER_KWH = 1_000_000
@@ -500,6 +501,13 @@ def build_report(
     """The report of `period` (see the module docstring); rollups cover `rollup_range`."""
     if as_of.tzinfo is None:
         raise ReportError("as_of must be an aware datetime")
+    for device, sensors in roles.items():
+        for sensor, role in sensors.items():
+            if role not in ROLES:
+                raise ReportError(f"device {device} sensor {sensor} has unknown role {role!r}")
+    for power_period, power in (contracted_kw or {}).items():
+        if power < 0:
+            raise ReportError(f"contracted power for {power_period} is negative ({power} kW)")
     by_hour: dict[datetime, list[HourlyRollup]] = defaultdict(list)
     for rollup in rollups:
         by_hour[rollup.hour].append(rollup)
@@ -532,6 +540,7 @@ def build_report(
             "currency": tariff.currency,
             "minor_unit_digits": tariff.minor_unit_digits,
             "rounding": ROUNDING_RULE,
+            "contracted_kW": {p: f"{v:f}" for p, v in sorted((contracted_kw or {}).items())},
         },
         "buckets": written.buckets,
         "total": written.total,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.energy.csv import render_csv
-from contracts.energy.errors import MissingHolidayData
+from contracts.energy.errors import MissingHolidayData, ReportError
 from contracts.energy.hourly import HourlyRollup
 from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
 from contracts.energy.report import build_report, rollup_range
@@ -102,6 +102,22 @@ def test_a_hand_computed_weekday_in_spain() -> None:
     assert hours[8]["cost"]["energy"] == {"P1": "0.00", "P2": "0.31", "P3": "0.00"}
     assert hours[10]["cost"]["energy"] == {"P1": "0.11", "P2": "0.00", "P3": "0.00"}
     assert report["billed_role"] == "grid_import"
+    assert report["tariff"]["contracted_kW"] == {"P1": "3.45", "P2": "3.45"}
+
+
+def test_unknown_roles_and_missing_contracted_power_are_clear_errors() -> None:
+    period = period_of(PeriodKind.DAY, date(2026, 3, 4), MADRID)
+    with pytest.raises(ReportError, match="sensor import has unknown role 'grid-import'"):
+        build_report(
+            rollups=[],
+            roles={"meter": {"import": "grid-import"}},
+            period=period,
+            tariff=SPAIN,
+            contracted_kw=CONTRACTED,
+            as_of=LATER,
+        )
+    with pytest.raises(ReportError, match="power term for P1 but the community has no"):
+        build_report(rollups=[], roles=HOA_ROLES, period=period, tariff=SPAIN, as_of=LATER)
 
 
 def test_each_hour_is_priced_at_its_own_period_not_at_noon() -> None:
