@@ -8,10 +8,12 @@ fixed charges accrue per hour elapsed (before `as_of`): a daily amount spread ov
 local day's 23, 24 or 25 hours, a monthly amount over the month's hours, so whole days and
 months get exactly the published amount.
 
-Amounts here are exact (`Fraction`). `allocate` rounds a part (a device's energy of one
-period, its export compensation, the power term, the fixed charges) once over the whole
-report and spreads the rounded total over the buckets by largest remainder, so buckets and
-devices add up exactly to totals that are themselves correctly rounded.
+Amounts here are exact: a device's costs are integers over one denominator (prices are
+decimals, energy integer mWh), the community's charges fractions (a day has 23 to 25
+hours). `allocate` rounds a part (a device's energy of one period, its export
+compensation, the power term, the fixed charges) once over the whole report and spreads
+the rounded total over the buckets by largest remainder, so buckets and devices add up
+exactly to totals that are themselves correctly rounded.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
@@ -38,39 +40,60 @@ ROUNDING_RULE = (
 HourlyEnergy = Mapping[str, Mapping[datetime, int]]  # device id -> UTC hour -> mWh
 
 
-@dataclass
-class BucketCost:
-    """The exact cost of one bucket: per device per period, export, and community charges."""
+EXPORT = "export_compensation"  # the part name of a device's export compensation
+COMMUNITY = ""  # the owner of the community's own charges among the rounded parts
 
-    energy: dict[str, dict[str, Fraction]] = field(default_factory=lambda: defaultdict(dict))
-    export: dict[str, Fraction] = field(default_factory=dict)
-    power_term: Fraction = Fraction(0)
-    fixed: Fraction = Fraction(0)
+
+@dataclass
+class Costs:
+    """The exact costs of a report's buckets, before rounding."""
+
+    denominator: int  # device parts are numerators over this
+    parts: dict[tuple[str, str], list[int]]  # (device, period or EXPORT) -> one per bucket
+    power_term: list[Fraction]
+    fixed: list[Fraction]
+
+    def rounded(self, digits: int) -> dict[tuple[str, str], list[Decimal]]:
+        """Every part rounded by `allocate`; the community's under (COMMUNITY, name)."""
+        out = {
+            key: allocate(amounts, self.denominator, digits) for key, amounts in self.parts.items()
+        }
+        for name, amounts in (("power_term", self.power_term), ("fixed", self.fixed)):
+            common = math.lcm(*(amount.denominator for amount in amounts))
+            numerators = [amount.numerator * (common // amount.denominator) for amount in amounts]
+            out[(COMMUNITY, name)] = allocate(numerators, common, digits)
+        return out
 
 
 def round_money(amount: Fraction, digits: int) -> Decimal:
     """`amount` rounded to `digits` decimals by ROUNDING (half away from zero)."""
-    scaled = amount * 10**digits
-    whole, rest = divmod(abs(scaled.numerator), scaled.denominator)
-    if 2 * rest >= scaled.denominator:
+    return Decimal(_round_half_away(amount.numerator * 10**digits, amount.denominator)).scaleb(
+        -digits
+    )
+
+
+def _round_half_away(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) to the nearest integer, half away from zero."""
+    whole, rest = divmod(abs(numerator), denominator)
+    if 2 * rest >= denominator:
         whole += 1
-    sign = -1 if scaled < 0 else 1
-    return Decimal(sign * whole).scaleb(-digits)
+    return whole if numerator >= 0 else -whole
 
 
-def allocate(amounts: list[Fraction], digits: int) -> list[Decimal]:
-    """`amounts` rounded so they sum to `round_money(sum(amounts))` (largest remainder).
+def allocate(numerators: list[int], denominator: int, digits: int) -> list[Decimal]:
+    """`n / denominator` for each n, rounded to `digits` so they sum to their rounded sum.
 
     Each amount gets its floor in minor units; the units left over go to the amounts with
-    the largest remainders, earlier buckets first on a tie.
+    the largest remainders, earlier buckets first on a tie (largest remainder method).
     """
-    unit = Fraction(1, 10**digits)
-    target = int(round_money(sum(amounts, Fraction(0)), digits).scaleb(digits))
-    floors = [math.floor(amount / unit) for amount in amounts]
-    remainders = [amount / unit - floor for amount, floor in zip(amounts, floors, strict=True)]
-    order = sorted(range(len(amounts)), key=lambda i: (-remainders[i], i))
-    for i in order[: target - sum(floors)]:
-        floors[i] += 1
+    scale = 10**digits
+    target = _round_half_away(sum(numerators) * scale, denominator)
+    floors = [n * scale // denominator for n in numerators]
+    left = target - sum(floors)
+    if left:
+        remainders = [n * scale - f * denominator for n, f in zip(numerators, floors, strict=True)]
+        for i in sorted(range(len(numerators)), key=lambda i: (-remainders[i], i))[:left]:
+            floors[i] += 1
     return [Decimal(units).scaleb(-digits) for units in floors]
 
 
@@ -125,15 +148,28 @@ def bucket_costs(
     exported: HourlyEnergy,
     contracted_kw: Mapping[str, Decimal],
     as_of: datetime,
-) -> list[BucketCost]:
+) -> Costs:
     """The exact cost of each bucket (see the module docstring for the rules).
 
     Energy is summed as integer mWh per (bucket, period, price) and multiplied once, so the
     arithmetic per device-hour is integer additions.
     """
-    costs = [BucketCost() for _ in buckets]
+    price_digits = _price_digits(tariff)
+    costs = Costs(
+        denominator=10**price_digits * MWH_PER_KWH,
+        parts={},
+        power_term=[Fraction(0)] * len(buckets),
+        fixed=[Fraction(0)] * len(buckets),
+    )
     if not buckets:
         return costs
+
+    def part(device: str, name: str) -> list[int]:
+        return costs.parts.setdefault((device, name), [0] * len(buckets))
+
+    def scaled(price: Decimal) -> int:
+        return int(price.scaleb(price_digits))  # exact: price_digits >= its decimals
+
     bucket_of = {hour: i for i, bucket in enumerate(buckets) for hour in bucket.hours()}
     known: dict[datetime, _Hour] = {}
 
@@ -164,11 +200,10 @@ def bucket_costs(
                     f"has no contracted power for it"
                 )
             daily += Fraction(per_kw_day) * Fraction(contracted_kw[power_period])
-        cost = costs[index]
-        cost.power_term += daily * hours / clock.day_hours(day)
+        costs.power_term[index] += daily * hours / clock.day_hours(day)
         for charge in version.fixed_charges:
             spread = clock.day_hours(day) if charge.per == "day" else clock.month_hours(day)
-            cost.fixed += Fraction(charge.amount) * hours / spread
+            costs.fixed[index] += Fraction(charge.amount) * hours / spread
 
     accrual_start = costing_start(tariff, zone, buckets[0].utc_start)
     end = buckets[-1].utc_end
@@ -203,9 +238,7 @@ def bucket_costs(
             filled[period] = position
         for (index, period, unit_price), mwh in summed.items():
             if index >= 0 and mwh:
-                parts = costs[index].energy[device]
-                amount = Fraction(unit_price) * mwh / MWH_PER_KWH
-                parts[period] = parts.get(period, Fraction(0)) + amount
+                part(device, period)[index] += scaled(unit_price) * mwh
 
     for device, energy in exported.items():
         compensated: dict[tuple[int, Decimal], int] = defaultdict(int)
@@ -217,7 +250,18 @@ def bucket_costs(
                     compensated[(info.bucket, export_price)] += mwh
         for (index, unit_price), mwh in compensated.items():
             if mwh:
-                cost = costs[index]
-                amount = -Fraction(unit_price) * mwh / MWH_PER_KWH
-                cost.export[device] = cost.export.get(device, Fraction(0)) + amount
+                part(device, EXPORT)[index] -= scaled(unit_price) * mwh
     return costs
+
+
+def _price_digits(tariff: Tariff) -> int:
+    """The most decimals any energy or export price of `tariff` has."""
+    prices: list[Decimal] = []
+    for version in tariff.versions:
+        for energy in version.energy.values():
+            if energy.price_per_kWh is not None:
+                prices.append(energy.price_per_kWh)
+            prices.extend(block.price_per_kWh for block in energy.blocks or [])
+        if version.export_price_per_kWh is not None:
+            prices.append(version.export_price_per_kWh)
+    return max([0, *(-int(p.as_tuple().exponent) for p in prices)])

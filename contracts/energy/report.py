@@ -60,9 +60,9 @@ from fractions import Fraction
 from typing import Any
 
 from contracts.energy.cost import (
+    COMMUNITY,
+    EXPORT,
     ROUNDING_RULE,
-    BucketCost,
-    allocate,
     bucket_costs,
     costing_start,
     round_money,
@@ -79,8 +79,6 @@ DEMAND_ROLES = ("consumption", "grid_import")
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
 MWH_PER_KWH = 1_000_000
 MINUTE = timedelta(minutes=1)
-EXPORT = "export_compensation"
-COMMUNITY = ""  # the owner of the community's own charges among the cost parts
 
 Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
 
@@ -90,12 +88,25 @@ def kwh(mwh: int) -> str:
     return f"{Decimal(mwh).scaleb(-6):f}"
 
 
-def rollup_range(period: Period, tariff: Tariff | None) -> tuple[datetime, datetime]:
-    """The UTC range of rollups `build_report` needs for `period` and its comparisons."""
-    starts = [p.utc_start for p in (period, period.previous(), period.year_before())]
-    if tariff is not None:
-        starts = [costing_start(tariff, period.zone, start) for start in starts]
-    return min(starts), period.utc_end
+def rollup_ranges(period: Period, tariff: Tariff | None) -> list[tuple[datetime, datetime]]:
+    """The UTC ranges `[start, end)` of the rollups `build_report` needs, merged, in order.
+
+    One per period computed (the period, the previous one, the year before), each reaching
+    back to the first of its month when the tariff prices energy by monthly blocks.
+    """
+    spans = []
+    for target in (period, period.previous(), period.year_before()):
+        start = target.utc_start
+        if tariff is not None:
+            start = costing_start(tariff, period.zone, start)
+        spans.append((start, target.utc_end))
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 @dataclass
@@ -234,18 +245,18 @@ class _Computed:
                 contracted_kw=contracted_kw,
                 as_of=as_of,
             )
-            self.parts = _rounded_parts(costs, tariff.minor_unit_digits)
+            self.parts = costs.rounded(tariff.minor_unit_digits)
             self.zero = Decimal(0).scaleb(-tariff.minor_unit_digits)
+            self.energy_parts: dict[str, list[tuple[str, list[Decimal]]]] = defaultdict(list)
+            for (owner, part), amounts in sorted(self.parts.items()):
+                if owner != COMMUNITY and part != EXPORT:
+                    self.energy_parts[owner].append((part, amounts))
 
     def device_cost(self, index: int, device: str) -> dict[str, Any] | None:
         """A device's rounded cost parts in one bucket."""
         if self.parts is None:
             return None
-        energy = {
-            part: amounts[index]
-            for (owner, part), amounts in sorted(self.parts.items())
-            if owner == device and part != EXPORT
-        }
+        energy = {part: amounts[index] for part, amounts in self.energy_parts.get(device, [])}
         export = self.parts.get((device, EXPORT))
         return {"energy": energy, "export_compensation": export[index] if export else self.zero}
 
@@ -254,20 +265,6 @@ class _Computed:
         if self.parts is None:
             return None
         return {name: self.parts[(COMMUNITY, name)][index] for name in ("power_term", "fixed")}
-
-
-def _rounded_parts(costs: list[BucketCost], digits: int) -> dict[tuple[str, str], list[Decimal]]:
-    """Every cost part's exact amounts per bucket, rounded by `allocate`."""
-    series: dict[tuple[str, str], list[Fraction]] = defaultdict(lambda: [Fraction(0)] * len(costs))
-    for index, cost in enumerate(costs):
-        for device, periods in cost.energy.items():
-            for name, amount in periods.items():
-                series[(device, name)][index] += amount
-        for device, amount in cost.export.items():
-            series[(device, EXPORT)][index] += amount
-        series[(COMMUNITY, "power_term")][index] += cost.power_term
-        series[(COMMUNITY, "fixed")][index] += cost.fixed
-    return {key: allocate(amounts, digits) for key, amounts in series.items()}
 
 
 def _hours_between(start: datetime, end: datetime) -> Iterable[datetime]:
@@ -498,7 +495,7 @@ def build_report(
     contracted_kw: Mapping[str, Decimal] | None = None,
     as_of: datetime,
 ) -> dict[str, Any]:
-    """The report of `period` (see the module docstring); rollups cover `rollup_range`."""
+    """The report of `period` (see the module docstring) from rollups in `rollup_ranges`."""
     if as_of.tzinfo is None:
         raise ReportError("as_of must be an aware datetime")
     for device, sensors in roles.items():

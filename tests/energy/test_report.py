@@ -16,7 +16,7 @@ from contracts.energy.csv import render_csv
 from contracts.energy.errors import MissingHolidayData, ReportError
 from contracts.energy.hourly import HourlyRollup
 from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
-from contracts.energy.report import build_report, rollup_range
+from contracts.energy.report import build_report, rollup_ranges
 from contracts.energy.tariff import shipped_tariff
 
 MADRID = zone_named("Europe/Madrid")
@@ -248,8 +248,18 @@ def test_evn_blocks_fill_over_the_month_and_start_again_the_next() -> None:
 def test_a_day_report_counts_the_blocks_from_the_start_of_the_month() -> None:
     day = evn_report(PeriodKind.DAY, date(2026, 3, 18), EVN_MARCH)
     assert day["total"]["cost"]["energy"] == {"high": "9533.98"}  # 9533.975 alone
-    start, _ = rollup_range(period_of(PeriodKind.DAY, date(2026, 3, 18), SKOPJE), EVN)
-    assert start == datetime(2025, 2, 28, 23, tzinfo=UTC)  # 1 March 2025, the year before's month
+    ranges = rollup_ranges(period_of(PeriodKind.DAY, date(2026, 3, 18), SKOPJE), EVN)
+    assert ranges == [
+        # 1 to 19 March 2025 for the same day a year before, with its month so far
+        (datetime(2025, 2, 28, 23, tzinfo=UTC), datetime(2025, 3, 18, 23, tzinfo=UTC)),
+        # 1 to 19 March 2026: the day, the day before, and the month so far
+        (datetime(2026, 2, 28, 23, tzinfo=UTC), datetime(2026, 3, 18, 23, tzinfo=UTC)),
+    ]
+    spain = rollup_ranges(period_of(PeriodKind.DAY, date(2026, 3, 4), MADRID), SPAIN)
+    assert spain == [
+        (datetime(2025, 3, 3, 23, tzinfo=UTC), datetime(2025, 3, 4, 23, tzinfo=UTC)),
+        (datetime(2026, 3, 2, 23, tzinfo=UTC), datetime(2026, 3, 4, 23, tzinfo=UTC)),
+    ]
 
 
 def test_csv_has_unit_headers_local_offsets_and_a_total_row() -> None:
