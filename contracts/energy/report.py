@@ -75,9 +75,7 @@ from contracts.energy.tariff import Tariff
 FORMAT = "patio-report/v1"
 ENERGY_ROLES = ("generation", "consumption", "grid_import", "grid_export")
 ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the declared sensor roles
-DEMAND_ROLES = ("consumption", "grid_import")
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
-MWH_PER_KWH = 1_000_000
 MINUTE = timedelta(minutes=1)
 
 Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
@@ -506,7 +504,15 @@ def build_report(
         if power < 0:
             raise ReportError(f"contracted power for {power_period} is negative ({power} kW)")
     by_hour: dict[datetime, list[HourlyRollup]] = defaultdict(list)
+    seen: set[tuple[str, str, datetime]] = set()
     for rollup in rollups:
+        key = (rollup.device_id, rollup.sensor, rollup.hour)
+        if key in seen:  # it would count that hour's energy twice
+            raise ReportError(
+                f"two rollups for device {rollup.device_id} sensor {rollup.sensor} "
+                f"at {rollup.hour.isoformat()}"
+            )
+        seen.add(key)
         by_hour[rollup.hour].append(rollup)
     kw = contracted_kw or {}
     computed: dict[tuple[date, date, bool], _Computed] = {}

@@ -116,6 +116,8 @@ def test_unknown_roles_and_missing_contracted_power_are_clear_errors() -> None:
             contracted_kw=CONTRACTED,
             as_of=LATER,
         )
+    with pytest.raises(ReportError, match="two rollups for device meter sensor import at"):
+        spain_day([*WEDNESDAY, WEDNESDAY[0]])
     with pytest.raises(ReportError, match="power term for P1 but the community has no"):
         build_report(rollups=[], roles=HOA_ROLES, period=period, tariff=SPAIN, as_of=LATER)
 
