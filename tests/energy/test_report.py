@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -103,6 +104,7 @@ def test_a_hand_computed_weekday_in_spain() -> None:
     assert hours[10]["cost"]["energy"] == {"P1": "0.11", "P2": "0.00", "P3": "0.00"}
     assert report["billed_role"] == "grid_import"
     assert report["tariff"]["contracted_kW"] == {"P1": "3.45", "P2": "3.45"}
+    assert json.loads(json.dumps(report)) == report  # plain JSON values only, no Decimal
 
 
 def test_unknown_roles_and_missing_contracted_power_are_clear_errors() -> None:
@@ -264,6 +266,19 @@ def test_a_day_report_counts_the_blocks_from_the_start_of_the_month() -> None:
     ]
 
 
+def test_csv_without_a_tariff_has_no_cost_columns() -> None:
+    report = build_report(
+        rollups=WEDNESDAY,
+        roles=HOA_ROLES,
+        period=period_of(PeriodKind.DAY, date(2026, 3, 4), MADRID),
+        tariff=None,
+        as_of=LATER,
+    )
+    assert report["total"]["cost"] is None and report["community_charges"] is None
+    header = render_csv(report).splitlines()[0].split(",")
+    assert header[-2:] == ["expected_minutes", "missing_minutes"]
+
+
 def test_csv_has_unit_headers_local_offsets_and_a_total_row() -> None:
     text = render_csv(spain_day(WEDNESDAY))
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -343,18 +358,19 @@ def month_of_rollups(draw: st.DrawFn) -> list[HourlyRollup]:
     return rows
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     rollups=month_of_rollups(),
     kind=st.sampled_from([PeriodKind.DAY, PeriodKind.WEEK, PeriodKind.MONTH]),
     day=st.integers(1, 31),
-    evn=st.booleans(),
+    tariff_id=st.sampled_from(["mk-evn-home", "es-2.0td", None]),
     as_of_hours=st.integers(0, 31 * 24),
 )
 def test_parts_add_up_to_totals_exactly(
-    rollups: list[HourlyRollup], kind: PeriodKind, day: int, evn: bool, as_of_hours: int
+    rollups: list[HourlyRollup], kind: PeriodKind, day: int, tariff_id: str | None, as_of_hours: int
 ) -> None:
-    zone, tariff = (SKOPJE, EVN) if evn else (MADRID, SPAIN)
+    zone = SKOPJE if tariff_id == "mk-evn-home" else MADRID
+    tariff = shipped_tariff(tariff_id) if tariff_id else None
     report = build_report(
         rollups=rollups,
         roles=ROLES,
@@ -364,7 +380,11 @@ def test_parts_add_up_to_totals_exactly(
         as_of=datetime(2026, 2, 28, 23, tzinfo=UTC) + timedelta(hours=as_of_hours),
     )
     assert_parts_add_up(report)
-    assert all(b["missing_minutes"] >= 0 for b in report["buckets"])
+    for row in [*report["buckets"], report["total"]]:
+        assert row["missing_minutes"] >= 0
+        for ratio in (row["self_consumption"]["ratio"], row["self_sufficiency"]["ratio"]):
+            assert ratio is None or Decimal(0) <= Decimal(ratio) <= Decimal(1)
+    assert render_csv(report).count("\r\n") == len(report["buckets"]) + 2
 
 
 def test_a_period_in_progress_expects_and_charges_only_the_elapsed_time() -> None:
