@@ -125,3 +125,11 @@ def test_unknown_fields_are_refused() -> None:
 def test_the_exported_json_schema_is_up_to_date() -> None:
     shipped = json.loads((TARIFFS / "tariff.schema.json").read_text())
     assert shipped == json_schema()
+
+
+def test_an_empty_holiday_list_is_data_for_that_year() -> None:
+    document = json.loads((TARIFFS / "tariffs" / "es-2.0td.json").read_text())
+    document["versions"][1]["calendar"]["holidays"]["2028"] = []
+    tariff = parse_tariff(json.dumps(document))
+    when = datetime(2028, 1, 6, 12, tzinfo=MADRID)  # Epiphany, but not listed for 2028
+    assert price_hour(tariff, when).period == "P1"
