@@ -175,3 +175,14 @@ def test_a_start_not_as_pinned_is_a_per_slot_422_naming_start(gateway: Gateway, 
     assert (bad["code"], bad["status"]) == (422, "rejected"), bad
     assert "start" in bad["error"]
     assert fine["code"] == 201  # the good envelope beside it is recorded
+
+
+def test_the_restroom_route_refuses_a_bad_start_with_a_422_problem(gateway: Gateway) -> None:
+    key = gateway.device("time-restroom", "hoa-time")
+    moment = datetime.now(UTC) - timedelta(minutes=15)
+    start = moment.strftime("%Y-%m-%dT%H:%M:00+00:00")
+    with gateway.client() as client:
+        reply = client.post("/api/energy_minute", json={"data": envelope(key, 1, start)})
+    assert reply.status_code == 422
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert "start" in reply.json()["detail"]

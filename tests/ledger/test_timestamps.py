@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.base import SchemaError
+from contracts.patio import parse_patio_datetime
 from ledger.encoding import parse_rfc3339, rfc3339_utc
 from ledger.errors import FormatError
 
@@ -98,3 +100,25 @@ def test_arbitrary_text_is_refused_or_is_the_pinned_form(text: str) -> None:
     assert moment.tzinfo is UTC
     assert text.endswith("Z") and text[10] == "T" and text.isascii()
     assert text[:19] == f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2021-10-10 10:10", datetime(2021, 10, 10, 10, 10, tzinfo=UTC)),
+        ("2021-10-10 10:10:30", datetime(2021, 10, 10, 10, 10, 30, tzinfo=UTC)),
+        ("2021-10-10T10:10:00Z", datetime(2021, 10, 10, 10, 10, tzinfo=UTC)),
+    ],
+)
+def test_the_patio_datetime_takes_the_hubs_layout(text: str, expected: datetime) -> None:
+    assert parse_patio_datetime(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2021-1-10 10:10", "2021-10-10 10", "2021-10-10T10:10", "2021-10-10 10:10+01:00",
+     "2021-10-10", "2021-02-30 10:10", "2021-10-10  10:10", "2021-10-10 10:10:00.5"],
+)  # fmt: skip
+def test_the_patio_datetime_refuses_anything_else(text: str) -> None:
+    with pytest.raises(SchemaError, match=r"dataToStore\.datetime"):
+        parse_patio_datetime(text)
