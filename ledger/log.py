@@ -114,8 +114,8 @@ class Appended:
 
 @dataclass
 class _Known:
-    """What an append knows of its devices: stored entries it may collide with, and where
-    each device stands (highest seq, latest minute), kept current as the batch is taken."""
+    """What an append knows of its devices: entries it may collide with, and where each
+    device stood before it (highest seq, latest minute)."""
 
     by_seq: dict[tuple[str | None, int | None], StoredEntry] = field(default_factory=dict)
     by_minute: dict[tuple[str | None, str | None], StoredEntry] = field(default_factory=dict)
@@ -123,21 +123,22 @@ class _Known:
     last_minute: dict[str, str] = field(default_factory=dict)
 
     def add(self, entry: StoredEntry) -> None:
-        """An entry already stored."""
+        """An entry already stored, or taken by this append (later ones collide with it)."""
         self.by_seq[entry.device_id, entry.seq] = entry
         if entry.minute is not None:
             self.by_minute[entry.device_id, entry.minute] = entry
 
-    def record(self, entry: StoredEntry) -> None:
-        """An entry this append takes: later ones in the batch collide with it."""
-        self.add(entry)
-        device = entry.device_id
-        if device is None:
-            return
-        if entry.seq is not None:
-            self.last_seq[device] = max(self.last_seq.get(device, entry.seq), entry.seq)
-        if entry.minute is not None:
-            self.last_minute[device] = max(self.last_minute.get(device, entry.minute), entry.minute)
+    def standing(self, device: str, taken: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
+        """The device's highest seq and latest minute, counting the rows this append takes
+        (worked out only for a refusal, so the usual append pays nothing for it)."""
+        mine = [row for row in taken if row[3] == device]
+        seqs = [row[4] for row in mine if row[4] is not None]
+        minutes = [row[7] for row in mine if row[7] is not None]
+        last_seq, last_minute = self.last_seq.get(device), self.last_minute.get(device)
+        return (
+            max([*seqs, last_seq]) if last_seq is not None else max(seqs, default=None),
+            max([*minutes, last_minute]) if last_minute is not None else max(minutes, default=None),
+        )
 
 
 Within = Callable[[Connection, Sequence[Submission], list[Appended | ConflictError]], None]
@@ -277,14 +278,15 @@ class Log:
                 stored_entry = _stored_entry(row)
                 new_rows.append(row)
                 if device is not None:
-                    known.record(stored_entry)
+                    known.add(stored_entry)
                 results.append(Appended(status="accepted", entry=stored_entry))
                 index += 1
             # Refusals carry where the device stands after this commit, so a device that
             # lost its own count can continue from there (docs/edge-recovery.md).
             for conflict in refused:
-                conflict.last_seq = known.last_seq.get(conflict.device_id)
-                conflict.last_start = known.last_minute.get(conflict.device_id)
+                conflict.last_seq, conflict.last_start = known.standing(
+                    conflict.device_id, new_rows
+                )
             if new_rows:
                 cursor.executemany(
                     f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
