@@ -128,17 +128,19 @@ class _Known:
         if entry.minute is not None:
             self.by_minute[entry.device_id, entry.minute] = entry
 
-    def standing(self, device: str, taken: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
+    def standing(
+        self, device: str, taken: Sequence[tuple[Any, ...]]
+    ) -> tuple[int | None, str | None]:
         """The device's highest seq and latest minute, counting the rows this append takes
         (worked out only for a refusal, so the usual append pays nothing for it)."""
-        mine = [row for row in taken if row[3] == device]
-        seqs = [row[4] for row in mine if row[4] is not None]
-        minutes = [row[7] for row in mine if row[7] is not None]
-        last_seq, last_minute = self.last_seq.get(device), self.last_minute.get(device)
-        return (
-            max([*seqs, last_seq]) if last_seq is not None else max(seqs, default=None),
-            max([*minutes, last_minute]) if last_minute is not None else max(minutes, default=None),
-        )
+        mine = [row for row in taken if row[3] == device]  # ENTRY_COLUMNS: device_id
+        seqs: list[int] = [row[4] for row in mine if row[4] is not None]
+        minutes: list[str] = [row[7] for row in mine if row[7] is not None]
+        if device in self.last_seq:
+            seqs.append(self.last_seq[device])
+        if device in self.last_minute:
+            minutes.append(self.last_minute[device])
+        return max(seqs, default=None), max(minutes, default=None)
 
 
 Within = Callable[[Connection, Sequence[Submission], list[Appended | ConflictError]], None]
