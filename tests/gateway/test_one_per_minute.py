@@ -186,3 +186,14 @@ def test_the_restroom_route_refuses_a_bad_start_with_a_422_problem(gateway: Gate
     assert reply.status_code == 422
     assert reply.headers["content-type"].startswith("application/problem+json")
     assert "start" in reply.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["from", "to"])
+def test_query_times_go_through_the_one_parser(gateway: Gateway, name: str) -> None:
+    with gateway.client(gateway.admin_token) as client:
+        reply = client.get("/v1/entries", params={name: "2026-10-31T09:43:00+00:00"})
+        fine = client.get("/v1/entries", params={name: "2026-10-31T09:43:00.5Z"})
+    assert reply.status_code == 422, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert name in reply.json()["detail"]
+    assert fine.status_code == 200, fine.text
