@@ -49,3 +49,19 @@ def test_the_auditors_guide(tmp_path: Path) -> None:
     assert out.count("OK: no tampering found") == 3
     assert "tree size 4 (was 3)" in out
     assert "OK: patio-ledger.local/log at size 4 extends size 3" in out
+
+
+def test_the_legacy_patio_guide(tmp_path: Path) -> None:
+    out, _ = run_after_first_session(tmp_path, "docs/legacy-patio.md", "legacy-patio")
+    assert '"log_tag":"c274b5' in out.replace(" ", "")
+    assert "(HTTP 409)" in out
+    assert "'amount': '203.5W'" in out
+    assert "is leaf 3 of patio-ledger.local/log" in out
+
+
+def test_the_http_reference_session(tmp_path: Path) -> None:
+    out, _ = run_after_first_session(tmp_path, "docs/http-api.md", "http-api")
+    assert "2 c274b5" in out and "2026-11-22T10:15:00Z" in out
+    assert '"community_id":"hoa-1"' in out
+    assert '"status":403' in out and "(HTTP 403)" in out
+    assert '"status":401' in out and "(HTTP 401)" in out
