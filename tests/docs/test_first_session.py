@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tests.docs.fenced import (
     bash,
     free_port,
     fresh_clone,
+    processes_in,
     session,
     session_env,
     unmarked_shell_blocks,
@@ -145,3 +147,27 @@ def test_a_demo_clock_back_fills_and_never_runs_ahead() -> None:
     assert real <= clock.now() <= time.time()
     behind = ScaledClock(start=real - 86_400, anchor=real, scale=600)
     assert real - 86_400 <= behind.now() < real - 86_000
+
+
+def test_ctrl_c_stops_make_run_gateway_and_writer(tmp_path: Path) -> None:
+    """Ctrl-C at a terminal: SIGINT to make's whole process group."""
+    clone = fresh_clone(tmp_path / "patio")
+    port = free_port()
+    script = (
+        "make run &\n"
+        f"curl -sS --retry 30 --retry-delay 1 --retry-connrefused -o /dev/null "
+        f"http://127.0.0.1:{port}/readyz\n"
+        "echo ready\n"
+        "wait\n"
+    )
+    with bash(script, cwd=clone, env=session_env(PORT=str(port))) as shell:
+        assert shell.stdout is not None
+        for line in shell.stdout:
+            if line.strip() == "ready":
+                break
+        assert len(processes_in(clone)) >= 4  # bash, make, the gateway, its writer
+        gateway = [p for p in processes_in(clone) if b"gateway\x00serve" in _cmdline(p)]
+        assert len(gateway) == 1
+        os.killpg(os.getpgid(gateway[0]), signal.SIGINT)
+        shell.wait(timeout=SESSION_TIMEOUT)
+    assert wait_until_none_in(clone) == []
