@@ -1,0 +1,21 @@
+"""The dashboard: server-rendered pages over the gateway's JSON API, its assets in the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def mount(app: FastAPI) -> None:
+    """Add the pages, the JSON reads they need, the static files and the offline /docs."""
+    from gateway import problems
+    from gateway.web import api, docs, views
+
+    app.include_router(api.router, responses=problems.PROBLEM_RESPONSES)
+    app.include_router(views.router)
+    app.include_router(docs.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
