@@ -46,9 +46,7 @@ async def list_communities(gateway: GatewayDep, caller: ReaderDep) -> dict[str, 
 
 
 @router.get("/communities/{community_id}/devices", summary="A community's devices and keys")
-async def list_devices(
-    community_id: str, gateway: GatewayDep, caller: ReaderDep
-) -> dict[str, Any]:
+async def list_devices(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
     if not caller.can_read(community_id):
         raise Problem(403, "Forbidden", f"this key may not read community {community_id!r}")
     with gateway.log.engine.connect() as conn:
@@ -66,8 +64,9 @@ async def list_devices(
 async def list_apps(gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
     with gateway.log.engine.connect() as conn:
         rows = conn.execute(
-            select(apps.c.id, apps.c.name, apps.c.scopes, apps.c.created_at, apps.c.revoked)
-            .order_by(apps.c.id)
+            select(
+                apps.c.id, apps.c.name, apps.c.scopes, apps.c.created_at, apps.c.revoked
+            ).order_by(apps.c.id)
         ).all()
     return {
         "apps": [

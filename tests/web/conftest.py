@@ -12,9 +12,12 @@ import pytest
 from tests.gateway.server import Gateway, start_gateway
 
 CHROMIUM = Path(os.environ.get("PATIO_CHROMIUM", "/usr/bin/chromium"))
-ARTIFACTS = Path(
-    os.environ.get("PATIO_ARTIFACTS", Path(__file__).resolve().parents[2] / "tmp" / "artifacts")
-) / "web"
+ARTIFACTS = (
+    Path(
+        os.environ.get("PATIO_ARTIFACTS", Path(__file__).resolve().parents[2] / "tmp" / "artifacts")
+    )
+    / "web"
+)
 PHONE = {"width": 360, "height": 740}
 
 
