@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import random
+import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from ledger.encoding import parse_json
+from ledger.encoding import canonical_json, parse_json
 from ledger.errors import FormatError, VerificationError
 from ledger.keys import NamedKey
 from ledger.verify import verify_bundle
@@ -439,3 +442,58 @@ def test_sign_in_and_navigation_work_by_keyboard(tab: Tab, web_gateway: Gateway)
         pytest.fail("the proof link cannot be reached with Tab")
     page.keyboard.press("Enter")
     page.wait_for_url("**/proof?id=*")
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """A JSON value with the awkward parts of JCS: float formatting, escapes, key order."""
+    kind = rng.randrange(7 if depth < 3 else 4)
+    if kind == 0:
+        return rng.choice([None, True, False, 0, -0.0, 1e21, 1e-7, 5e-324, 2**53 - 1, -(2**53) + 1])
+    if kind == 1:
+        return rng.randint(-(2**53) + 1, 2**53 - 1)
+    if kind == 2:
+        value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        return value if math.isfinite(value) else rng.random()
+    if kind == 3:
+        # Any code point but lone surrogates: controls, quotes, non-BMP.
+        points = [
+            rng.choice([rng.randrange(0x20), rng.randrange(0xD800), 0x1F600 + rng.randrange(80)])
+        ]
+        points += [rng.randrange(0x20, 0x80) for _ in range(rng.randrange(6))]
+        return "".join(map(chr, points)) + rng.choice(['"', "\\", "/", "\u2028", "é", ""])
+    if kind in (4, 5):
+        return {
+            str(random_json(rng, 3)): random_json(rng, depth + 1) for _ in range(rng.randrange(5))
+        }
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+
+
+def test_jcs_in_the_browser_is_byte_identical_to_the_ledgers(tab: Tab) -> None:
+    rng = random.Random(9162)
+    values = [random_json(rng) for _ in range(400)]
+    texts = [json.dumps(value) for value in values]
+    tab.open("/proof")
+    encoded = tab.page.evaluate(
+        """async (texts) => {
+            const { canonicalize, parseStrict } = await import("/static/jcs.js");
+            return texts.map((text) => canonicalize(parseStrict(text)));
+        }""",
+        texts,
+    )
+    for text, got in zip(texts, encoded, strict=True):
+        assert got.encode() == canonical_json(json.loads(text)), text
+    refused = tab.page.evaluate(
+        """async (texts) => {
+            const { parseStrict, canonicalize } = await import("/static/jcs.js");
+            return texts.map((text) => {
+                try {
+                    canonicalize(parseStrict(text));
+                    return null;
+                } catch (e) {
+                    return e.message;
+                }
+            });
+        }""",
+        ['{"a": 1, "a": 2}', "9007199254740993", "NaN", "[1] 2", '"\\ud800"', "{'a': 1}", "01"],
+    )
+    assert all(refused), refused
