@@ -8,7 +8,10 @@ import json
 import math
 import random
 import struct
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from ledger.errors import FormatError, VerificationError
 from ledger.keys import NamedKey
 from ledger.verify import verify_bundle
 from tests.gateway.server import Gateway
-from tests.web.conftest import PHONE, Tab
+from tests.web.conftest import PHONE, Tab, require_chromium
 
 PAGES = ("/", "/proof", "/timeline", "/admin", "/signin")
 
@@ -497,3 +500,30 @@ def test_jcs_in_the_browser_is_byte_identical_to_the_ledgers(tab: Tab) -> None:
         ['{"a": 1, "a": 2}', "9007199254740993", "NaN", "[1] 2", '"\\ud800"', "{'a': 1}", "01"],
     )
     assert all(refused), refused
+
+
+def test_the_documented_bench_command_runs() -> None:
+    """docs/dashboard.md shows `python -m bench.web`; run it, small."""
+    require_chromium()
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.web",
+            "--devices",
+            "2",
+            "--minutes",
+            "3",
+            "--loads",
+            "1",
+            "--commits",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert run.returncode == 0, run.stderr
+    assert "to first render: median" in run.stdout
+    assert "commit acknowledged -> live view (2 commits)" in run.stdout

@@ -130,6 +130,7 @@ async function show(community) {
     },
   });
   await loadToday(community);
+  performance.mark("today-loaded");
 }
 
 async function main() {
