@@ -8,14 +8,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
+from gateway import problems
+from gateway.web import api, docs, views
+
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def mount(app: FastAPI) -> None:
     """Add the pages, the JSON reads they need, the static files and the offline /docs."""
-    from gateway import problems
-    from gateway.web import api, docs, views
-
     app.include_router(api.router, responses=problems.PROBLEM_RESPONSES)
     app.include_router(views.router)
     app.include_router(docs.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from tests.gateway.conftest import gateway  # noqa: F401 -- the gateway per backend
@@ -113,6 +114,23 @@ def test_vendored_files_are_pinned_by_version() -> None:
     vendor = WEB / "static" / "vendor"
     readme = (vendor / "README.md").read_text()
     for item in vendor.iterdir():
-        if item.name != "README.md":
+        if item.name not in ("README.md", "SHA256SUMS"):
             assert re.search(r"\d+\.\d+\.\d+", item.name), item.name
             assert item.name in readme, item.name
+
+
+def test_vendored_files_are_the_released_ones() -> None:
+    """SHA256SUMS was written when the files were copied from their npm tarballs; the
+    command static/vendor/README.md gives for it reproduces it exactly."""
+    vendor = WEB / "static" / "vendor"
+    command = re.search(r"\(`(find \. .*?)`\)", (vendor / "README.md").read_text(), re.S)
+    assert command
+    run = subprocess.run(
+        command.group(1).replace("> SHA256SUMS", ""),
+        shell=True,
+        cwd=vendor,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout == (vendor / "SHA256SUMS").read_text()
