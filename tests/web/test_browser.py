@@ -20,7 +20,7 @@ from ledger.encoding import canonical_json, parse_json
 from ledger.errors import FormatError, VerificationError
 from ledger.keys import NamedKey
 from ledger.verify import verify_bundle
-from tests.gateway.server import Gateway
+from tests.gateway.server import Gateway, start_gateway
 from tests.web.conftest import PHONE, Tab, require_chromium
 
 PAGES = ("/", "/proof", "/timeline", "/admin", "/signin")
@@ -527,3 +527,44 @@ def test_the_documented_bench_command_runs() -> None:
     assert run.returncode == 0, run.stderr
     assert "to first render: median" in run.stdout
     assert "commit acknowledged -> live view (2 commits)" in run.stdout
+
+
+def test_the_overview_resumes_its_stream_after_a_restart(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The gateway stops (its streams are cut) and comes back on the same port: the page
+    reconnects by itself, sending the Last-Event-ID it last saw, and shows what follows."""
+    data_dir = tmp_path_factory.mktemp("web-restart")
+    gateway = start_gateway(data_dir)
+    key = gateway.device("restart-meter", "restart-hoa")
+    submit(gateway, key, "restart-meter", 1, ago=3)
+    context = browser.new_context()
+    tab = Tab(context.new_page(), gateway.url)
+    streams: list[str | None] = []
+    tab.page.on(
+        "request",
+        lambda r: "/v1/stream" in r.url and streams.append(r.headers.get("last-event-id")),
+    )
+    try:
+        tab.sign_in(gateway.admin_token)
+        page = tab.open("/?community=restart-hoa")
+        page.wait_for_selector("#live[data-state='live']")
+        seen = submit(gateway, key, "restart-meter", 2, ago=2)
+        page.wait_for_selector(f".card[data-log-tag='{seen}']")
+        index = gateway.admin.get(f"/v1/entries/{seen}").json()["index"]
+        port = int(gateway.url.rsplit(":", 1)[1])
+        gateway.stop()
+        page.wait_for_selector("#live[data-state='reconnecting']", timeout=30_000)
+        gateway = start_gateway(data_dir, port=port)
+        page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+        after = submit(gateway, key, "restart-meter", 3, ago=1)
+        page.wait_for_selector(f".card[data-log-tag='{after}']")
+        assert streams[0] is None and len(streams) >= 2
+        # The id of the last event seen: the index of `seen` (the community's newest
+        # entry), then the newest checkpoint's size.
+        assert streams[-1] is not None and streams[-1].split(":")[0] == str(index)
+        # The browser logs the cut stream and the refused reconnects while the port was closed.
+        tab.errors.clear()
+    finally:
+        context.close()
+        gateway.stop()
