@@ -568,3 +568,18 @@ def test_the_overview_resumes_its_stream_after_a_restart(
     finally:
         context.close()
         gateway.stop()
+
+
+def test_the_timeline_lists_checkpoints_and_grows_live(tab: Tab, web_gateway: Gateway) -> None:
+    key = web_gateway.device("timeline-meter", "timeline-hoa")
+    submit(web_gateway, key, "timeline-meter", 1, ago=2)
+    before = web_gateway.seal()
+    tab.sign_in(web_gateway.app_key("read:timeline-hoa"))
+    page = tab.open("/timeline")
+    row = page.wait_for_selector(f"#checkpoints tr[data-size='{before['tree_size']}']")
+    assert before["root_hash"] in row.inner_text()
+    assert page.query_selector("#growth canvas") is not None
+    page.wait_for_selector("#live[data-state='live']")
+    submit(web_gateway, key, "timeline-meter", 2, ago=1)
+    after = web_gateway.seal()
+    page.wait_for_selector(f"#checkpoints tbody tr:first-child[data-size='{after['tree_size']}']")

@@ -66,7 +66,11 @@ async function main() {
   if (!checkpoints.length) say(status, t("timeline.none"));
   addEventListener("resize", () => chart?.setSize({ width: Math.max(280, chartBox.clientWidth), height: 220 }));
   follow("/v1/stream", {
-    onState: (state) => { document.getElementById("live").textContent = t(`overview.live.${state}`); },
+    onState: (state) => {
+      const live = document.getElementById("live");
+      live.dataset.state = state;
+      live.textContent = t(`overview.live.${state}`);
+    },
     onEvent: (event, data) => {
       if (event !== "checkpoint" || checkpoints.some((c) => c.tree_size === data.tree_size)) return;
       checkpoints.push({ ...data, created_at: new Date().toISOString(), anchors: [] });
