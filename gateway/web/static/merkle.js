@@ -45,6 +45,13 @@ export async function verifyInclusion(leaf, index, size, proof, root) {
   }
 }
 
+function isPowerOfTwo(n) {
+  // Not Math.log2: it rounds 2^50 + 1 to exactly 50.
+  let m = n;
+  while (m > 1 && m % 2 === 0) m /= 2;
+  return m === 1;
+}
+
 /** RFC 9162 2.1.4.2: does the tree of `second` extend the tree of `first`? */
 export async function verifyConsistency(first, second, proof, firstRoot, secondRoot) {
   const fail = (message) => new VerificationError("consistency", message);
@@ -58,8 +65,7 @@ export async function verifyConsistency(first, second, proof, firstRoot, secondR
   }
   if (!proof.length) throw fail("proof is empty");
   const path = [...proof];
-  const isPowerOfTwo = Number.isInteger(Math.log2(first));
-  if (isPowerOfTwo) path.unshift(firstRoot);
+  if (isPowerOfTwo(first)) path.unshift(firstRoot);
   let fn = first - 1;
   let sn = second - 1;
   while (fn % 2 === 1) {
