@@ -41,7 +41,7 @@ async function show(bundleData, extra = {}) {
   const pinned = pinnedLogKey();
   const outcome = await verifyBundle(bundleData, { pinnedLogKey: pinned?.key ?? "" });
   const used = await backends();
-  const verdict = el("p", { id: "verdict", class: `verdict ${outcome.valid ? "valid" : "invalid"}`, role: "status", dataset: { failed: outcome.failed ?? "" } },
+  const verdict = el("p", { id: "verdict", tabindex: "-1", class: `verdict ${outcome.valid ? "valid" : "invalid"}`, role: "status", dataset: { failed: outcome.failed ?? "" } },
     outcome.valid ? t("proof.valid") : t("proof.invalid", { check: t(`check.${outcome.failed}`) }));
   const steps = el("ol", { id: "steps", class: "steps" }, outcome.steps.map((step) =>
     el("li", { class: step.status, dataset: { check: step.check, status: step.status } },
@@ -68,7 +68,8 @@ async function show(bundleData, extra = {}) {
         : el("p", {}, t("proof.no_anchors"))),
   ].filter(Boolean));
   result.hidden = false;
-  result.querySelector("#verdict").focus?.();
+  // Keyboard and screen-reader users land on the verdict.
+  result.querySelector("#verdict").focus();
 }
 
 async function lookUp(tag) {
