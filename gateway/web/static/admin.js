@@ -41,10 +41,10 @@ async function loadDevices() {
     el("td", {}, d.id),
     el("td", {}, el("code", { class: "hash" }, d.public_key)),
     el("td", {}, d.revoked_at ? t("admin.revoked_at", { at: d.revoked_at }) : t("admin.active")),
-    el("td", { class: "actions" }, d.revoked_at ? null : [
+    el("td", { class: "actions" }, d.revoked_at ? null : el("div", {},
       el("button", { type: "button", class: "rotate", onclick: () => rotateDevice(d.id) }, t("admin.rotate")),
       el("button", { type: "button", class: "revoke danger", onclick: () => revokeDevice(d.id) }, t("admin.revoke")),
-    ]),
+    )),
   )));
 }
 
@@ -85,7 +85,7 @@ async function loadApps() {
   const { apps } = await api("/v1/apps");
   document.querySelector("#apps tbody").replaceChildren(...apps.map((a) => el("tr", { dataset: { app: a.id } },
     el("td", { class: "num" }, String(a.id)), el("td", {}, a.name), el("td", {}, a.scopes.join(" ")),
-    el("td", { class: "actions" }, el("button", {
+    el("td", { class: "actions" }, el("div", {}, el("button", {
       type: "button",
       onclick: async () => {
         if (!confirm(t("admin.rotate_app_confirm", { name: a.name }))) return;
@@ -95,7 +95,7 @@ async function loadApps() {
           failed(error);
         }
       },
-    }, t("admin.rotate"))))));
+    }, t("admin.rotate")))))));
 }
 
 function submit(form, action) {

@@ -25,7 +25,7 @@ function entryView(entry, extra = {}) {
   return el("section", { class: "entry", "aria-labelledby": "entry-title" },
     el("h2", { id: "entry-title" }, t("proof.entry")),
     el("dl", { class: "facts" }, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
-    el("table", { class: "readings" },
+    el("div", { class: "scroll" }, el("table", { class: "readings" },
       el("caption", {}, t("proof.readings")),
       el("thead", {}, el("tr", {}, [t("proof.sensor"), t("proof.unit"), t("proof.values")].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, Object.entries(readings).map(([name, r]) => el("tr", {},
@@ -33,7 +33,7 @@ function entryView(entry, extra = {}) {
         el("td", {}, r?.unit ?? ""),
         el("td", {}, Object.entries(r ?? {}).filter(([k]) => k !== "unit").map(([k, v]) => `${k} ${number(v, 4)}`).join(" · ")),
       ))),
-    ),
+    )),
   );
 }
 
