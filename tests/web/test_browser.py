@@ -633,3 +633,18 @@ def test_merkle_proofs_in_the_browser_agree_with_the_ledger(tab: Tab) -> None:
         [leaves, roots, inclusions, consistencies],
     )
     assert outcome == {"included": len(inclusions), "consistent": len(consistencies), "wrongly": []}
+
+
+def test_an_entry_not_yet_sealed_says_so_then_verifies(tab: Tab, web_gateway: Gateway) -> None:
+    key = web_gateway.device("unsealed-meter", "unsealed-hoa")
+    tag = submit(web_gateway, key, "unsealed-meter", 1)
+    tab.sign_in(web_gateway.admin_token)
+    page = tab.open(f"/proof?id={tag}")
+    page.wait_for_selector("#status[data-kind='warn']")
+    assert "not sealed" in page.inner_text("#status")
+    assert "unsealed-meter" in page.inner_text(".entry")
+    assert page.query_selector("#verdict") is None
+    tab.errors.clear()  # the browser logs the 409 answer as a failed load
+    web_gateway.seal()
+    page.click("#lookup button[type=submit]")
+    assert page.wait_for_selector("#verdict").inner_text() == "VALID"
