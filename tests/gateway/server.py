@@ -87,6 +87,24 @@ class Gateway:
         body: dict[str, Any] = reply.json()
         return body
 
+    def export(self) -> list[dict[str, Any]]:
+        """Every entry of the log in index order (GET /v1/export, all pages)."""
+        found: list[dict[str, Any]] = []
+        start: int | None = 0
+        while start is not None:
+            reply = self.admin.get("/v1/export", params={"start": start, "limit": 5000})
+            assert reply.status_code == 200, reply.text
+            found += reply.json()["entries"]
+            start = reply.json()["next"]
+        return found
+
+    def writer_pid(self) -> int:
+        """The gateway's one child process: its writer."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def stop(self) -> None:
         """Stop the server."""
         self.admin.close()

@@ -21,8 +21,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_ids)}-{datetime.now(UTC).strftime('%H%M%S%f')}"
 
 
+# Minutes count back from one moment, so a seq always has the same minute: an envelope
+# built twice is the same envelope, and two seqs never claim one minute.
+ANCHOR = datetime.now(UTC).replace(second=0, microsecond=0)
+
+
 def minute(device: str, seq: int, **extra: Any) -> dict[str, Any]:
-    start = (datetime.now(UTC) - timedelta(minutes=10 + seq)).replace(second=0, microsecond=0)
+    start = ANCHOR - timedelta(minutes=10 + seq)
     payload = {
         "device_id": device,
         "seq": seq,

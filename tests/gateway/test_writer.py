@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 from tests.gateway.server import Gateway, start_gateway
 from tests.gateway.test_api import envelope, is_problem, minute, submit
@@ -14,10 +20,165 @@ from tests.gateway.test_api import envelope, is_problem, minute, submit
 
 def writer_pid(server: Gateway) -> int:
     """The gateway's one child process: its writer."""
-    pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
+    return server.writer_pid()
+
+
+@pytest.fixture
+def own_gateway(database_url: str, tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway of this test's own, on a fresh SQLite file, then a fresh PostgreSQL schema."""
+    server = start_gateway(tmp_path, database_url=database_url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+Key = tuple[str, int]  # (device id, seq)
+
+
+class Hammer:
+    """Submitters that keep sending batches of three and record every answer.
+
+    A 200 acknowledges its envelopes (their log tag ids are kept); a 503 must be a problem
+    with Retry-After, and its envelopes are sent again later; anything else, or no answer
+    within 30 s, is a failure.
+    """
+
+    def __init__(self, server: Gateway, devices: int) -> None:
+        self.server = server
+        self.keys = [server.device(f"meter-{i}", "hoa-1") for i in range(devices)]
+        self.sent: dict[Key, dict[str, Any]] = {}
+        self.acked: dict[Key, str] = {}
+        self.refused = 0  # 503s
+        self.failures: list[str] = []
+        self.progress = threading.Condition()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,)) for k in self.keys]
+
+    def __enter__(self) -> Hammer:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def wait_for_acks(self, count: int, what: str) -> None:
+        """Until `count` envelopes are acknowledged in all."""
+        with self.progress:
+            done = self.progress.wait_for(
+                lambda: len(self.acked) >= count or bool(self.failures), 60
+            )
+        assert done and not self.failures, f"{what}: {self.failures or 'timed out'}"
+
+    def _run(self, key: Any) -> None:
+        try:
+            self._submit_until_stopped(key)
+        except Exception as exc:  # the test fails on it, not a thread that dies unseen
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _submit_until_stopped(self, key: Any) -> None:
+        next_seq = 1
+        retry: list[dict[str, Any]] = []
+        with self.server.client() as client:
+            while not self.stop.is_set():
+                batch = retry or [envelope(key, minute(key.name, next_seq + k)) for k in range(3)]
+                if not retry:
+                    next_seq += 3
+                    for item in batch:
+                        self.sent[(key.name, item["payload"]["seq"])] = item
+                body = {"contract": "energy_minute", "envelopes": batch}
+                try:
+                    reply = client.post("/v1/entries", json=body)
+                except httpx.HTTPError as exc:  # a hang (30 s) or a dropped connection
+                    self._fail(f"{type(exc).__name__}: {exc}")
+                    return
+                if reply.status_code == 503:
+                    kind = reply.headers.get("content-type", "")
+                    if reply.headers.get("Retry-After") != "1" or "problem+json" not in kind:
+                        self._fail(f"503 without Retry-After or problem+json: {reply.headers}")
+                        return
+                    with self.progress:
+                        self.refused += 1
+                    retry = batch
+                    continue
+                if reply.status_code != 200:
+                    self._fail(f"{reply.status_code} {reply.text}")
+                    return
+                results = reply.json()["results"]
+                # New envelopes are accepted; a resend after a 503 may find them committed.
+                allowed = {"accepted", "duplicate"} if retry else {"accepted"}
+                if {r["status"] for r in results} - allowed:
+                    self._fail(f"{'resent' if retry else 'new'} envelopes answered {results}")
+                    return
+                with self.progress:
+                    for item, result in zip(batch, results, strict=True):
+                        self.acked[(key.name, item["payload"]["seq"])] = result["log_tag_id"]
+                    self.progress.notify_all()
+                retry = []
+
+    def _fail(self, failure: str) -> None:
+        with self.progress:
+            self.failures.append(failure)
+            self.progress.notify_all()
+
+
+def wait_for_a_new_writer(server: Gateway, old: int) -> int:
+    """The pid of the writer started after `old` died."""
+    deadline = time.monotonic() + 30
+    while True:
+        pid = server.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if len(children) == 1 and int(children[0]) != old:
+            return int(children[0])
+        assert time.monotonic() < deadline, f"no new writer after {old}: {children}"
+        time.sleep(0.02)
+
+
+def test_killing_the_writer_mid_commit_loses_nothing_confirmed(own_gateway: Gateway) -> None:
+    server = own_gateway
+    kills = 5
+    with Hammer(server, devices=12) as hammer:
+        for kill in range(kills):
+            # Killed only once the last writer has confirmed more: load is on, commits in flight.
+            hammer.wait_for_acks(60 * (kill + 1), f"acks before kill {kill + 1}")
+            victim = server.writer_pid()
+            os.kill(victim, signal.SIGKILL)
+            wait_for_a_new_writer(server, victim)
+        hammer.wait_for_acks(60 * (kills + 1), "acks after the last kill")
+    assert not hammer.failures, hammer.failures
+    # Each kill caught requests in flight (a 503 each at least), else it tested nothing.
+    assert hammer.refused >= kills, hammer.refused
+
+    logged = {
+        (item["entry"]["payload"]["device_id"], item["entry"]["payload"]["seq"]): item
+        for item in server.export()
+        if item["entry"]["contract"] == "energy_minute@1"
+    }
+    for key, tag in hammer.acked.items():
+        assert logged[key]["log_tag_id"] == tag, key
+    # Resends: whatever was acknowledged is a duplicate with its tag; what was sent but never
+    # acknowledged (a 503 as the test stopped) is accepted now or a duplicate, never a conflict.
+    everything = list(hammer.sent.items())
+    for start in range(0, len(everything), 1000):
+        chunk = everything[start : start + 1000]
+        results = submit(server, *(item for _, item in chunk))
+        for (key, _), result in zip(chunk, results, strict=True):
+            if key in hammer.acked:
+                assert result == {
+                    "status": "duplicate", "log_tag_id": hammer.acked[key], "error": None,
+                    "code": 200,
+                }, (key, result)  # fmt: skip
+            else:
+                assert result["status"] in ("accepted", "duplicate"), (key, result)
+    exported = server.export()
+    keys = [(i["entry"]["payload"]["device_id"], i["entry"]["payload"]["seq"]) for i in exported
+            if i["entry"]["contract"] == "energy_minute@1"]  # fmt: skip
+    assert len(keys) == len(set(keys)) == len(hammer.sent)  # each envelope once, none lost
+    log = (server.data_dir / f"gateway-{server.url.rsplit(':', 1)[1]}.log").read_text()
+    assert log.count("the writer exited") == kills and "unhandled error" not in log
 
 
 def test_writer_crash_is_recovered_and_loses_nothing(tmp_path: Path) -> None:
