@@ -38,15 +38,6 @@ def free_port() -> int:
         return port
 
 
-def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll `condition()` until true, or fail the test saying `what` never happened."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 class ManualClock:
     """A clock that moves only when the test says so."""
 

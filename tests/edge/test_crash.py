@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.edge.conftest import DEVICE
-from tests.edge.fakes import REPO, FakeGateway, wait_until
+from tests.edge.fakes import REPO, FakeGateway
+from tests.wait import wait_until
 
 PATIO = REPO / ".venv" / "bin" / "patio"
 

@@ -22,7 +22,8 @@ from ledger.encoding import canonical_json
 from ledger.errors import FormatError
 from ledger.keys import NamedKey
 from tests.edge.conftest import COMMUNITY, DEVICE, T0, ConfigFactory
-from tests.edge.fakes import Broker, FakeGateway, LedgerSubmissions, ManualClock, wait_until
+from tests.edge.fakes import Broker, FakeGateway, LedgerSubmissions, ManualClock
+from tests.wait import wait_until
 
 READINGS = {"t": {"unit": "Cel", "n": 1, "missing": 0, "avg": 20.0, "min": 20.0, "max": 20.0}}
 ACKS = f"patio/{COMMUNITY}/{DEVICE}/acks"

@@ -9,7 +9,8 @@ import pytest
 from edge.drivers import Sample
 from edge.drivers.tasmota import Settings, TasmotaPlug, parse_telemetry
 from tests.edge.conftest import ConfigFactory
-from tests.edge.fakes import Broker, ManualClock, wait_until
+from tests.edge.fakes import Broker, ManualClock
+from tests.wait import wait_until
 
 # The Nous A1T message from the Block of Energy seed (tele/<topic>/SENSOR).
 NOUS_A1T = {
