@@ -32,8 +32,8 @@ from tests.edge.fakes import (
     RealGateway,
     W1Tree,
     toml_text,
-    wait_until,
 )
+from tests.wait import wait_until
 
 # Two hours ago, on the minute: the gateway refuses minutes from the future.
 PAST = (int(time.time()) // 60) * 60 - 2 * 3600
