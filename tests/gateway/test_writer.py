@@ -3,10 +3,11 @@ recovered; a stop ends both, open event streams or not."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from tests.gateway.server import Gateway, start_gateway
 from tests.gateway.test_api import envelope, is_problem, minute, submit
+from tests.wait import process_gone, wait_until
 
 
 def writer_pid(server: Gateway) -> int:
@@ -125,16 +127,15 @@ class Hammer:
             self.progress.notify_all()
 
 
-def wait_for_a_new_writer(server: Gateway, old: int) -> int:
-    """The pid of the writer started after `old` died."""
-    deadline = time.monotonic() + 30
-    while True:
+def wait_for_a_new_writer(server: Gateway, old: int) -> None:
+    """Until the writer started after `old` died runs."""
+
+    def started() -> bool:
         pid = server.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if len(children) == 1 and int(children[0]) != old:
-            return int(children[0])
-        assert time.monotonic() < deadline, f"no new writer after {old}: {children}"
-        time.sleep(0.02)
+        return len(children) == 1 and int(children[0]) != old
+
+    wait_until(started, 30, f"a new writer after {old}")
 
 
 def test_killing_the_writer_mid_commit_loses_nothing_confirmed(own_gateway: Gateway) -> None:
@@ -197,17 +198,18 @@ def test_writer_crash_is_recovered_and_loses_nothing(tmp_path: Path) -> None:
         os.kill(crashed, signal.SIGKILL)
 
         later = envelope(key, minute(key.name, 4))
-        deadline = time.monotonic() + 20
-        while True:
-            reply = server.client().post(
-                "/v1/entries", json={"contract": "energy_minute", "envelopes": [later]}
-            )
-            if reply.status_code == 200:
-                break
-            # While the writer restarts: a 503 problem that says to retry, never a 500.
-            assert is_problem(reply, 503) and reply.headers["Retry-After"] == "1", reply.text
-            assert time.monotonic() < deadline, "the writer did not come back"
-            time.sleep(0.1)
+        replies: list[httpx.Response] = []
+
+        def recorded() -> bool:
+            body = {"contract": "energy_minute", "envelopes": [later]}
+            with server.client() as client:
+                replies.append(client.post("/v1/entries", json=body))
+            return replies[-1].status_code == 200
+
+        wait_until(recorded, 20, "the writer to come back", interval=0.1)
+        *refused, reply = replies
+        for early in refused:  # while the writer restarts: a 503 to retry, never a 500
+            assert is_problem(early, 503) and early.headers["Retry-After"] == "1", early.text
         assert reply.json()["results"][0]["status"] == "accepted"
         assert writer_pid(server) != crashed
 
@@ -219,44 +221,109 @@ def test_writer_crash_is_recovered_and_loses_nothing(tmp_path: Path) -> None:
     finally:
         restarted = writer_pid(server)
         server.stop()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{restarted}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{restarted}").exists(), "the writer outlived its gateway"
+    wait_until(lambda: process_gone(restarted), 10, "the writer to stop with its gateway")
 
 
-def test_a_stop_is_not_held_up_by_an_open_event_stream(tmp_path: Path) -> None:
-    import threading
+class EventStreamClient(threading.Thread):
+    """A client of GET /v1/stream: `opened` once its first event (ready) arrived, `ended`
+    once the server closed it."""
 
-    import httpx
+    def __init__(self, server: Gateway, token: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{server.url}/v1/stream"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.opened = threading.Event()
+        self.ended = threading.Event()
 
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, headers=self.headers, timeout=120) as reply:
+                for line in reply.iter_lines():
+                    if line == "event: ready":
+                        self.opened.set()
+        except httpx.HTTPError:
+            pass  # cut mid-stream: ended all the same
+        self.ended.set()
+
+
+class RawPost:
+    """POST over a plain socket with `Expect: 100-continue`: the server's 100 says the
+    request has reached the application, which then waits for the body."""
+
+    def __init__(self, server: Gateway, path: str, body: bytes) -> None:
+        host, port = server.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        self.body = body
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+        )
+        self.sock.sendall(head.encode())
+        self.reader = self.sock.makefile("rb")
+
+    def wait_for_continue(self) -> None:
+        """Until the server has asked for the body."""
+        status = self.reader.readline()
+        assert status.startswith(b"HTTP/1.1 100"), status
+        assert self.reader.readline() == b"\r\n"
+
+    def finish(self) -> tuple[int, bytes]:
+        """Send the body; the status and body of the answer."""
+        self.sock.sendall(self.body)
+        status = int(self.reader.readline().split()[1])
+        headers = {}
+        while (line := self.reader.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        answer = self.reader.read(int(headers["content-length"]))
+        self.sock.close()
+        return status, answer
+
+
+def refuses_connections(server: Gateway) -> bool:
+    """Whether nothing listens on the gateway's port any more."""
+    host, port = server.url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_stop_finishes_requests_under_way_closes_streams_then_stops_the_writer(
+    database_url: str, tmp_path: Path
+) -> None:
     from gateway.cli import SHUTDOWN_GRACE
 
-    server = start_gateway(tmp_path)
-    key = server.admin.post("/v1/apps", json={"name": "a", "scopes": ["audit"]}).json()
-    ended = threading.Event()
-
-    def listen() -> None:
-        headers = {"Authorization": f"Bearer {key['api_key']}"}
-        try:
-            with httpx.stream(
-                "GET", f"{server.url}/v1/stream", headers=headers, timeout=60
-            ) as reply:
-                for _ in reply.iter_lines():
-                    pass
-        except httpx.HTTPError:
-            pass
-        ended.set()
-
-    threading.Thread(target=listen, daemon=True).start()
-    time.sleep(0.5)  # the stream is open
-    writer = writer_pid(server)
-    started = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
+    server = start_gateway(tmp_path, database_url=database_url)
     try:
-        server.process.wait(timeout=SHUTDOWN_GRACE + 5)
+        key = server.device("meter-1", "hoa-1")
+        listener = EventStreamClient(server, server.app_key("audit"))
+        listener.start()
+        assert listener.opened.wait(30), "the event stream did not open"
+        batch = [envelope(key, minute(key.name, seq)) for seq in range(1, 1001)]
+        body = json.dumps({"contract": "energy_minute", "envelopes": batch}).encode()
+        under_way = RawPost(server, "/v1/entries", body)
+        under_way.wait_for_continue()
+        writer = server.writer_pid()
+
+        # As systemd stops a service: SIGTERM to every process of it, the writer too.
+        server.process.send_signal(signal.SIGTERM)
+        os.kill(writer, signal.SIGTERM)
+        wait_until(lambda: refuses_connections(server), 30, "new connections to be refused")
+        status, answer = under_way.finish()  # the request under way still completes
+        assert status == 200, answer
+        results = json.loads(answer)["results"]
+        assert [r["status"] for r in results] == ["accepted"] * 1000
+
+        assert listener.ended.wait(SHUTDOWN_GRACE + 30), "the event stream was not closed"
+        server.process.wait(SHUTDOWN_GRACE + 30)
+        wait_until(lambda: process_gone(writer), 30, "the writer to stop after its gateway")
     finally:
         server.stop()
-    assert time.monotonic() - started < SHUTDOWN_GRACE + 5
-    assert ended.wait(5), "the stream was not closed"
-    assert not Path(f"/proc/{writer}").exists(), "the writer outlived its gateway"
+    again = start_gateway(tmp_path, database_url=database_url)
+    try:
+        logged = {item["log_tag_id"] for item in again.export()}
+    finally:
+        again.stop()
+    assert {r["log_tag_id"] for r in results} <= logged
