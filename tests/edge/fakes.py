@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ import pytest
 from ledger.encoding import canonical_json, parse_json
 from ledger.errors import LedgerError
 from ledger.keys import decode_public_key, verify_signature
+from tests.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -574,17 +574,19 @@ class Broker:
 
     def start(self) -> None:
         """Start and wait until it accepts connections."""
-        self.process = subprocess.Popen([self.require(), "-c", str(self.conf)])
-        deadline = time.monotonic() + 10
-        while True:
+        process = self.process = subprocess.Popen([self.require(), "-c", str(self.conf)])
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                log = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
+                pytest.fail(f"mosquitto exited: {log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    return True
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
-                    pytest.fail(f"mosquitto did not start: {log}")
-                time.sleep(0.02)
+                return False
+
+        wait_until(listening, 10, "mosquitto to accept connections")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it: SIGTERM saves its persistence file, SIGKILL does not."""
@@ -689,17 +691,18 @@ class RealGateway:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
                 tail = (self.folder / "gateway.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"the gateway did not start: {tail}")
-            time.sleep(0.1)
+                pytest.fail(f"the gateway exited: {tail}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, "the gateway's /readyz", interval=0.1)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server process."""
