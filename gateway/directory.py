@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from contracts.base import DeviceRecord
 from contracts.device_registry import REGISTRY_DEVICE
@@ -82,6 +82,11 @@ class Directory:
                 self._cache.pop(device_id, None)
                 self._seen = change_id
             self._evictions += bool(changes)
+
+    def changed_since_refresh(self, conn: Connection) -> bool:
+        """Whether a device changed after the last refresh, as `conn`'s transaction sees it."""
+        newest = DriverCursor(conn).scalar("SELECT coalesce(max(id), 0) FROM device_changes")
+        return self._seen is not None and int(newest) > self._seen
 
     def key_that_signed(self, device_id: str, payload: Any, sig: str) -> str | None:
         """Which of the device's keys, past or present, made this signature (for bundles)."""

@@ -30,11 +30,13 @@ import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from contracts.base import Directory
 from gateway.submissions import Admit, Record, Verdict, WriteFailed, decide
 from ledger.log import Log, Within
+
+if TYPE_CHECKING:
+    from gateway.directory import Directory as GatewayDirectory
 
 Request = Admit | Record
 AfterCommit = Callable[[Sequence[Verdict]], None]
@@ -113,19 +115,47 @@ def _commits(frames: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Requ
         yield group
 
 
-def serve(sock: socket.socket, log_: Log, directory: Directory, within: Within | None) -> None:
+class DirectoryChanged(Exception):
+    """A device changed after the commit's checks began: it is decided again."""
+
+
+FRESH_ATTEMPTS = 50  # each failed attempt means another process committed a device change
+
+
+def _decide_fresh(
+    requests: list[Request], log_: Log, directory: GatewayDirectory, within: Within | None
+) -> list[list[Verdict]]:
+    """`decide` on the directory as of the commit: changes another process made (a
+    revocation) apply from this commit on, also one committed while it was being checked."""
+
+    def unchanged(conn: Any, submissions: Any, outcomes: Any) -> None:
+        # Inside the append's transaction, after its lock (PostgreSQL's advisory lock,
+        # SQLite's write lock): a revocation committed before this point precedes these
+        # entries in the log, so they must have been checked against it.
+        if directory.changed_since_refresh(conn):
+            raise DirectoryChanged
+        if within is not None:
+            within(conn, submissions, outcomes)
+
+    for _ in range(FRESH_ATTEMPTS):
+        directory.refresh()
+        try:
+            return decide(requests, log=log_, directory=directory, within=unchanged)
+        except DirectoryChanged:
+            log.info("a device changed while a commit was checked; checking it again")
+    raise DirectoryChanged(f"devices changed during {FRESH_ATTEMPTS} attempts at one commit")
+
+
+def serve(
+    sock: socket.socket, log_: Log, directory: GatewayDirectory, within: Within | None
+) -> None:
     """Decide what arrives, one commit per group; return when the parent hangs up."""
     reader = FrameReader(sock)
     while frames := reader.read():
         for group in _commits(frames):
             replies: list[tuple[int, list[Verdict] | WriteFailed]] = []
             try:
-                # Changes another process made (a revocation) apply from this commit on.
-                directory.refresh()
-                verdicts = decide(
-                    [request for _, request in group], log=log_, directory=directory,
-                    within=within,
-                )  # fmt: skip
+                verdicts = _decide_fresh([request for _, request in group], log_, directory, within)
             except Exception as exc:  # every batch of the commit fails; the writer goes on
                 log.exception("commit failed")
                 # If the database dropped this connection (a restart), it dropped the pooled

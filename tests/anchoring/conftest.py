@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ledger.anchoring import deploy_contract
 from ledger.keys import NamedKey
 from ledger.log import Log, StoredCheckpoint
 from tests.ledger.helpers import submission
+from tests.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ANVIL_BINARY = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
@@ -166,16 +166,18 @@ def anvil_url() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answering() -> bool:
+            if process.poll() is not None:
+                error = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"anvil exited on port {port}: {error[:500]}")
             try:
                 _rpc(url, "eth_chainId", [])
-                break
             except (OSError, urllib.error.URLError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    error = process.stderr.read().decode() if process.stderr else ""
-                    pytest.fail(f"anvil did not start on port {port}: {error[:500]}")
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_until(answering, 20, "anvil to answer RPC", interval=0.05)
         yield url
     finally:
         process.terminate()

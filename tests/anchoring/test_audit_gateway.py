@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ledger.cli import main
 from ledger.keys import NamedKey
 from ledger.log import Log
 from tests.anchoring.conftest import _free_port
+from tests.wait import wait_until
 
 DEVICE = "boiler-01"
 
@@ -195,10 +195,7 @@ def served(gateway: Running) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+    wait_until(lambda: server.started, 10, "uvicorn to start")
     try:
         yield url
     finally:

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from edge.drivers.ads1115 import MUX
 from ledger.encoding import canonical_json, parse_json
 from ledger.errors import LedgerError
 from ledger.keys import decode_public_key, verify_signature
+from tests.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -37,15 +36,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll `condition()` until true, or fail the test saying `what` never happened."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class ManualClock:
@@ -142,89 +132,220 @@ class W1Tree:
         shutil.rmtree(self.base / f"28-{serial}", ignore_errors=True)
 
 
-# ADS1115 on I2C.
+# ADS1115 on I2C, written from TI's datasheet (SBAS444, "Register Map") and not from the
+# driver: a wrong code in the driver then reads the wrong pins, range or rate here.
+
+ADS1115_CONFIG_RESET = 0x8583  # the config register after power-up
+ADS1115_INPUTS = {  # MUX[14:12]: (AINP, AINN); AINN None is GND (single-ended)
+    0b000: ("AIN0", "AIN1"), 0b001: ("AIN0", "AIN3"), 0b010: ("AIN1", "AIN3"),
+    0b011: ("AIN2", "AIN3"), 0b100: ("AIN0", None), 0b101: ("AIN1", None),
+    0b110: ("AIN2", None), 0b111: ("AIN3", None),
+}  # fmt: skip
+ADS1115_FULL_SCALE_V = {  # PGA[11:9]: +-FSR; 110 and 111 are +-0.256 V too
+    0b000: 6.144, 0b001: 4.096, 0b010: 2.048, 0b011: 1.024,
+    0b100: 0.512, 0b101: 0.256, 0b110: 0.256, 0b111: 0.256,
+}  # fmt: skip
+ADS1115_RATES = {  # DR[7:5]: samples per second
+    0b000: 8, 0b001: 16, 0b010: 32, 0b011: 64, 0b100: 128, 0b101: 250, 0b110: 475, 0b111: 860,
+}  # fmt: skip
+
+Signal = Any  # Callable[[float], float]: volts on a pin at a time in seconds
 
 
-def clamp_waveform(
-    amps_rms: float,
-    *,
-    samples: int,
-    data_rate: int = 860,
-    mains_hz: float = 50.0,
-    amps_per_volt: float = 30.0,
-    full_scale_v: float = 2.048,
-    bias_v: float = 0.0,
-    third_harmonic: float = 0.0,
-    noise_counts: int = 0,
-    seed: int = 1,
-) -> list[int]:
-    """ADC counts an SCT-013 would produce for a load current: a recorded-style burst.
+@dataclass(frozen=True)
+class ADS1115Config:
+    """The config register's fields, bits 15..0."""
 
-    A 50 Hz sine (optionally with a 3rd harmonic, as motors draw) of the given RMS
-    current, through the clamp's volts-per-amp, plus a DC bias and a little ADC noise,
-    sampled at the data rate and quantised to the ADS1115's 16-bit counts.
-    """
-    import random
+    os: int  # 15: write 1 starts a single-shot conversion; reads 0 while converting
+    mux: int  # 14:12
+    pga: int  # 11:9
+    mode: int  # 8: 0 continuous, 1 single-shot or power-down
+    dr: int  # 7:5
+    comp_mode: int  # 4: 0 traditional, 1 window
+    comp_pol: int  # 3: ALERT/RDY active low (0) or high (1)
+    comp_lat: int  # 2: latching comparator
+    comp_que: int  # 1:0: 11 disables the comparator, ALERT/RDY high impedance
 
-    rng = random.Random(seed)
-    fundamental = amps_rms * math.sqrt(2) / math.sqrt(1 + third_harmonic**2)
-    counts = []
-    for k in range(samples):
-        t = k / data_rate
-        amps = fundamental * (
-            math.sin(2 * math.pi * mains_hz * t)
-            + third_harmonic * math.sin(2 * math.pi * 3 * mains_hz * t)
+    @classmethod
+    def decode(cls, word: int) -> ADS1115Config:
+        """Split a 16-bit register value into its fields."""
+        assert 0 <= word <= 0xFFFF
+        return cls(
+            os=word >> 15 & 1,
+            mux=word >> 12 & 0b111,
+            pga=word >> 9 & 0b111,
+            mode=word >> 8 & 1,
+            dr=word >> 5 & 0b111,
+            comp_mode=word >> 4 & 1,
+            comp_pol=word >> 3 & 1,
+            comp_lat=word >> 2 & 1,
+            comp_que=word & 0b11,
         )
-        volts = bias_v + amps / amps_per_volt
-        count = round(volts / full_scale_v * 32768) + rng.randint(-noise_counts, noise_counts)
-        counts.append(max(-32768, min(32767, count)))
-    return counts
+
+    @property
+    def pins(self) -> tuple[str, str | None]:
+        """The positive and negative inputs the multiplexer selects."""
+        return ADS1115_INPUTS[self.mux]
+
+    @property
+    def full_scale_v(self) -> float:
+        """The programmable gain amplifier's full-scale range, +- volts."""
+        return ADS1115_FULL_SCALE_V[self.pga]
+
+    @property
+    def rate(self) -> int:
+        """Samples per second."""
+        return ADS1115_RATES[self.dr]
 
 
 class FakeADS1115Bus:
-    """An SMBus with one ADS1115: decodes config writes and replays recorded conversions.
+    """An SMBus with one ADS1115 whose analog inputs are signals of time.
 
-    `recordings` maps the MUX input name to the counts that input produces; reads of the
-    conversion register replay them in order (cycling), as a running ADC would.
+    `pins` maps AIN0..AIN3 to volts as a function of seconds (an unlisted pin is tied to
+    GND). Time moves only by `sleep` (pass it to the driver as its sleep). In continuous
+    mode conversion k samples the selected inputs at k / rate after the config write and
+    is ready one period later; the conversion register holds the latest ready one, 16-bit
+    two's complement with 1 LSB = FSR / 2**15, clipped to 0x8000..0x7FFF. `sampled` lists
+    the conversion each read returned (None: the value held from before the config write).
     """
 
-    def __init__(self, recordings: Mapping[str, Sequence[int]], *, address: int = 0x48) -> None:
-        self.recordings = {k: list(v) for k, v in recordings.items()}
+    def __init__(
+        self,
+        pins: Mapping[str, Signal],
+        *,
+        address: int = 0x48,
+        vdd: float = 3.3,
+        noise_counts: int = 0,
+        seed: int = 1,
+    ) -> None:
+        import random
+
+        assert set(pins) <= {"AIN0", "AIN1", "AIN2", "AIN3"}, sorted(pins)
+        self.pins = dict(pins)
         self.address = address
-        self.config: int | None = None
-        self.position = 0
+        self.vdd = vdd
+        self.noise_counts = noise_counts
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self.registers = {0b00: 0x0000, 0b01: ADS1115_CONFIG_RESET, 0b10: 0x8000, 0b11: 0x7FFF}
+        self.started: float | None = None  # when continuous conversions (re)started
+        self.single_shot_done: float | None = None  # a single-shot conversion under way
+        self.sampled: list[int | None] = []
         self.writes: list[tuple[int, list[int]]] = []
         self.fail = False
         self.closed = False
 
+    @property
+    def config(self) -> ADS1115Config:
+        """The config register as last written."""
+        return ADS1115Config.decode(self.registers[0b01])
+
+    def sleep(self, seconds: float) -> None:
+        """Let time pass."""
+        self.t += seconds
+
+    def volts(self, pin: str | None, t: float) -> float:
+        """A pin's voltage; the datasheet's absolute maximum is GND - 0.3 V to VDD + 0.3 V."""
+        if pin is None:
+            return 0.0
+        signal = self.pins.get(pin)
+        volts = 0.0 if signal is None else float(signal(t))
+        assert -0.3 <= volts <= self.vdd + 0.3, f"{pin} at {volts} V would damage the ADC"
+        return volts
+
+    def convert(self, t: float) -> int:
+        """One conversion of the selected inputs at time `t`, as a register value."""
+        config = self.config
+        positive, negative = config.pins
+        volts = self.volts(positive, t) - self.volts(negative, t)
+        count = round(volts / config.full_scale_v * 32768)
+        count += self.rng.randint(-self.noise_counts, self.noise_counts)
+        return max(-32768, min(32767, count)) & 0xFFFF
+
+    def _settle(self) -> None:
+        """Bring the conversion register up to the present."""
+        config = self.config
+        if config.mode == 0 and self.started is not None:
+            # A tolerance of a microsecond for the sum of the driver's sleeps.
+            ready = math.floor((self.t - self.started) * config.rate + 1e-6)
+            if ready >= 1:
+                self.registers[0b00] = self.convert(self.started + (ready - 1) / config.rate)
+                self.sampled.append(ready - 1)
+                return
+        elif self.single_shot_done is not None and self.t >= self.single_shot_done:
+            self.registers[0b00] = self.convert(self.single_shot_done - 1 / config.rate)
+            self.single_shot_done = None
+            self.sampled.append(0)
+            return
+        self.sampled.append(None)
+
     def write_i2c_block_data(self, i2c_addr: int, register: int, data: Sequence[int]) -> None:
-        """Register write."""
-        self._check(i2c_addr)
+        """The pointer byte, then a 16-bit register value MSB first."""
+        self._check(i2c_addr, register)
         self.writes.append((register, list(data)))
-        if register == 0x01:
-            self.config = data[0] << 8 | data[1]
-            self.position = 0
+        assert len(data) == 2 and all(0 <= b <= 0xFF for b in data), data
+        assert register != 0b00, "the conversion register is read-only"
+        word = data[0] << 8 | data[1]
+        if register != 0b01:
+            self.registers[register] = word
+            return
+        # OS is a command when written: 1 starts a conversion in single-shot mode.
+        self.registers[0b01] = word & 0x7FFF | 0x8000
+        config = self.config
+        if config.mode == 0:
+            self.started, self.single_shot_done = self.t, None
+        else:
+            self.started = None
+            if word >> 15:
+                self.single_shot_done = self.t + 1 / config.rate
 
     def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
-        """Register read: the conversion register replays the selected input's recording."""
-        self._check(i2c_addr)
-        assert register == 0x00 and length == 2
-        assert self.config is not None, "conversion read before any config write"
-        mux = {v: k for k, v in MUX.items()}[self.config >> 12 & 0b111]
-        recording = self.recordings[mux]
-        count = recording[self.position % len(recording)]
-        self.position += 1
-        word = count & 0xFFFF
+        """The pointer byte, then the register's 16 bits MSB first."""
+        self._check(i2c_addr, register)
+        assert length == 2, "every ADS1115 register is 16 bits"
+        if register == 0b00:
+            self._settle()
+        word = self.registers[register]
+        if register == 0b01:
+            converting = self.config.mode == 0 or (
+                self.single_shot_done is not None and self.t < self.single_shot_done
+            )
+            word = word & 0x7FFF | (0 if converting else 0x8000)
         return [word >> 8, word & 0xFF]
 
-    def _check(self, i2c_addr: int) -> None:
+    def _check(self, i2c_addr: int, register: int) -> None:
         if self.fail:
             raise OSError(121, "Remote I/O error")  # what smbus2 raises for a NACK
         assert i2c_addr == self.address
+        assert register in self.registers, f"pointer bits 7:2 are reserved (0): {register:#x}"
 
     def close(self) -> None:
         """Release."""
         self.closed = True
+
+
+def clamp_signal(
+    amps_rms: float,
+    *,
+    bias_v: float = 0.0,
+    mains_hz: float = 50.0,
+    amps_per_volt: float = 30.0,
+    third_harmonic: float = 0.0,
+) -> Signal:
+    """The voltage an SCT-013 clamp puts on its pin for a load current.
+
+    A 50 Hz sine (optionally with a 3rd harmonic, as motors draw) of the given RMS
+    current through the clamp's volts per amp, on a DC bias.
+    """
+    peak = amps_rms * math.sqrt(2) / math.sqrt(1 + third_harmonic**2) / amps_per_volt
+
+    def volts(t: float) -> float:
+        return bias_v + peak * (
+            math.sin(2 * math.pi * mains_hz * t)
+            + third_harmonic * math.sin(2 * math.pi * 3 * mains_hz * t)
+        )
+
+    return volts
 
 
 # A gateway that implements the pinned HTTP surface, for transport and crash tests.
@@ -453,17 +574,19 @@ class Broker:
 
     def start(self) -> None:
         """Start and wait until it accepts connections."""
-        self.process = subprocess.Popen([self.require(), "-c", str(self.conf)])
-        deadline = time.monotonic() + 10
-        while True:
+        process = self.process = subprocess.Popen([self.require(), "-c", str(self.conf)])
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                log = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
+                pytest.fail(f"mosquitto exited: {log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    return True
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
-                    pytest.fail(f"mosquitto did not start: {log}")
-                time.sleep(0.02)
+                return False
+
+        wait_until(listening, 10, "mosquitto to accept connections")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it: SIGTERM saves its persistence file, SIGKILL does not."""
@@ -568,17 +691,18 @@ class RealGateway:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
                 tail = (self.folder / "gateway.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"the gateway did not start: {tail}")
-            time.sleep(0.1)
+                pytest.fail(f"the gateway exited: {tail}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, "the gateway's /readyz", interval=0.1)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server process."""

@@ -33,8 +33,8 @@ from tests.edge.fakes import (
     RealGateway,
     W1Tree,
     toml_text,
-    wait_until,
 )
+from tests.wait import wait_until
 
 # Two hours ago, on the minute: the gateway refuses minutes from the future.
 PAST = (int(time.time()) // 60) * 60 - 2 * 3600
@@ -298,18 +298,22 @@ def test_broker_restart_with_the_real_gateway(
     transport = agent.transport
     assert isinstance(transport, MqttTransport) and transport.wait_connected(5)
 
-    def drive(until: float) -> int:
+    def drive(until: float, *, acked: bool = False) -> int:
+        """Step one simulated second at a time; with `acked` (the gateway is reachable),
+        what a step published is acked before the next step."""
         while clock.t < until:
             agent.step(clock.t)
             clock.t += 1
-            time.sleep(0.002)
+            if acked:
+                wait_until(lambda: transport.in_flight == 0, 20, "the gateway's acks")
         return pending(agent)
 
     try:
-        drive(PAST + 3 * 60 + 2)
+        drive(PAST + 3 * 60 + 2, acked=True)
         wait_until(lambda: drive(clock.t + 1) == 0, 20, "the first acks")
-        drive(PAST + 5 * 60 + 2)
+        drive(PAST + 5 * 60 + 2, acked=True)
         broker.stop(stop_signal)
+        wait_until(lambda: not transport.connected, 10, "the agent to see the broker gone")
         drive(PAST + 7 * 60 + 2)  # minutes pile up while the broker is down
         assert pending(agent) >= 2
         broker.start()

@@ -22,7 +22,8 @@ from ledger.encoding import canonical_json
 from ledger.errors import FormatError
 from ledger.keys import NamedKey
 from tests.edge.conftest import COMMUNITY, DEVICE, T0, ConfigFactory
-from tests.edge.fakes import Broker, FakeGateway, LedgerSubmissions, ManualClock, wait_until
+from tests.edge.fakes import Broker, FakeGateway, LedgerSubmissions, ManualClock
+from tests.wait import wait_until
 
 READINGS = {"t": {"unit": "Cel", "n": 1, "missing": 0, "avg": 20.0, "min": 20.0, "max": 20.0}}
 ACKS = f"patio/{COMMUNITY}/{DEVICE}/acks"
@@ -101,6 +102,63 @@ class AckListener:
         self.client.loop_stop()
 
 
+class Barrier:
+    """A marker sent through the broker and the ingest, instead of waiting for "nothing new".
+
+    Mosquitto hands one subscriber the messages it took in the order it took them, and the
+    ingest acks in message order: once a marker's ack is back, every message the broker
+    held before the marker has been handled.
+    """
+
+    DEVICE = "barrier"
+
+    def __init__(self, broker: Broker) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.answered: set[int] = set()
+        self.condition = threading.Condition()
+        self.marks = 0
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-barrier")
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(
+            f"patio/{COMMUNITY}/{self.DEVICE}/acks", qos=1
+        )
+        self.client.on_subscribe = lambda c, u, m, r, p: subscribed.set()
+        self.client.on_message = self._on_ack
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        assert subscribed.wait(5), "the barrier's SUBACK"
+
+    def _on_ack(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.condition:
+            self.answered.add(json.loads(message.payload)["seq"])
+            self.condition.notify_all()
+
+    def _answered(self, mark: int, timeout: float) -> bool:
+        with self.condition:
+            return self.condition.wait_for(lambda: mark in self.answered, timeout)
+
+    def cross(self, timeout: float = 30, retry_after: float = 2) -> None:
+        """Send markers until one comes back acked (a full broker queue drops a marker)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.marks += 1
+            mark = self.marks
+            # Its device id does not match the topic: the ingest refuses it, acking its seq.
+            body = {"payload": {"device_id": "not-the-barrier", "seq": mark}, "sig": ""}
+            topic = f"patio/{COMMUNITY}/{self.DEVICE}/entries"
+            self.client.publish(topic, json.dumps(body), qos=1).wait_for_publish(5)
+            if self._answered(mark, min(retry_after, max(0.0, deadline - time.monotonic()))):
+                return
+        pytest.fail(f"no marker came back through the broker and the ingest in {timeout} s")
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def test_delivery_counts_only_on_the_gateways_ack(
     broker: Broker, outbox: Outbox, submissions: LedgerSubmissions
 ) -> None:
@@ -112,17 +170,19 @@ def test_delivery_counts_only_on_the_gateways_ack(
         outbox.flush(transport, T0 + 1)
         assert pending(outbox) == 5 and transport.in_flight == 5
         ingest = start_ingest(broker, submissions)
+        barrier = Barrier(broker)
         try:
             outbox.flush(transport, T0 + 10)  # the ack timeout has not passed: nothing resent
-            time.sleep(0.2)
+            wait_until(lambda: transport.unconfirmed == 0, 5, "PUBACKs of anything resent")
+            barrier.cross()  # whatever the flush published has reached the ingest
             assert submissions.envelopes == 0 and pending(outbox) == 5
-            now = T0 + 31.0  # overdue: offered again, now the gateway answers
-            while pending(outbox):
-                outbox.flush(transport, now)
-                time.sleep(0.01)
-                now += 0.01
-                assert now < T0 + 31 + 10, "acks never arrived"
+            outbox.flush(transport, T0 + 31.0)  # overdue: offered again, now the gateway answers
+            wait_until(lambda: submissions.envelopes == 5, 10, "the five resent envelopes")
+            wait_until(lambda: transport.in_flight == 0, 10, "their five acks")
+            outbox.flush(transport, T0 + 32.0)  # takes the acks in
+            assert pending(outbox) == 0
         finally:
+            barrier.close()
             ingest.stop()
     finally:
         transport.close()
@@ -152,11 +212,10 @@ def test_the_broker_queues_a_burst_for_an_offline_gateway(
         fill(outbox, 1500)
         outbox.flush(transport, T0)
         wait_until(lambda: transport.unconfirmed == 0, 10, "PUBACKs for the burst")
+        barrier = Barrier(broker)
         ingest = start_ingest(broker, submissions)
-        last = -1
-        while last != submissions.envelopes:  # until the broker has nothing more to hand over
-            last = submissions.envelopes
-            time.sleep(0.5)
+        barrier.cross()  # the broker has handed over everything it queued
+        barrier.close()
         assert submissions.calls < submissions.envelopes / 10  # committed in batches
         ingest.stop()
         transport.close()
@@ -189,36 +248,41 @@ def test_a_broker_restart_loses_and_duplicates_nothing(
     transport = agent.transport
     assert isinstance(transport, MqttTransport) and transport.wait_connected(5)
 
-    def drive(until: float) -> None:
+    def drive(until: float, *, acked: bool) -> None:
+        """Step the agent one simulated second at a time; with `acked` (the gateway is up),
+        what a step published is acked before the next step, so no ack timeout passes."""
         while clock.t < until:
             agent.step(clock.t)
             clock.t += 1
-            time.sleep(0.002)  # let acks travel
+            if acked:
+                wait_until(lambda: transport.in_flight == 0, 10, "the gateway's acks")
+
+    def recorded() -> int:
+        return len(submissions.gateway.payloads(DEVICE))
 
     try:
-        # The ack timeout runs on the test's clock, 500 times real time: a slow ack makes the
-        # agent offer a minute again, so count what the ledger recorded, not what arrived.
-        def recorded() -> int:
-            return len(submissions.gateway.payloads(DEVICE))
-
-        drive(T0 + 3 * 60 + 2)  # minutes 0-2 delivered and acked
-        wait_until(lambda: recorded() == 3, 5, "the first three minutes")
+        drive(T0 + 3 * 60 + 2, acked=True)  # minutes 0-2 delivered and acked
+        assert recorded() == 3 and transport.in_flight == 0
         ingest.stop()  # the gateway's side goes away; its session stays at the broker
-        drive(T0 + 5 * 60 + 2)  # minutes 3-4: published, PUBACKed, queued at the broker
+        drive(T0 + 5 * 60 + 2, acked=False)  # minutes 3-4: published, PUBACKed, queued
         wait_until(lambda: transport.unconfirmed == 0, 5, "PUBACKs")
         assert transport.in_flight == 2 and recorded() == 3
         # SIGTERM: the broker saves its queue and hands it over after the restart.
         # SIGKILL: the queue is lost; the agent offers minutes 3-4 again after its ack timeout.
         broker.stop(stop_signal)
-        drive(T0 + 7 * 60 + 2)  # minutes 5-6 pile up while the broker is down
+        wait_until(lambda: not transport.connected, 10, "the agent to see the broker gone")
+        drive(T0 + 7 * 60 + 2, acked=False)  # minutes 5-6 pile up while the broker is down
         assert agent.outbox.failures > 0  # "not connected to the MQTT broker", backing off
         broker.start()
         ingest = start_ingest(broker, submissions)
-        deadline = time.monotonic() + 30
-        while pending(agent.outbox) and time.monotonic() < deadline:
-            drive(clock.t + 1)
-            time.sleep(0.005)
-        assert pending(agent.outbox) == 0, "the outbox did not drain after the restart"
+
+        # Acks now travel while simulated time runs on (20 ms a second): a slow one brings
+        # a resend, which the ledger answers as a duplicate.
+        def drained() -> bool:
+            drive(clock.t + 1, acked=False)
+            return pending(agent.outbox) == 0
+
+        wait_until(drained, 60, "the outbox to drain after the restart")
     finally:
         agent.close()
         ingest.stop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
+
+import pytest
 
 from edge.drivers import Sample
 from edge.drivers.tasmota import Settings, TasmotaPlug, parse_telemetry
 from tests.edge.conftest import ConfigFactory
-from tests.edge.fakes import Broker, ManualClock, wait_until
+from tests.edge.fakes import Broker, ManualClock
+from tests.wait import wait_until
 
 # The Nous A1T message from the Block of Energy seed (tele/<topic>/SENSOR).
 NOUS_A1T = {
@@ -59,7 +61,7 @@ def plug(make_config: ConfigFactory, broker_port: int, clock: ManualClock) -> Ta
 
 
 def test_a_plug_publishing_through_mosquitto(
-    make_config: ConfigFactory, broker: Broker, clock: ManualClock
+    make_config: ConfigFactory, broker: Broker, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -85,7 +87,9 @@ def test_a_plug_publishing_through_mosquitto(
         ]
         device.publish("tele/tasmota_5C1A2B/SENSOR", b"garbage").wait_for_publish(5)
         device.publish("tele/other_plug/SENSOR", json.dumps(NOUS_A1T)).wait_for_publish(5)
-        time.sleep(0.3)  # let every message published so far arrive at the clock's "now"
+        # The refusal is the event: one topic arrives in order, so what was published before
+        # the garbage has arrived too, and the read drains it at the clock's "now".
+        wait_until(lambda: "sent a message that is not JSON" in caplog.text, 10, "the garbage")
         driver.read(clock.now())
         clock.t += 29
         assert driver.read(clock.now()) == []  # nothing usable, not yet stale

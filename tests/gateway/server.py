@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 
 from ledger.keys import NamedKey
+from tests.wait import wait_until
 
 
 def free_port() -> int:
@@ -87,6 +87,24 @@ class Gateway:
         body: dict[str, Any] = reply.json()
         return body
 
+    def export(self) -> list[dict[str, Any]]:
+        """Every entry of the log in index order (GET /v1/export, all pages)."""
+        found: list[dict[str, Any]] = []
+        start: int | None = 0
+        while start is not None:
+            reply = self.admin.get("/v1/export", params={"start": start, "limit": 5000})
+            assert reply.status_code == 200, reply.text
+            found += reply.json()["entries"]
+            start = reply.json()["next"]
+        return found
+
+    def writer_pid(self) -> int:
+        """The gateway's one child process: its writer."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def stop(self) -> None:
         """Stop the server."""
         self.admin.close()
@@ -133,17 +151,18 @@ def start_gateway(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited: {(data_dir / f'gateway-{port}.log').read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Gateway(
-                    url=url, data_dir=data_dir, env=env, admin_token=token, process=process
-                )
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("gateway did not become ready in 60 s")
+            return False
+
+    try:
+        wait_until(ready, 60, "the gateway's /readyz", interval=0.1)
+    except BaseException:
+        process.kill()
+        raise
+    return Gateway(url=url, data_dir=data_dir, env=env, admin_token=token, process=process)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ledger.anchoring import deploy_contract
 from tests.anchoring.conftest import ANVIL_KEY
 from tests.gateway.server import patio, start_gateway
 from tests.gateway.test_api import envelope, minute, submit
+from tests.wait import wait_until
 
 
 def test_checkpoints_are_anchored_and_bundles_verify_on_chain(
@@ -35,18 +35,19 @@ def test_checkpoints_are_anchored_and_bundles_verify_on_chain(
         device = gateway.device("meter-1", "hoa-1")
         tag = submit(gateway, envelope(device, minute(device.name, 1)))[0]["log_tag_id"]
         sealed = gateway.seal()
-        deadline = time.monotonic() + 30
         anchors: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not anchors:
+
+        def anchored() -> bool:
             history = httpx.get(f"{gateway.url}/v1/checkpoints").json()["checkpoints"]
-            anchors = [
+            anchors[:] = [
                 a
                 for c in history
                 for a in c["anchors"]
                 if a["tree_size"] == sealed["tree_size"] and a["status"] == "confirmed"
             ]
-            time.sleep(0.3)
-        assert anchors, "the checkpoint was not anchored within 30 s"
+            return bool(anchors)
+
+        wait_until(anchored, 30, "the checkpoint's anchor to be confirmed", interval=0.3)
         assert anchors[0]["contract"] == contract and anchors[0]["root"] == sealed["root_hash"]
         auditor = gateway.app_key("audit")
         with gateway.client(auditor) as client:

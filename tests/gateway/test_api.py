@@ -21,8 +21,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_ids)}-{datetime.now(UTC).strftime('%H%M%S%f')}"
 
 
+# Minutes count back from one moment, so a seq always has the same minute: an envelope
+# built twice is the same envelope, and two seqs never claim one minute.
+ANCHOR = datetime.now(UTC).replace(second=0, microsecond=0)
+
+
 def minute(device: str, seq: int, **extra: Any) -> dict[str, Any]:
-    start = (datetime.now(UTC) - timedelta(minutes=10 + seq)).replace(second=0, microsecond=0)
+    start = ANCHOR - timedelta(minutes=10 + seq)
     payload = {
         "device_id": device,
         "seq": seq,
@@ -434,9 +439,14 @@ def test_health_and_metrics(gateway: Gateway) -> None:
 
 
 def read_events(
-    gateway: Gateway, token: str, params: dict[str, str], last_id: str | None, count: int
+    gateway: Gateway,
+    token: str,
+    params: dict[str, str],
+    last_id: str | None,
+    count: int,
+    ready: threading.Event | None = None,
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    """Read `count` events (after the `ready` event) from the stream."""
+    """Read `count` events from the stream; `ready` is set when its `ready` event arrives."""
     headers = {"Authorization": f"Bearer {token}"}
     if last_id:
         headers["Last-Event-ID"] = last_id
@@ -453,7 +463,9 @@ def read_events(
                 name, _, value = line.partition(":")
                 fields[name] = value.strip()
                 continue
-            if fields.get("event") and fields["event"] != "ready":
+            if fields.get("event") == "ready" and ready is not None:
+                ready.set()  # the stream is open: what is committed from now on, it sends
+            elif fields.get("event") and fields["event"] != "ready":
                 events.append((fields["event"], fields["id"], json.loads(fields["data"])))
             fields = {}
             if len(events) >= count:
@@ -466,15 +478,14 @@ def test_the_stream_resumes_from_last_event_id(gateway: Gateway) -> None:
     device, other = gateway.device(unique("m"), community), gateway.device(unique("m"), elsewhere)
     reader = gateway.app_key(f"read:{community}")
     collected: list[Any] = []
+    opened = threading.Event()
     listener = threading.Thread(
         target=lambda: collected.extend(
-            read_events(gateway, reader, {"community": community}, None, 3)
+            read_events(gateway, reader, {"community": community}, None, 3, opened)
         )
     )
     listener.start()
-    import time
-
-    time.sleep(1.0)
+    assert opened.wait(20), "the stream did not open"
     submit(gateway, envelope(other, minute(other.name, 1)))  # not visible to this app
     tags = [
         submit(gateway, envelope(device, minute(device.name, s)))[0]["log_tag_id"]
