@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import Engine, inspect, text
 
@@ -22,6 +22,7 @@ REGISTRY_DEVICE = "_registry"  # the (device_id, seq) stream of registry entries
 REGISTRY_CONTRACT = "registry@1"
 ACTIONS = ("register_community", "register_device", "revoke_device", "rotate_device_key")
 MAX_FINDINGS = 100
+LIST_PAGE = 1000  # the most GET /v1/communities and /v1/devices return at once
 
 
 class RegistryError(LedgerError):
@@ -159,69 +160,134 @@ class Directory:
     has_key_history: bool = True
 
 
-def replay(entries: Iterable[RegistryEntry]) -> tuple[Registry, list[str]]:
+class Finding(NamedTuple):
+    """A disagreement: an `entry` (its index), or a `community` or `device` (its id)."""
+
+    kind: Literal["entry", "community", "device"]
+    subject: int | str
+    message: str
+
+
+def replay(entries: Iterable[RegistryEntry]) -> tuple[Registry, list[Finding]]:
     """The registry the entries build, and what in them breaks the rules."""
     registry = Registry()
-    findings: list[str] = []
+    findings: list[Finding] = []
     expected_seq = 1
     for entry in entries:
         payload = entry.payload
         if not isinstance(payload, dict) or not isinstance(payload.get("subject"), dict):
-            findings.append(f"registry entry {entry.index}: its payload has no subject object")
+            findings.append(Finding("entry", entry.index, "is a registry entry with no subject"))
             continue
         seq = payload.get("seq")
         if seq != expected_seq:
-            findings.append(f"registry entry {entry.index}: seq {seq!r}, expected {expected_seq}")
+            message = f"is registry seq {seq!r}, expected {expected_seq}"
+            findings.append(Finding("entry", entry.index, message))
         expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
+        action = payload.get("action")
         try:
-            registry.apply(str(payload.get("action")), payload["subject"])
+            registry.apply(str(action), payload["subject"])
         except RegistryError as exc:
-            findings.append(
-                f"registry entry {entry.index}: {payload.get('action')} refused on replay: {exc}"
-            )
+            message = f"is a registry change ({action}) the rules refuse: {exc}"
+            findings.append(Finding("entry", entry.index, message))
     return registry, findings
 
 
-def compare(replayed: Registry, directory: Directory) -> list[str]:
+def _differences(kind: Literal["community", "device"], subject: str, logged: Any, served: Any,
+                 skip: tuple[str, ...] = ()) -> list[Finding]:  # fmt: skip
+    if served is None:
+        return [Finding(kind, subject, "is on the log, not in the directory")]
+    if logged is None:
+        return [Finding(kind, subject, "is in the directory, not on the log")]
+    return [
+        Finding(
+            kind,
+            subject,
+            f"has {name} {getattr(served, name)!r} in the directory, {value!r} on the log",
+        )
+        for name, value in vars(logged).items()
+        if name not in skip and getattr(served, name) != value
+    ]
+
+
+def compare(replayed: Registry, directory: Directory) -> list[Finding]:
     """Every way the directory differs from the replayed registry, naming the id."""
-    findings: list[str] = []
+    findings: list[Finding] = []
     for community_id in sorted(replayed.communities.keys() | directory.communities.keys()):
-        logged = replayed.communities.get(community_id)
-        served = directory.communities.get(community_id)
-        if served is None:
-            findings.append(f"community {community_id!r} is on the log but not in the directory")
-        elif logged is None:
-            findings.append(f"community {community_id!r} is in the directory but not on the log")
-        elif logged != served:
-            findings.append(
-                f"community {community_id!r} differs: the log says {logged}, the directory {served}"
-            )
+        findings += _differences(
+            "community",
+            community_id,
+            replayed.communities.get(community_id),
+            directory.communities.get(community_id),
+        )
+    skip = () if directory.has_key_history else ("keys",)
     for device_id in sorted(replayed.devices.keys() | directory.devices.keys()):
-        device = replayed.devices.get(device_id)
-        listed = directory.devices.get(device_id)
-        if listed is None:
-            findings.append(f"device {device_id!r} is on the log but not in the directory")
-            continue
-        if device is None:
-            findings.append(f"device {device_id!r} is in the directory but not on the log")
-            continue
-        for name in ("community_id", "public_key", "revoked", "keys"):
-            if name == "keys" and not directory.has_key_history:
-                continue
-            logged_value, served_value = getattr(device, name), getattr(listed, name)
-            if logged_value != served_value:
-                findings.append(
-                    f"device {device_id!r}: {name} is {served_value!r} in the directory, "
-                    f"{logged_value!r} on the log"
-                )
+        findings += _differences(
+            "device",
+            device_id,
+            replayed.devices.get(device_id),
+            directory.devices.get(device_id),
+            skip,
+        )
     return findings
 
 
-def check(entries: Iterable[RegistryEntry], directory: Directory) -> list[str]:
-    """Replay the registry entries and compare with the directory: the findings, at most 100."""
-    replayed, findings = replay(entries)
+@dataclass(frozen=True, kw_only=True)
+class RegistryAudit:
+    """What the registry check compared and found."""
+
+    entries: int
+    communities: int
+    devices: int
+    findings: list[Finding]
+
+    def summary(self) -> str:
+        """One line for the audit's summary."""
+        verdict = "matches" if not self.findings else "does NOT match"
+        return (
+            f"registry: {self.entries} entries replayed; the directory of {self.communities} "
+            f"communities and {self.devices} devices {verdict} the replay"
+        )
+
+
+def check(entries: Iterable[RegistryEntry], directory: Directory) -> RegistryAudit:
+    """Replay the registry entries and compare with the directory (at most 100 findings)."""
+    listed = list(entries)
+    replayed, findings = replay(listed)
     findings += compare(replayed, directory)
-    return findings[:MAX_FINDINGS]
+    return RegistryAudit(
+        entries=len(listed),
+        communities=len(directory.communities),
+        devices=len(directory.devices),
+        findings=findings[:MAX_FINDINGS],
+    )
+
+
+def audit(source: Any, *, attempts: int = 3) -> RegistryAudit | None:
+    """Check a `patio audit` source's directory against its registry entries; None when the
+    source has no directory (a bare log). A disagreement is reported only if it persists
+    over `attempts` reads, as a change may commit between reading the entries and the
+    directory."""
+    result = None
+    for _ in range(attempts):
+        result = _audit_once(source)
+        if result is None or not result.findings:
+            return result
+    return result
+
+
+def _audit_once(source: Any) -> RegistryAudit | None:
+    log = getattr(source, "log", None)  # ledger.audit.LocalSource
+    if log is not None:
+        directory = local_directory(log.engine)
+        return None if directory is None else check(local_entries(log.engine), directory)
+    client = getattr(source, "client", None)  # ledger.audit_gateway.GatewaySource
+    if client is None:
+        return None
+    headers = getattr(source, "headers", {})
+    if _get_json(client, "/v1/export", {"limit": 1}, headers) is None:
+        return None  # no audit scope: the registry entries cannot be read
+    served = gateway_directory(client, headers)
+    return None if served is None else check(gateway_entries(source), served)
 
 
 # -- the database as a source (`patio audit --local`) -----------------------------------
@@ -268,3 +334,80 @@ def local_directory(engine: Engine) -> Directory | None:
             )
         }
     return Directory(communities=communities, devices=devices)
+
+
+# -- a gateway as a source (`patio audit --gateway URL`) --------------------------------
+
+
+def _get_json(client: Any, path: str, params: dict[str, Any], headers: Any) -> Any:
+    """GET a JSON document; None on 404 (a gateway without the listing) or when the key may
+    not read it (the listing needs an app key, the export the audit scope)."""
+    try:
+        response = client.get(path, params=params, headers=headers)
+    except Exception as exc:  # httpx's errors; the ledger does not import httpx here
+        raise LedgerError(f"cannot reach the gateway ({path}): {exc}") from exc
+    if response.status_code in (401, 403, 404):
+        return None
+    if response.status_code != 200:
+        detail = response.text[:200].strip()
+        raise LedgerError(f"gateway answered {response.status_code} to {path}: {detail}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise LedgerError(f"gateway sent invalid JSON for {path}") from exc
+
+
+def _listing(client: Any, path: str, headers: Any) -> Iterator[dict[str, Any]] | None:
+    first = _get_json(client, path, {"limit": LIST_PAGE}, headers)
+    if first is None:
+        return None
+
+    def pages(body: Any) -> Iterator[dict[str, Any]]:
+        while True:
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise LedgerError(f"GET {path} did not return {{items: [...], next}}")
+            yield from body["items"]
+            after = body.get("next")
+            if after is None:
+                return
+            body = _get_json(client, path, {"limit": LIST_PAGE, "after": after}, headers)
+
+    return pages(first)
+
+
+def gateway_directory(client: Any, headers: Any) -> Directory | None:
+    """The directory a gateway lists (`GET /v1/communities`, `GET /v1/devices`); None when it
+    has no such listing."""
+    listed_communities = _listing(client, "/v1/communities", headers)
+    listed_devices = _listing(client, "/v1/devices", headers)
+    if listed_communities is None or listed_devices is None:
+        return None
+    try:
+        communities = {
+            str(item["id"]): CommunityState(name=item["name"]) for item in listed_communities
+        }
+        devices = {
+            str(item["id"]): DeviceState(
+                community_id=item["community_id"],
+                public_key=item["public_key"],
+                revoked=item["revoked"],
+            )
+            for item in listed_devices
+        }
+    except (KeyError, TypeError) as exc:
+        raise LedgerError(f"a listed community or device is malformed: {exc}") from exc
+    return Directory(communities=communities, devices=devices, has_key_history=False)
+
+
+def gateway_entries(source: Any) -> Iterator[RegistryEntry]:
+    """The registry entries among every entry the gateway exports, in log order."""
+    for page in source.entries(start=0, end=2**63 - 1):
+        for item in page:
+            entry = item.obj if item.obj is not None else {}
+            payload = entry.get("payload")
+            if (
+                entry.get("contract") == REGISTRY_CONTRACT
+                and isinstance(payload, dict)
+                and payload.get("device_id") == REGISTRY_DEVICE
+            ):
+                yield RegistryEntry(index=item.index, payload=payload)

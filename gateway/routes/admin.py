@@ -18,7 +18,8 @@ from ledger.encoding import b64decode, rfc3339_utc
 from ledger.errors import FormatError
 
 router = APIRouter(prefix="/v1", tags=["admin"])
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # community and device ids
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 
 class Strict(BaseModel):

@@ -1,18 +1,106 @@
-"""Reads for people and apps: the latest minute of every device of a community."""
+"""Reads for people and apps: the communities and devices a key may read, and the latest
+minute of every device of a community."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from sqlalchemy import func, select
+from fastapi import APIRouter, Query
+from sqlalchemy import ColumnElement, Select, func, select
 
+from gateway.auth import Caller
 from gateway.deps import GatewayDep, ReaderDep
 from gateway.problems import Problem
-from gateway.store import communities, readings
+from gateway.routes.admin import ID_PATTERN
+from gateway.store import communities, devices, readings
 
 router = APIRouter(prefix="/v1", tags=["communities"])
+
+PAGE_LIMIT = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+AFTER = Annotated[
+    str | None,
+    Query(pattern=ID_PATTERN, description="the last id of the previous page (its `next`)"),
+]
+
+
+def _by_id(query: Select[Any], column: Any, after: str | None, limit: int, postgres: bool) -> Any:
+    """One page ordered by id in byte order (PostgreSQL's default collation may differ
+    from SQLite's), one row more than asked to know whether another page follows."""
+    key = column.collate("C") if postgres else column
+    if after is not None:
+        query = query.where(key > after)
+    return query.order_by(key).limit(limit + 1)
+
+
+def _page(rows: list[Any], limit: int, item: Any) -> dict[str, Any]:
+    items = [item(row) for row in rows[:limit]]
+    return {"items": items, "next": items[-1]["id"] if len(rows) > limit else None}
+
+
+def _readable(caller: Caller, column: Any) -> ColumnElement[bool] | None:
+    """The filter to a scoped key's communities; None for the admin and audit keys."""
+    readable = caller.readable
+    return None if readable is None else column.in_(sorted(readable))
+
+
+def _community(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "created_at": row.created_at}
+
+
+def _device(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "community_id": row.community_id,
+        "public_key": row.public_key,
+        "revoked": row.revoked_at is not None,
+        "revoked_at": row.revoked_at,
+        "created_at": row.created_at,
+    }
+
+
+@router.get("/communities", summary="Communities this key may read, by id")
+async def list_communities(
+    gateway: GatewayDep, caller: ReaderDep, limit: PAGE_LIMIT = 100, after: AFTER = None
+) -> dict[str, Any]:
+    """A page of communities ordered by id; a scoped app key sees only its communities."""
+    query = select(communities)
+    if (only := _readable(caller, communities.c.id)) is not None:
+        query = query.where(only)
+    postgres = gateway.log.engine.dialect.name == "postgresql"
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(_by_id(query, communities.c.id, after, limit, postgres)).all()
+    return _page(rows, limit, _community)
+
+
+@router.get("/devices", summary="Devices this key may read, by id")
+async def list_devices(
+    gateway: GatewayDep,
+    caller: ReaderDep,
+    community: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="only this community's devices")
+    ] = None,
+    limit: PAGE_LIMIT = 100,
+    after: AFTER = None,
+) -> dict[str, Any]:
+    """A page of devices ordered by id, with their current key; a scoped app key sees only
+    its communities' devices, and a community it may not read is answered 404."""
+    query = select(devices)
+    if community is not None:
+        with gateway.log.engine.connect() as conn:
+            known = conn.execute(
+                select(communities.c.id).where(communities.c.id == community)
+            ).first()
+        if known is None or not caller.can_read(community):
+            raise Problem(404, "Not found", f"no community {community!r}")
+        query = query.where(devices.c.community_id == community)
+    elif (only := _readable(caller, devices.c.community_id)) is not None:
+        query = query.where(only)
+    postgres = gateway.log.engine.dialect.name == "postgresql"
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(_by_id(query, devices.c.id, after, limit, postgres)).all()
+    return _page(rows, limit, _device)
+
 
 # Reading names that say which side of the meter they are on.
 GENERATION = ("solar", "pv", "gen")
