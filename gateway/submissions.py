@@ -8,6 +8,7 @@ there, on the other core, so the HTTP process only parses and answers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -172,7 +173,10 @@ def decide(
 
 
 REGISTRY = RegistryContract()
-CHANGE_ATTEMPTS = 5  # a change planned against a state another gateway changed is re-planned
+# A change planned against a state another gateway process changed is planned again; each
+# failed attempt means another change was committed, so this bounds nothing in practice.
+CHANGE_ATTEMPTS = 50
+logger = logging.getLogger(__name__)
 CHANGE_TITLES = {404: "Not found", 409: "Conflict", 422: "Invalid request"}
 
 
@@ -187,8 +191,9 @@ def change_registry(change: RegistryChange, *, log: Log, signer: NamedKey) -> Ve
     for _ in range(CHANGE_ATTEMPTS):
         try:
             return _append_change(change, log=log, signer=signer)
-        except StaleChange:
-            continue  # planned against a state another gateway process changed: plan again
+        except StaleChange as exc:
+            logger.info("registry change planned again: %s", exc)  # another process's change
+            continue
         except RegistryError as exc:
             return _refused_change(exc)
     return _refused_change(

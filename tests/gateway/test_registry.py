@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from ledger.keys import NamedKey
 from tests.gateway.server import Gateway, patio
 from tests.gateway.test_api import is_problem, unique
+from tests.gateway.test_multiprocess import pair  # noqa: F401 -- two gateways, one database
 
 T = TypeVar("T")
 RACERS = 12
@@ -243,3 +244,36 @@ def test_audit_replays_the_registry_against_the_directory(gateway: Gateway, wher
     assert caught.returncode == 1, caught.stdout + caught.stderr
     assert f"TAMPER DETECTED: device {device} has public_key {other!r}" in caught.stdout
     assert patio(*args, env=gateway.env, check=False).returncode == 0
+
+
+def test_two_gateway_processes_racing_on_one_database(
+    pair: tuple[Gateway, Gateway],  # noqa: F811 -- the fixture
+) -> None:
+    """Two writers take registry seqs concurrently: the loser plans its change again."""
+    gateways = pair
+    community, device = unique("hoa"), unique("meter")
+    gateways[0].community(community)
+    keys = [NamedKey.generate(device).public_key_b64 for _ in range(RACERS)]
+    body = {"id": device, "community_id": community}
+    same = race(
+        RACERS,
+        lambda i: post(gateways[i % 2], "/v1/devices", {**body, "public_key": keys[i]}),
+    )
+    assert sorted(r.status_code for r in same) == [201] + [409] * (RACERS - 1)
+    others = [unique(f"meter-{i}") for i in range(RACERS)]
+
+    def register(i: int) -> httpx.Response:
+        fresh = {**body, "id": others[i], "public_key": keys[i]}
+        return post(gateways[i % 2], "/v1/devices", fresh)
+
+    distinct = race(RACERS, register)
+    assert [r.status_code for r in distinct] == [201] * RACERS
+    [logged] = registry_changes(gateways[1], device)
+    [winner] = [r.json() for r in same if r.status_code == 201]
+    assert logged["subject"]["public_key"] == winner["public_key"]
+    seqs = sorted(registry_changes(gateways[0], d)[0]["seq"] for d in [device, *others])
+    assert seqs == list(range(seqs[0], seqs[0] + RACERS + 1))  # no seq lost or taken twice
+    log_key = httpx.get(f"{gateways[0].url}/v1/log-key").text.strip()
+    gateways[0].seal()
+    audit = patio("audit", "--local", "--log-key", log_key, env=gateways[0].env, check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
