@@ -105,8 +105,9 @@ def check_change(action: str, subject: Mapping[str, Any], view: RegistryView) ->
     current = _text(subject, "old_public_key" if action == "rotate_device_key" else "public_key")
     if current != device.public_key:
         raise StaleChange(f"device {subject_id!r} has another key than the change names")
-    if action == "rotate_device_key":
-        _text(subject, "public_key")
+    if action == "rotate_device_key" and _text(subject, "public_key") == device.public_key:
+        # A resend of a rotation that committed: recording it again would say nothing.
+        raise RegistryError(f"device {subject_id!r} already has this key", status=409)
 
 
 class Registry:

@@ -177,7 +177,7 @@ def test_rotations_racing_a_revocation(gateway: Gateway) -> None:
 
 def test_a_refused_change_leaves_the_log_as_it_was(gateway: Gateway) -> None:
     community, device = unique("hoa"), unique("meter")
-    gateway.device(device, community)
+    current = gateway.device(device, community).public_key_b64
     revoked = unique("meter")
     gateway.device(revoked, community)
     assert post(gateway, f"/v1/devices/{revoked}/revoke").status_code == 200
@@ -194,6 +194,7 @@ def test_a_refused_change_leaves_the_log_as_it_was(gateway: Gateway) -> None:
         (post(gateway, f"/v1/devices/{unique('nobody')}/revoke"), 404),
         (post(gateway, f"/v1/devices/{revoked}/rotate", {"public_key": key}), 409),
         (post(gateway, f"/v1/devices/{revoked}/revoke"), 409),
+        (post(gateway, f"/v1/devices/{device}/rotate", {"public_key": current}), 409),
     ]
     for reply, status in refusals:
         assert is_problem(reply, status), reply.text
