@@ -16,7 +16,14 @@ from ledger.registry_replay import REGISTRY_DEVICE, RegistryError, RegistryView,
 
 __all__ = ["REGISTRY_DEVICE", "Action", "RegistryChange", "RegistryContract", "RegistryError"]
 
-Action = Literal["register_community", "register_device", "revoke_device", "rotate_device_key"]
+Action = Literal[
+    "register_community",
+    "register_device",
+    "revoke_device",
+    "rotate_device_key",
+    "set_device_profile",
+    "set_community_settings",
+]
 
 
 class RegistryChange(NamedTuple):

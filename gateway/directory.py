@@ -128,12 +128,12 @@ class TableView:
     def community(self, community_id: str) -> CommunityState | None:
         """The community, or None."""
         row = self.cursor.execute(
-            "SELECT name FROM communities WHERE id = ?", (community_id,)
+            "SELECT name, time_zone FROM communities WHERE id = ?", (community_id,)
         ).fetchone()
-        return None if row is None else CommunityState(name=row[0])
+        return None if row is None else CommunityState(name=row[0], time_zone=row[1])
 
     def device(self, device_id: str) -> DeviceState | None:
-        """The device (without its key history, which no rule needs), or None."""
+        """The device (without its key history and profile, which no rule needs), or None."""
         row = self.cursor.execute(
             "SELECT community_id, public_key, revoked_at FROM devices WHERE id = ?", (device_id,)
         ).fetchone()
@@ -147,16 +147,26 @@ class TableView:
         execute, subject_id = self.cursor.execute, subject["id"]
         if action == "register_community":
             execute(
-                "INSERT INTO communities (id, name, created_at) VALUES (?, ?, ?)",
-                (subject_id, subject["name"], at),
+                "INSERT INTO communities (id, name, created_at, time_zone) VALUES (?, ?, ?, ?)",
+                (subject_id, subject["name"], at, subject["time_zone"]),
             )
             return
+        if action == "set_community_settings":
+            execute(
+                "UPDATE communities SET time_zone = ? WHERE id = ?",
+                (subject["time_zone"], subject_id),
+            )
+            return
+        profile = subject.get("profile")
+        stored_profile = None if profile is None else canonical_json(profile).decode()
         if action == "register_device":
             execute(
-                "INSERT INTO devices (id, community_id, public_key, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (subject_id, subject["community_id"], subject["public_key"], at),
+                "INSERT INTO devices (id, community_id, public_key, created_at, profile) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (subject_id, subject["community_id"], subject["public_key"], at, stored_profile),
             )
+        elif action == "set_device_profile":
+            execute("UPDATE devices SET profile = ? WHERE id = ?", (stored_profile, subject_id))
         if action in ("register_device", "rotate_device_key"):
             execute(
                 "INSERT INTO device_keys (device_id, public_key, created_at) VALUES (?, ?, ?)",

@@ -20,7 +20,15 @@ from ledger.errors import FormatError, LedgerError
 
 REGISTRY_DEVICE = "_registry"  # the (device_id, seq) stream of registry entries
 REGISTRY_CONTRACT = "registry@1"
-ACTIONS = ("register_community", "register_device", "revoke_device", "rotate_device_key")
+ACTIONS = (
+    "register_community",
+    "register_device",
+    "revoke_device",
+    "rotate_device_key",
+    "set_device_profile",
+    "set_community_settings",
+)
+DEFAULT_TIME_ZONE = "UTC"  # of a community registered before communities had one
 MAX_FINDINGS = 100
 LIST_PAGE = 1000  # the most GET /v1/communities and /v1/devices return at once
 
@@ -46,6 +54,7 @@ class CommunityState:
     """A community as the registry knows it."""
 
     name: str
+    time_zone: str = DEFAULT_TIME_ZONE
 
 
 @dataclass(kw_only=True)
@@ -56,6 +65,7 @@ class DeviceState:
     public_key: str
     revoked: bool = False
     keys: list[str] = field(default_factory=list)  # oldest first, the current one last
+    profile: dict[str, Any] | None = None  # the declared sensors (contracts/device_types.py)
 
 
 class RegistryView(Protocol):
@@ -79,15 +89,29 @@ def _text(subject: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _profile(subject: Mapping[str, Any]) -> dict[str, Any] | None:
+    profile = subject.get("profile")
+    if profile is not None and not isinstance(profile, dict):
+        raise RegistryError("the change's 'profile' must be an object or null", status=422)
+    return profile
+
+
 def check_change(action: str, subject: Mapping[str, Any], view: RegistryView) -> None:
     """Refuse a change the registry cannot take in its current state (RegistryError)."""
     if action not in ACTIONS:
         raise RegistryError(f"unknown registry action {action!r}", status=422)
     subject_id = _text(subject, "id")
+    if "time_zone" in subject or action == "set_community_settings":
+        _text(subject, "time_zone")
+    _profile(subject)
     if action == "register_community":
         _text(subject, "name")
         if view.community(subject_id) is not None:
             raise RegistryError(f"community {subject_id!r} already exists", status=409)
+        return
+    if action == "set_community_settings":
+        if view.community(subject_id) is None:
+            raise RegistryError(f"no community {subject_id!r}", status=404)
         return
     if action == "register_device":
         community_id = _text(subject, "community_id")
@@ -102,6 +126,8 @@ def check_change(action: str, subject: Mapping[str, Any], view: RegistryView) ->
         raise RegistryError(f"no device {subject_id!r}", status=404)
     if device.revoked:
         raise RegistryError(f"device {subject_id!r} is revoked", status=409)
+    if action == "set_device_profile":
+        return
     current = _text(subject, "old_public_key" if action == "rotate_device_key" else "public_key")
     if current != device.public_key:
         raise StaleChange(f"device {subject_id!r} has another key than the change names")
@@ -130,12 +156,21 @@ class Registry:
         check_change(action, subject, self)
         subject_id = subject["id"]
         if action == "register_community":
-            self.communities[subject_id] = CommunityState(name=subject["name"])
+            self.communities[subject_id] = CommunityState(
+                name=subject["name"], time_zone=subject.get("time_zone", DEFAULT_TIME_ZONE)
+            )
+        elif action == "set_community_settings":
+            self.communities[subject_id].time_zone = subject["time_zone"]
         elif action == "register_device":
             key = subject["public_key"]
             self.devices[subject_id] = DeviceState(
-                community_id=subject["community_id"], public_key=key, keys=[key]
+                community_id=subject["community_id"],
+                public_key=key,
+                keys=[key],
+                profile=subject.get("profile"),
             )
+        elif action == "set_device_profile":
+            self.devices[subject_id].profile = subject.get("profile")
         elif action == "revoke_device":
             self.devices[subject_id].revoked = True
         else:  # rotate_device_key
@@ -309,14 +344,24 @@ def local_entries(engine: Engine) -> Iterator[RegistryEntry]:
         yield RegistryEntry(index=index, payload=payload)
 
 
+def _stored_profile(stored: str | None) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+    try:
+        value = parse_json(stored, what="a device profile")
+    except FormatError:
+        return {"unreadable": stored}  # differs from any replayed profile: a finding
+    return value if isinstance(value, dict) else {"unreadable": stored}
+
+
 def local_directory(engine: Engine) -> Directory | None:
     """The gateway's directory tables in this database; None when it has none."""
     if "devices" not in inspect(engine).get_table_names():
         return None
     with engine.connect() as conn:
         communities = {
-            str(row.id): CommunityState(name=row.name)
-            for row in conn.execute(text("SELECT id, name FROM communities"))
+            str(row.id): CommunityState(name=row.name, time_zone=row.time_zone)
+            for row in conn.execute(text("SELECT id, name, time_zone FROM communities"))
         }
         history: dict[str, list[str]] = {}
         for device_id, key in conn.execute(
@@ -329,9 +374,10 @@ def local_directory(engine: Engine) -> Directory | None:
                 public_key=row.public_key,
                 revoked=row.revoked_at is not None,
                 keys=history.get(str(row.id), []),
+                profile=_stored_profile(row.profile),
             )
             for row in conn.execute(
-                text("SELECT id, community_id, public_key, revoked_at FROM devices")
+                text("SELECT id, community_id, public_key, revoked_at, profile FROM devices")
             )
         }
     return Directory(communities=communities, devices=devices)
@@ -385,13 +431,15 @@ def gateway_directory(client: Any, headers: Any) -> Directory | None:
         return None
     try:
         communities = {
-            str(item["id"]): CommunityState(name=item["name"]) for item in listed_communities
+            str(item["id"]): CommunityState(name=item["name"], time_zone=item["time_zone"])
+            for item in listed_communities
         }
         devices = {
             str(item["id"]): DeviceState(
                 community_id=item["community_id"],
                 public_key=item["public_key"],
                 revoked=item["revoked"],
+                profile=item["profile"],
             )
             for item in listed_devices
         }

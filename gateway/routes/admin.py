@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 
 from contracts.device_registry import Action, RegistryChange
+from contracts.device_types import Profile, resolve
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
 from gateway.deps import MAX_INDEX, AdminDep, GatewayDep, forget_tokens
 from gateway.problems import Problem
 from gateway.store import apps
 from ledger.encoding import b64decode, rfc3339_utc
 from ledger.errors import FormatError
+from ledger.registry_replay import DEFAULT_TIME_ZONE
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # community and device ids
@@ -28,11 +40,49 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class CommunityCreate(Strict):
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _time_zone(value: str) -> str:
+    if value not in _time_zones():
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Madrid, UTC)")
+    return value
+
+
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
+
+
+class CommunitySettings(Strict):
+    """What a community declares: its IANA time zone (reports count days in it)."""
+
+    time_zone: TimeZone = DEFAULT_TIME_ZONE
+
+
+class CommunityCreate(CommunitySettings):
     """A new community (a homeowners' association)."""
 
     id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class DeviceProfile(Strict):
+    """What a device's readings measure: a device type's, an explicit profile, or both (the
+    profile's sensors override the type's)."""
+
+    type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sensor: Annotated[str, StringConstraints(max_length=64)] | None = None
+    profile: Profile | None = None
+
+    @model_validator(mode="after")
+    def _resolves(self) -> DeviceProfile:
+        self.declared()
+        return self
+
+    def declared(self) -> dict[str, Any] | None:
+        """The profile to record (ProfileError, a ValueError, when it cannot be)."""
+        return resolve(type_name=self.type, sensor=self.sensor, profile=self.profile)
 
 
 class PublicKey(Strict):
@@ -50,11 +100,21 @@ class PublicKey(Strict):
         return value
 
 
-class DeviceCreate(PublicKey):
-    """A device and its key, registered to one community."""
+class DeviceCreate(PublicKey, DeviceProfile):
+    """A device and its key, registered to one community, and what its readings measure."""
 
     id: Id
     community_id: Id
+
+
+class ProfileChange(DeviceProfile):
+    """A device's new profile: a type, a profile, or both."""
+
+    @model_validator(mode="after")
+    def _given(self) -> ProfileChange:
+        if self.type is None and self.profile is None:
+            raise ValueError("give a device 'type', a 'profile', or both")
+        return self
 
 
 class AppCreate(Strict):
@@ -88,15 +148,39 @@ async def change(gateway: Any, action: Action, subject: dict[str, Any]) -> tuple
 async def create_community(
     body: CommunityCreate, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
-    tag, _recorded = await change(gateway, "register_community", {"id": body.id, "name": body.name})
-    return {"id": body.id, "name": body.name, "log_tag_id": tag}
+    subject = {"id": body.id, "name": body.name, "time_zone": body.time_zone}
+    tag, _recorded = await change(gateway, "register_community", subject)
+    return {**subject, "log_tag_id": tag}
+
+
+@router.post("/communities/{community_id}/settings", summary="Change a community's settings")
+async def change_community_settings(
+    community_id: str, body: CommunitySettings, gateway: GatewayDep, _: AdminDep
+) -> dict[str, Any]:
+    subject = {"id": community_id, "time_zone": body.time_zone}
+    tag, _recorded = await change(gateway, "set_community_settings", subject)
+    return {**subject, "log_tag_id": tag}
 
 
 @router.post("/devices", status_code=201, summary="Register a device and its public key")
 async def create_device(body: DeviceCreate, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
-    subject = {"id": body.id, "community_id": body.community_id, "public_key": body.public_key}
+    subject = {
+        "id": body.id,
+        "community_id": body.community_id,
+        "public_key": body.public_key,
+        "profile": body.declared(),
+    }
     tag, _recorded = await change(gateway, "register_device", subject)
     return {**subject, "revoked": False, "log_tag_id": tag}
+
+
+@router.post("/devices/{device_id}/profile", summary="Declare what a device's readings measure")
+async def change_device_profile(
+    device_id: str, body: ProfileChange, gateway: GatewayDep, _: AdminDep
+) -> dict[str, Any]:
+    subject = {"id": device_id, "profile": body.declared()}
+    tag, _recorded = await change(gateway, "set_device_profile", subject)
+    return {**subject, "log_tag_id": tag}
 
 
 @router.post("/devices/{device_id}/revoke", summary="Revoke a device's key")
