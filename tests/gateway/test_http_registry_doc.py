@@ -33,4 +33,17 @@ def test_the_examples_run(gateway: Gateway) -> None:
         timeout=60,
         check=True,
     )
-    assert listed.stdout == "boiler-1 yy/SZ4UtD/DT7Q7YKMPRsnVOkEbF/AaQ+ZcoI8IzG/M=\n"
+    assert listed.stdout == (
+        "boiler-1 yy/SZ4UtD/DT7Q7YKMPRsnVOkEbF/AaQ+ZcoI8IzG/M=\n"
+        "heatpump-1 il7mnbrjEE+02OOdGSQIFhzerRxZ/ktRZHPxMfFm950=\n"
+    )
+    communities = gateway.admin.get("/v1/communities").json()["items"]
+    assert [(c["id"], c["time_zone"]) for c in communities] == [
+        ("hoa-1", "Europe/Skopje"),
+        ("hoa-2", "Europe/Madrid"),
+    ]
+    [heatpump] = [
+        d for d in gateway.admin.get("/v1/devices").json()["items"] if d["id"] == "heatpump-1"
+    ]
+    assert heatpump["profile"]["sensors"]["heatpump_w"]["role"] == "grid_import"
+    assert heatpump["profile"]["sensors"]["heatpump_wh"]["role"] == "consumption"
