@@ -1,4 +1,5 @@
-"""Admin routes: communities, devices (register, rotate, revoke) and apps (create, rotate)."""
+"""Admin routes: communities (register, settings), devices (register, profile, rotate, revoke)
+and apps (create, rotate). Registry changes go to the writer as `RegistryChange`s."""
 
 from __future__ import annotations
 
