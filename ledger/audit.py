@@ -449,7 +449,9 @@ class Auditor:
         except _Stop:
             pass
         # The directory must be what replaying the registry entries builds.
-        if (registry := registry_replay.audit(self.source)) is not None:
+        root = bytes.fromhex(report.root_hash) if report.root_hash else None
+        registry = registry_replay.audit(self.source, tree_size=report.tree_size, root=root)
+        if registry is not None:
             report.registry = registry.summary()
             report.findings += [
                 Finding(kind=k, subject=s, message=m) for k, s, m in registry.findings

@@ -15,8 +15,10 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import Engine, inspect, text
 
-from ledger.encoding import parse_json
-from ledger.errors import FormatError, LedgerError
+from ledger import merkle
+from ledger.bundle import log_tag_id
+from ledger.encoding import canonical_json, parse_json
+from ledger.errors import FormatError, LedgerError, VerificationError
 
 REGISTRY_DEVICE = "_registry"  # the (device_id, seq) stream of registry entries
 REGISTRY_CONTRACT = "registry@1"
@@ -285,11 +287,14 @@ class RegistryAudit:
         )
 
 
-def check(entries: Iterable[RegistryEntry], directory: Directory) -> RegistryAudit:
-    """Replay the registry entries and compare with the directory (at most 100 findings)."""
+def check(
+    entries: Iterable[RegistryEntry], directory: Directory, *, found: Iterable[Finding] = ()
+) -> RegistryAudit:
+    """Replay the registry entries and compare with the directory (at most 100 findings,
+    after those `found` while reading the entries)."""
     listed = list(entries)
     replayed, findings = replay(listed)
-    findings += compare(replayed, directory)
+    findings = [*found, *findings, *compare(replayed, directory)]
     return RegistryAudit(
         entries=len(listed),
         communities=len(directory.communities),
@@ -298,20 +303,23 @@ def check(entries: Iterable[RegistryEntry], directory: Directory) -> RegistryAud
     )
 
 
-def audit(source: Any, *, attempts: int = 3) -> RegistryAudit | None:
+def audit(
+    source: Any, *, tree_size: int = 0, root: bytes | None = None, attempts: int = 3
+) -> RegistryAudit | None:
     """Check a `patio audit` source's directory against its registry entries; None when the
-    source has no directory (a bare log). A disagreement is reported only if it persists
-    over `attempts` reads, as a change may commit between reading the entries and the
-    directory."""
+    source has no directory (a bare log). Through a gateway, each registry entry the audited
+    checkpoint (`tree_size`, `root`) covers is proven in it. A disagreement is reported only
+    if it persists over `attempts` reads, as a change may commit between reading the
+    entries and the directory."""
     result = None
     for _ in range(attempts):
-        result = _audit_once(source)
+        result = _audit_once(source, tree_size, root)
         if result is None or not result.findings:
             return result
     return result
 
 
-def _audit_once(source: Any) -> RegistryAudit | None:
+def _audit_once(source: Any, tree_size: int, root: bytes | None) -> RegistryAudit | None:
     log = getattr(source, "log", None)  # ledger.audit.LocalSource
     if log is not None:
         directory = local_directory(log.engine)
@@ -320,10 +328,14 @@ def _audit_once(source: Any) -> RegistryAudit | None:
     if client is None:
         return None
     headers = getattr(source, "headers", {})
-    if _get_json(client, "/v1/export", {"limit": 1}, headers) is None:
-        return None  # no audit scope: the registry entries cannot be read
     served = gateway_directory(client, headers)
-    return None if served is None else check(gateway_entries(source), served)
+    if served is None:
+        return None
+    read = gateway_entries(source, client, headers, tree_size=tree_size, root=root)
+    if read is None:
+        return None  # no audit scope: the registry entries cannot be read
+    entries, found = read
+    return check(entries, served, found=found)
 
 
 # -- the database as a source (`patio audit --local`) -----------------------------------
@@ -448,15 +460,40 @@ def gateway_directory(client: Any, headers: Any) -> Directory | None:
     return Directory(communities=communities, devices=devices, has_key_history=False)
 
 
-def gateway_entries(source: Any) -> Iterator[RegistryEntry]:
-    """The registry entries among every entry the gateway exports, in log order."""
-    for page in source.entries(start=0, end=2**63 - 1):
-        for item in page:
-            entry = item.obj if item.obj is not None else {}
-            payload = entry.get("payload")
-            if (
-                entry.get("contract") == REGISTRY_CONTRACT
-                and isinstance(payload, dict)
-                and payload.get("device_id") == REGISTRY_DEVICE
-            ):
-                yield RegistryEntry(index=item.index, payload=payload)
+def gateway_entries(
+    source: Any, client: Any, headers: Any, *, tree_size: int, root: bytes | None
+) -> tuple[list[RegistryEntry], list[Finding]] | None:
+    """The registry entries a gateway serves (`GET /v1/registry`), each checked against its
+    log tag id and, where the audited checkpoint covers it, proven in the log; None when the
+    key may not read them."""
+    entries: list[RegistryEntry] = []
+    findings: list[Finding] = []
+    after = -1
+    while True:
+        body = _get_json(client, "/v1/registry", {"after": after, "limit": LIST_PAGE}, headers)
+        if body is None:
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
+            raise LedgerError("GET /v1/registry did not return {entries: [...], next}")
+        for item in body["entries"]:
+            try:
+                index, entry = int(item["index"]), item["entry"]
+                leaf = merkle.leaf_hash(canonical_json(entry))
+                tag, payload = str(item["log_tag_id"]), entry.get("payload")
+            except (AttributeError, KeyError, TypeError, ValueError, FormatError) as exc:
+                raise LedgerError(f"GET /v1/registry served a malformed entry: {exc}") from exc
+            entries.append(RegistryEntry(index=index, payload=payload))
+            if tag != log_tag_id(leaf):
+                findings.append(Finding("entry", index, f"does not hash to its log tag id {tag}"))
+            elif root is not None and index < tree_size:
+                try:
+                    proof = source.inclusion_proof(index, tree_size)
+                    if proof is None:
+                        raise VerificationError("inclusion", "the gateway serves no proof")
+                    merkle.verify_inclusion(leaf, index, tree_size, proof, root)
+                except VerificationError as exc:
+                    message = f"is a registry entry not in the audited tree of {tree_size}: {exc}"
+                    findings.append(Finding("entry", index, message))
+        if body.get("next") is None:
+            return entries, findings
+        after = int(body["next"])

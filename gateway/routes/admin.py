@@ -8,7 +8,7 @@ import zoneinfo
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -20,15 +20,17 @@ from pydantic import (
 )
 from sqlalchemy import select
 
-from contracts.device_registry import Action, RegistryChange
+from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryChange
 from contracts.device_types import Profile, resolve
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import MAX_INDEX, AdminDep, GatewayDep, forget_tokens
+from gateway.deps import MAX_INDEX, AdminDep, CallerDep, GatewayDep, forget_tokens
 from gateway.problems import Problem
 from gateway.store import apps
-from ledger.encoding import b64decode, rfc3339_utc
+from ledger.bundle import log_tag_id
+from ledger.encoding import b64decode, parse_json, rfc3339_utc
 from ledger.errors import FormatError
 from ledger.registry_replay import DEFAULT_TIME_ZONE
+from ledger.storage import entries
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # community and device ids
@@ -197,6 +199,39 @@ async def rotate_device(
     subject = {"id": device_id, "public_key": body.public_key}
     tag, _recorded = await change(gateway, "rotate_device_key", subject)
     return {"id": device_id, "public_key": body.public_key, "log_tag_id": tag}
+
+
+@router.get("/registry", summary="The registry's entries in log order (audit)")
+async def registry_entries(
+    gateway: GatewayDep,
+    caller: CallerDep,
+    after: Annotated[int, Query(ge=-1, le=MAX_INDEX, description="the previous page's next")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> dict[str, Any]:
+    """Every `registry@1` entry after log index `after`: what `patio audit` replays to check
+    the directory, each entry provable with GET /v1/proofs/inclusion."""
+    if not caller.audits:
+        raise Problem(
+            401 if caller.app_id is None else 403,
+            "Audit only",
+            "the registry's entries need the admin token or an app key with the audit scope",
+        )
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(
+            select(entries.c.idx, entries.c.leaf_hash, entries.c.entry)
+            .where(entries.c.device_id == REGISTRY_DEVICE, entries.c.idx > after)
+            .order_by(entries.c.seq)
+            .limit(limit + 1)
+        ).all()
+    items = [
+        {
+            "index": row.idx,
+            "log_tag_id": log_tag_id(bytes(row.leaf_hash)),
+            "entry": parse_json(bytes(row.entry), what="entry"),
+        }
+        for row in rows[:limit]
+    ]
+    return {"entries": items, "next": items[-1]["index"] if len(rows) > limit else None}
 
 
 @router.post("/apps", status_code=201, summary="Create an app key (shown once)")

@@ -96,3 +96,28 @@ def test_every_bad_parameter_is_a_422(gateway: Gateway) -> None:
     for community in ("\x00", "a b", "-leading-dash"):
         reply = gateway.admin.get("/v1/devices", params={"community": community})
         assert is_problem(reply, 422, "community")
+
+
+def test_the_registry_entries_for_auditors(gateway: Gateway) -> None:
+    community = unique("hoa")
+    gateway.device(unique("m"), community)
+    with gateway.client(gateway.app_key("audit")) as client:
+        everything = client.get("/v1/registry").json()
+        assert everything["next"] is None
+        paged, after = [], -1
+        while after is not None:
+            page = client.get("/v1/registry", params={"after": after, "limit": 2}).json()
+            paged += page["entries"]
+            after = page["next"]
+        assert paged == everything["entries"]
+        payloads = [e["entry"]["payload"] for e in paged]
+        assert [p["seq"] for p in payloads] == list(range(1, len(paged) + 1))
+        assert payloads[-1]["action"] == "register_device"
+        tag = paged[-1]["log_tag_id"]
+        assert client.get(f"/v1/entries/{tag}").json()["entry"] == paged[-1]["entry"]
+        assert is_problem(client.get("/v1/registry", params={"limit": 0}), 422)
+        assert is_problem(client.get("/v1/registry", params={"after": -2}), 422)
+    with gateway.client(gateway.app_key(f"read:{community}")) as reader:
+        assert is_problem(reader.get("/v1/registry"), 403)
+    with gateway.client() as anonymous:
+        assert is_problem(anonymous.get("/v1/registry"), 401)

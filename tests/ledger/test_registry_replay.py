@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
+from ledger import merkle
+from ledger.audit_gateway import GatewaySource
+from ledger.bundle import log_tag_id
+from ledger.encoding import canonical_json
 from ledger.registry_replay import (
     CommunityState,
     DeviceState,
     Directory,
     RegistryEntry,
+    audit,
     check,
 )
 
@@ -103,3 +110,56 @@ def test_changes_the_rules_refuse_and_gaps_in_seq() -> None:
         "entry 20 is registry seq 9, expected 4",
         "entry 20 is a registry change (rotate_device_key) the rules refuse: no device 'ghost'",
     ]
+
+
+class FakeGateway:
+    """A gateway's registry answers over httpx.MockTransport: a log of registry entries, the
+    directory they build, and what a dishonest gateway would change."""
+
+    def __init__(self) -> None:
+        self.entries = [
+            {"v": 1, "contract": "registry@1", "payload": e.payload, "sig": "A" * 86 + "==",
+             "received_at": "2026-11-30T10:00:00Z"}
+            for e in HISTORY
+        ]  # fmt: skip
+        self.tree = merkle.MemoryTree()
+        self.tree.append([merkle.leaf_hash(canonical_json(e)) for e in self.entries])
+        self.served = list(self.entries)  # what /v1/registry says the log holds
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path == "/v1/communities":
+            items = [{"id": "hoa-1", "name": "Calle Mayor 5", "time_zone": "UTC"}]
+        elif path == "/v1/devices":
+            items = [{"id": "m1", "community_id": "hoa-1", "public_key": "K2", "revoked": True,
+                      "profile": None}]  # fmt: skip
+        elif path == "/v1/registry":
+            listed = [
+                {"index": i, "entry": e, "log_tag_id": log_tag_id(
+                    merkle.leaf_hash(canonical_json(e)))}
+                for i, e in enumerate(self.served)
+            ]  # fmt: skip
+            return httpx.Response(200, json={"entries": listed, "next": None})
+        elif path == "/v1/proofs/inclusion":
+            index, size = int(params["index"]), int(params["tree_size"])
+            proof = merkle.inclusion_proof(index, size, self.tree.fetch)
+            return httpx.Response(200, json={"hashes": [h.hex() for h in proof]})
+        else:
+            return httpx.Response(404)
+        return httpx.Response(200, json={"items": items, "next": None})
+
+    def audit(self) -> Any:
+        client = httpx.Client(base_url="http://gw", transport=httpx.MockTransport(self.handle))
+        source = GatewaySource("http://gw", client=client)
+        return audit(source, tree_size=self.tree.size, root=self.tree.root())
+
+
+def test_through_a_gateway_each_registry_entry_is_proven_in_the_log() -> None:
+    honest = FakeGateway()
+    assert lines(honest.audit()) == []
+    # A gateway that serves a registry other than the log's: the entry hashes to its tag,
+    # but no inclusion proof from the audited tree leads to it.
+    forged = FakeGateway()
+    forged.served[3] = {**forged.served[3], "received_at": "2026-11-30T11:00:00Z"}
+    [finding] = lines(forged.audit())
+    assert finding.startswith("entry 3 is a registry entry not in the audited tree of 4")
