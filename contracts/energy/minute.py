@@ -34,6 +34,7 @@ from contracts.energy.hourly import HourlyRollup
 
 CONTRACT = "energy_minute@1"  # the only contract whose entries are rolled up
 MW_PER_UNIT = {"W": 1000, "kW": 1_000_000}  # power gauges
+ENERGY_UNITS = {"Wh", *MW_PER_UNIT}
 LIMIT = 10**12  # W or Wh in one minute
 HOUR = 3600
 # The contract's form exactly (DESIGN.md pinned format 3), on the minute.
@@ -53,12 +54,10 @@ class SensorMinute:
 def exact(value: Any) -> tuple[int, int] | None:
     """A JSON number as the exact fraction (numerator, power of ten) of its shortest repr;
     None for anything but a finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _number(value):
         return None
     if isinstance(value, int):
         return value, 1
-    if not math.isfinite(value):
-        return None
     # Integer arithmetic on the decimal digits: the same value as Decimal(repr(value)),
     # at a third of the cost (tests hold the two to the same results).
     digits, _, exponent = repr(value).partition("e")
@@ -82,11 +81,23 @@ def _measured(reading: Mapping[str, Any]) -> bool:
     return n is None or (isinstance(n, int) and not isinstance(n, bool) and n > 0)
 
 
+NOT_ENERGY = (True, None, None), (False, None, None)  # (present, energy, power), shared
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _reading(reading: Any) -> tuple[bool, int | None, int | None] | None:
     """(present, energy mWh, power mW) of one reading; None when it is not a reading."""
     if not isinstance(reading, dict):
         return None
     unit = reading.get("unit")
+    if unit.__class__ is str and unit not in ENERGY_UNITS:  # most readings: no energy
+        if unit == "bool":
+            return NOT_ENERGY[0] if _measured(reading) else NOT_ENERGY[1]
+        # Any other gauge is measured when it has an average.
+        return NOT_ENERGY[0] if _number(reading.get("avg")) else NOT_ENERGY[1]
     if unit == "Wh":
         if not _measured(reading):
             return False, None, None
@@ -94,7 +105,7 @@ def _reading(reading: Any) -> tuple[bool, int | None, int | None] | None:
         if wh is None or abs(wh[0]) > LIMIT * wh[1]:
             return True, None, None
         return True, half_even(wh[0] * 1000, wh[1]), half_even(wh[0] * 60_000, wh[1])
-    scale = MW_PER_UNIT.get(unit) if isinstance(unit, str) else None
+    scale = MW_PER_UNIT.get(unit) if unit.__class__ is str else None
     if scale is not None:
         avg = exact(reading.get("avg"))
         if avg is None:
@@ -103,10 +114,6 @@ def _reading(reading: Any) -> tuple[bool, int | None, int | None] | None:
             return True, None, None
         mw = avg[0] * scale
         return True, half_even(mw, avg[1] * 60), half_even(mw, avg[1])
-    if unit == "bool":
-        return _measured(reading), None, None
-    if isinstance(unit, str):  # any other gauge: measured when it has an average
-        return exact(reading.get("avg")) is not None, None, None
     return None
 
 
@@ -199,8 +206,15 @@ def add_entry(totals: dict[HourKey, HourTotals], index: int, device_id: str, pay
         key = (device_id, sensor, hour)
         known = totals.get(key)
         if known is None:
-            known = totals[key] = HourTotals(0, None, None, None, index, index)
-        known.add(index, minute, *found)
+            totals[key] = known = HourTotals(0, None, None, None, index, index)
+        if found[1] is None and found[2] is None:  # the common case, without a call
+            known.minutes += found[0]
+            if index < known.first_idx:
+                known.first_idx = index
+            elif index > known.last_idx:
+                known.last_idx = index
+        else:
+            known.add(index, minute, *found)
 
 
 def _utc(seconds: int | None) -> datetime | None:
