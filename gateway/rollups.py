@@ -40,15 +40,23 @@ NEW_PEAK = (
     "OR excluded.peak_mw > rollups.peak_mw "
     "OR (excluded.peak_mw = rollups.peak_mw AND excluded.peak_minute < rollups.peak_minute))"
 )
+# PostgreSQL takes the rows as one array per column, in one statement: a row of an
+# executemany cost about 11 us of the writer's CPU there, as much as the entry it came from.
+UNNEST = (
+    "SELECT * FROM unnest(?::varchar[], ?::bigint[], ?::varchar[], ?::varchar[], ?::int[], "
+    "?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])"
+)
+VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT = (
-    f"INSERT INTO rollups ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO rollups ({COLUMNS}) {{}} "
     "ON CONFLICT (device_id, hour, sensor) DO UPDATE SET "
     "minutes = rollups.minutes + excluded.minutes, "
     "energy_mwh = CASE WHEN excluded.energy_mwh IS NULL THEN rollups.energy_mwh "
     "WHEN rollups.energy_mwh IS NULL THEN excluded.energy_mwh "
     "ELSE rollups.energy_mwh + excluded.energy_mwh END, "
     f"peak_mw = CASE WHEN {NEW_PEAK} THEN excluded.peak_mw ELSE rollups.peak_mw END, "
-    f"peak_minute = CASE WHEN {NEW_PEAK} THEN excluded.peak_minute ELSE rollups.peak_minute END, "
+    f"peak_minute = CASE WHEN {NEW_PEAK} THEN excluded.peak_minute "
+    "ELSE rollups.peak_minute END, "
     "first_idx = CASE WHEN excluded.first_idx < rollups.first_idx "
     "THEN excluded.first_idx ELSE rollups.first_idx END, "
     "last_idx = CASE WHEN excluded.last_idx > rollups.last_idx "
@@ -122,23 +130,25 @@ class Rollups:
             minutes += self._fold(totals, communities, index, device_id, payload)
         return len(rows), minutes, rows[-1][0] if rows else after
 
-    @staticmethod
     def _store(
+        self,
         cursor: DriverCursor,
         totals: dict[HourKey, HourTotals],
         communities: dict[str, str],
         through: int,
     ) -> None:
         """One upsert for every (device, sensor, hour) touched, and the new progress mark."""
-        if totals:
-            cursor.executemany(
-                UPSERT,
-                [
-                    (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
-                     t.peak_mw, t.peak_minute, t.first_idx, t.last_idx)
-                    for (device_id, sensor, hour), t in totals.items()
-                ],
-            )  # fmt: skip
+        rows = [
+            (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
+             t.peak_mw, t.peak_minute, t.first_idx, t.last_idx)
+            for (device_id, sensor, hour), t in totals.items()
+        ]  # fmt: skip
+        if rows and self._postgres:
+            cursor.execute(
+                UPSERT.format(UNNEST), [list(column) for column in zip(*rows, strict=True)]
+            )
+        elif rows:
+            cursor.executemany(UPSERT.format(VALUES), rows)
         cursor.execute(SET_THROUGH, (through,))
 
     # -- the append hook, catch-up and rebuild --------------------------------------------
