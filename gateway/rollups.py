@@ -224,7 +224,7 @@ class Rollups:
 
 SELECT = (
     "SELECT device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, "
-    "last_idx FROM rollups WHERE {} = ? AND hour >= ? AND hour < ? ORDER BY device_id, sensor, hour"
+    "last_idx FROM rollups WHERE {} = ? AND hour >= ? AND hour < ? ORDER BY {}"
 )
 
 
@@ -235,21 +235,31 @@ def _seconds(moment: datetime) -> int:
 
 
 def _query(
-    engine: Engine, column: str, value: str, start: datetime, end: datetime
+    engine: Engine, where: str, value: str, start: datetime, end: datetime, order: str
 ) -> list[HourlyRollup]:
-    mark = "%s" if engine.dialect.paramstyle != "qmark" else "?"
-    sql = SELECT.format(column).replace("?", mark)
+    utc: dict[int, datetime] = {}  # hours repeat for every device and sensor: convert once
+
+    def moment(seconds: int) -> datetime:
+        found = utc.get(seconds)
+        if found is None:
+            found = utc[seconds] = datetime.fromtimestamp(seconds, UTC)
+        return found
+
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql(sql, (value, _seconds(start), _seconds(end))).fetchall()
+        rows = (
+            DriverCursor(conn)
+            .execute(SELECT.format(where, order), (value, _seconds(start), _seconds(end)))
+            .fetchall()
+        )
     return [
         HourlyRollup(
             device_id=device_id,
             sensor=sensor,
-            hour=datetime.fromtimestamp(hour, UTC),
+            hour=moment(hour),
             minutes=minutes,
             energy_mwh=energy_mwh,
             peak_mw=peak_mw,
-            peak_minute=None if peak_minute is None else datetime.fromtimestamp(peak_minute, UTC),
+            peak_minute=None if peak_minute is None else moment(peak_minute),
             first_idx=first_idx,
             last_idx=last_idx,
         )
@@ -261,12 +271,14 @@ def _query(
 def rollups_for(
     engine: Engine, community_id: str, start_utc: datetime, end_utc: datetime
 ) -> list[HourlyRollup]:
-    """A community's rollups for the hours in [start_utc, end_utc), by device, sensor, hour."""
-    return _query(engine, "community_id", community_id, start_utc, end_utc)
+    """A community's rollups for the hours in [start_utc, end_utc), by hour, device, sensor."""
+    # The order of the index rollups_community_hour: no sort.
+    order = "community_id, hour, device_id, sensor"
+    return _query(engine, "community_id", community_id, start_utc, end_utc, order)
 
 
 def rollups_for_device(
     engine: Engine, device_id: str, start_utc: datetime, end_utc: datetime
 ) -> list[HourlyRollup]:
-    """One device's rollups for the hours in [start_utc, end_utc), by sensor and hour."""
-    return _query(engine, "device_id", device_id, start_utc, end_utc)
+    """One device's rollups for the hours in [start_utc, end_utc), by hour and sensor."""
+    return _query(engine, "device_id", device_id, start_utc, end_utc, "device_id, hour, sensor")

@@ -109,7 +109,8 @@ rollups = Table(
     Column("peak_minute", BigInteger),
     Column("first_idx", BigInteger, nullable=False),
     Column("last_idx", BigInteger, nullable=False),
-    Index("rollups_community_hour", "community_id", "hour"),
+    # A community's hours in order, each hour's rows by device and sensor (the read API's).
+    Index("rollups_community_hour", "community_id", "hour", "device_id", "sensor"),
 )
 
 # One row: every entry up to `through_idx` is in `rollups` (-1: none yet).

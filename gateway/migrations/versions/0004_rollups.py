@@ -26,7 +26,9 @@ def upgrade() -> None:
         sa.Column("first_idx", sa.BigInteger, nullable=False),
         sa.Column("last_idx", sa.BigInteger, nullable=False),
     )
-    op.create_index("rollups_community_hour", "rollups", ["community_id", "hour"])
+    op.create_index(
+        "rollups_community_hour", "rollups", ["community_id", "hour", "device_id", "sensor"]
+    )
     progress = op.create_table(
         "rollup_progress",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
