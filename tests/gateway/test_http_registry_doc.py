@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
+from tests.docs import fenced
 from tests.gateway.server import Gateway
 
 DOC = Path(__file__).parents[2] / "docs" / "http-registry.md"
 
 
 def test_the_examples_run(gateway: Gateway) -> None:
-    blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(), flags=re.S)
+    blocks = [b.text for b in fenced.blocks(DOC) if b.session == "http-registry"]
     assert len(blocks) >= 3
     for block in blocks:
         ran = subprocess.run(
