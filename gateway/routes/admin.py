@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryContract
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import MAX_INDEX, AdminDep, GatewayDep, forget_tokens
+from gateway.deps import MAX_INDEX, AdminDep, DevicePath, GatewayDep, Text, forget_tokens
 from gateway.problems import Problem
 from gateway.store import apps, communities, device_changes, device_keys, devices
 from gateway.submissions import Record
@@ -35,7 +35,7 @@ class CommunityCreate(Strict):
     """A new community (a homeowners' association)."""
 
     id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
 
 
 class PublicKey(Strict):
@@ -63,7 +63,7 @@ class DeviceCreate(PublicKey):
 class AppCreate(Strict):
     """An app (SaaS backend or auditor) and its scopes."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
     scopes: Annotated[
         list[Annotated[str, StringConstraints(pattern=r"^(audit|read:[A-Za-z0-9_.-]{1,64})$")]],
         Field(min_length=1, max_length=100),
@@ -159,7 +159,7 @@ def _device(gateway: Any, device_id: str) -> Any:
 
 
 @router.post("/devices/{device_id}/revoke", summary="Revoke a device's key")
-async def revoke_device(device_id: str, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
+async def revoke_device(device_id: DevicePath, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
     row = _device(gateway, device_id)
     if row.revoked_at is not None:
         return {"id": device_id, "revoked": True, "revoked_at": row.revoked_at}
@@ -174,7 +174,7 @@ async def revoke_device(device_id: str, gateway: GatewayDep, _: AdminDep) -> dic
 
 @router.post("/devices/{device_id}/rotate", summary="Replace a device's key")
 async def rotate_device(
-    device_id: str, body: PublicKey, gateway: GatewayDep, _: AdminDep
+    device_id: DevicePath, body: PublicKey, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     row = _device(gateway, device_id)
     if row.revoked_at is not None:

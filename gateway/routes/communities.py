@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from gateway.deps import GatewayDep, ReaderDep
+from gateway.deps import CommunityPath, GatewayDep, ReaderDep
 from gateway.problems import Problem
 from gateway.store import communities, readings
 
@@ -42,7 +42,9 @@ def side(name: str) -> str | None:
 
 
 @router.get("/communities/{community_id}/latest", summary="Latest minute per device and sensor")
-async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
+async def latest(
+    community_id: CommunityPath, gateway: GatewayDep, caller: ReaderDep
+) -> dict[str, Any]:
     if not caller.can_read(community_id):
         raise Problem(403, "Forbidden", f"this key may not read community {community_id!r}")
     with gateway.log.engine.connect() as conn:
