@@ -29,6 +29,8 @@ M = TypeVar("M", bound=BaseModel)
 
 # Indexes, sizes and ids are stored as signed 64-bit integers (BIGINT).
 MAX_INDEX = 2**63 - 1
+# Row ids of the gateway's own tables (apps) are INTEGER: 32 bits on PostgreSQL.
+MAX_ROW_ID = 2**31 - 1
 
 # Device and community ids (DESIGN.md pinned format 3). Every id a request names is checked
 # against it at the edge, so text a database cannot store (a NUL) never reaches a query.

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryContract
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import MAX_INDEX, AdminDep, DevicePath, GatewayDep, Text, forget_tokens
+from gateway.deps import MAX_ROW_ID, AdminDep, DevicePath, GatewayDep, Text, forget_tokens
 from gateway.problems import Problem
 from gateway.store import apps, communities, device_changes, device_keys, devices
 from gateway.submissions import Record
@@ -218,7 +218,7 @@ async def create_app_key(body: AppCreate, gateway: GatewayDep, _: AdminDep) -> d
 
 @router.post("/apps/{app_id}/rotate", summary="Replace an app's key (the old one stops working)")
 async def rotate_app_key(
-    app_id: Annotated[int, Path(ge=1, le=MAX_INDEX)], gateway: GatewayDep, _: AdminDep
+    app_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     key = new_secret(APP_PREFIX)
     with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():

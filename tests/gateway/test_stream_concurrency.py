@@ -24,7 +24,7 @@ from tests.gateway.server import Gateway
 from tests.gateway.test_api import envelope, is_problem, minute, unique
 
 WRITERS = 4  # per community, one device each
-PER_WRITER = 12  # entries per device, one request each
+PER_WRITER = 40  # entries per device, one request each
 TIMEOUT = 60.0  # seconds a reader or a writer may take before the test fails
 
 
