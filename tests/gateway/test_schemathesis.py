@@ -44,9 +44,10 @@ DEVICE = "st-meter-1"
 REAL_COMMUNITY = "st-real"
 REAL_DEVICE = "st-real-1"
 OTHER_COMMUNITY = "st-other"
-# Bounded and reproducible by default (four runs: two databases, two callers);
+# Bounded and reproducible by default: four runs (two databases, two callers) of 15 take about
+# twice the CPU of the single run of 50 they replaced (30 s against 14 s, measured with `time`);
 # PATIO_FUZZ_EXAMPLES=500 PATIO_FUZZ_RANDOM=1 to hunt deeper.
-MAX_EXAMPLES = int(os.environ.get("PATIO_FUZZ_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("PATIO_FUZZ_EXAMPLES", "15"))
 DETERMINISTIC = os.environ.get("PATIO_FUZZ_RANDOM") != "1"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # Refusals the pinned surface uses that FastAPI's generated document does not list per operation.
@@ -134,7 +135,10 @@ def api_schema(
         deterministic=DETERMINISTIC,
         allow_x00=True,  # NUL characters in generated strings: PostgreSQL text cannot hold one
     )
-    schema.config.phases.update(phases=["examples", "coverage", "fuzzing"])
+    # The coverage phase's boundary values test input validation, which is the same code
+    # for every caller: run once per database, with the admin token, to keep CI time.
+    phases = ["examples", "coverage", "fuzzing"] if request.param == "admin" else ["fuzzing"]
+    schema.config.phases.update(phases=phases)
     return schema
 
 
