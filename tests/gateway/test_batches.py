@@ -3,6 +3,7 @@ databases; only a body that is not a batch is refused whole."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -87,3 +88,20 @@ def test_a_body_that_is_not_a_batch_is_refused_whole(
             "/v1/entries", content=body, headers={"content-type": "application/json"}
         )
     assert is_problem(reply, status, detail)
+
+
+@pytest.mark.parametrize("length", [b"-1", b"abc"])
+def test_a_request_the_http_parser_refuses_is_a_plain_400(gateway: Gateway, length: bytes) -> None:
+    """docs/http-errors.md: uvicorn's parser answers what is not HTTP, before the gateway runs."""
+    host, _, port = gateway.url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            b"POST /v1/entries HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n"
+        )
+        answer = b""
+        while chunk := conn.recv(4096):  # the parser closes the connection after answering
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: text/plain" in head.lower(), answer
+    assert body == b"Invalid HTTP request received.", answer
