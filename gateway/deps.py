@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import from_json
 from sqlalchemy import select
 
@@ -35,7 +35,6 @@ MAX_ROW_ID = 2**31 - 1
 # Device and community ids (DESIGN.md pinned format 3). Every id a request names is checked
 # against it at the edge, so text a database cannot store (a NUL) never reaches a query.
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 CommunityPath = Annotated[str, Path(pattern=ID_PATTERN, description="a community id")]
 DevicePath = Annotated[str, Path(pattern=ID_PATTERN, description="a device id")]
 CommunityFilter = Annotated[

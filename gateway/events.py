@@ -155,12 +155,13 @@ class EventFeed:
             found, sealed, seen = await asyncio.to_thread(
                 self._since, position, community, readable
             )
+            if seen == position.entry and not sealed:
+                await asyncio.sleep(POLL_SECONDS)  # nothing new: poll again shortly
+                continue
             for item in found:
                 position = Position(item["index"], position.checkpoint)
                 yield ServerSentEvent(event="entry", data=item, id=str(position))
             for item in sealed:
                 position = Position(position.entry, item["tree_size"])
                 yield ServerSentEvent(event="checkpoint", data=item, id=str(position))
-            if seen == position.entry and not sealed and not found:
-                await asyncio.sleep(POLL_SECONDS)  # nothing new: poll again shortly
             position = Position(max(position.entry, seen), position.checkpoint)
