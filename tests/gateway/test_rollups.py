@@ -27,6 +27,7 @@ from ledger.log import Log, Submission
 from ledger.storage import database_url as database_url_for
 from ledger.storage import open_engine
 from tests.conftest import POSTGRES_ADMIN_URL, require_service
+from tests.docs import fenced
 from tests.gateway.server import Gateway, patio, start_gateway
 
 FIRST_HOUR = datetime(2026, 11, 20, 6, tzinfo=UTC)
@@ -344,8 +345,7 @@ def test_concurrent_writers_and_a_rebuild(place: Place) -> None:
 
 def test_the_docs_command_runs(place: Place, tmp_path: Path) -> None:
     """docs/rollups.md's shell block, run as written in a directory with a gateway's var/."""
-    doc = (Path(__file__).parents[2] / "docs" / "rollups.md").read_text()
-    block = doc.split("```sh\n", 1)[1].split("```", 1)[0]
+    block = fenced.session(Path(__file__).parents[2] / "docs" / "rollups.md", "rollups-rebuild")
     command, shown = (line for line in block.splitlines() if line.strip())
     work = tmp_path / "work"
     (work / "var").mkdir(parents=True)
