@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "g0004"
-down_revision = "g0002"
+down_revision = "g0003"
 branch_labels = None
 depends_on = None
 
