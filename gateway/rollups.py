@@ -185,36 +185,39 @@ class Rollups:
                 cursor.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
             yield cursor
 
-    def _roll_forward(self, cursor: DriverCursor, through: int) -> tuple[int, int, int, int]:
-        """Fold every entry after `through`, BATCH at a time: (entries, minutes, rows, last)."""
-        entries = minutes = rows = 0
-        while True:
-            totals: dict[HourKey, HourTotals] = {}
-            communities: dict[str, str] = {}
-            read, folded, last = self._fold_logged(
-                cursor, totals, communities, through, through + 1 + BATCH
-            )
-            if not read:
-                return entries, minutes, rows, through
+    def _roll_forward(self, cursor: DriverCursor, through: int) -> tuple[int, int, int]:
+        """Fold up to BATCH entries after `through`: (entries read, minutes, last index)."""
+        totals: dict[HourKey, HourTotals] = {}
+        communities: dict[str, str] = {}
+        read, minutes, last = self._fold_logged(
+            cursor, totals, communities, through, through + 1 + BATCH
+        )
+        if read:
             self._store(cursor, totals, communities, last)
-            entries, minutes, rows, through = (
-                entries + read,
-                minutes + folded,
-                rows + len(totals),
-                last,
-            )
+        return read, minutes, last
 
     def catch_up(self) -> int:
-        """Roll up entries appended without the hook; returns how many entries were read."""
-        with self._locked() as cursor:
-            entries, *_ = self._roll_forward(cursor, cursor.scalar(THROUGH))
-        return entries
+        """Roll up entries appended without the hook, a transaction per BATCH entries (what
+        is done stays done after a crash); returns how many entries were read."""
+        entries = 0
+        while True:
+            with self._locked() as cursor:
+                read, _, _ = self._roll_forward(cursor, cursor.scalar(THROUGH))
+            if not read:
+                return entries
+            entries += read
 
     def rebuild(self) -> Rebuilt:
         """Recompute every rollup from the log, in one transaction (appends wait meanwhile)."""
         with self._locked() as cursor:
             cursor.execute("DELETE FROM rollups")
-            entries, minutes, _, through = self._roll_forward(cursor, -1)
+            entries = minutes = 0
+            through = -1
+            while True:
+                read, folded, through = self._roll_forward(cursor, through)
+                if not read:
+                    break
+                entries, minutes = entries + read, minutes + folded
             cursor.execute(SET_THROUGH, (through,))
             rows = cursor.scalar("SELECT count(*) FROM rollups")
         return Rebuilt(entries=entries, minutes=minutes, rows=rows, through_idx=through)

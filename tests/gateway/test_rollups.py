@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import uuid
@@ -332,3 +333,30 @@ def test_concurrent_writers_and_a_rebuild(place: Place) -> None:
         assert stored(place) == recomputed(place)
     finally:
         server.stop()
+
+
+def test_the_docs_command_runs(place: Place, tmp_path: Path) -> None:
+    """docs/rollups.md's shell block, run as written in a directory with a gateway's var/."""
+    doc = (Path(__file__).parents[2] / "docs" / "rollups.md").read_text()
+    block = doc.split("```sh\n", 1)[1].split("```", 1)[0]
+    command, shown = (line for line in block.splitlines() if line.strip())
+    work = tmp_path / "work"
+    (work / "var").mkdir(parents=True)
+    (work / ".venv").symlink_to(Path(sys.executable).parents[1])
+    rng = random.Random(3)
+    fleet = Fleet(rng)
+    server = start_gateway(work / "var", database_url=place.database_url)
+    try:
+        for device_id, community in COMMUNITIES.items():
+            fleet.keys[device_id] = server.device(device_id, community)
+        submit(server, fleet.minutes(30), rng)
+    finally:
+        server.stop()
+    env = {k: v for k, v in server.env.items() if k != "PATIO_DATA_DIR"}
+    result = subprocess.run(
+        command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    # The same line as the doc shows, with this run's numbers.
+    pattern = re.escape(shown.lstrip("# ")).replace(r"\ ", " ")
+    assert re.fullmatch(re.sub(r"\d+", r"\\d+", pattern), result.stdout.strip()), result.stdout
