@@ -257,6 +257,11 @@ def _compute_in(
     conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool
 ) -> dict[str, Any] | None:
     cursor = DriverCursor(conn)
+    if conn.dialect.name == "postgresql":
+        # A year's GROUP BY over a million rollups: sorted on disk with the default 4 MB,
+        # hashed in memory with this (EXPLAIN ANALYZE 1.5 -> 1.1 s); JIT only adds its 60 ms.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute("SET LOCAL jit = off")
     row = cursor.execute(
         "SELECT tree_size, root_hash, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
     ).fetchone()
