@@ -221,11 +221,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     problems.install(app)
 
-    from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
+    from gateway.routes import (
+        admin,
+        checkpoints,
+        communities,
+        contracts,
+        entries,
+        health,
+        reports,
+        stream,
+        tariffs,
+    )
     from gateway.routes.entries import SubmitFastPath
 
     # Routes match in order: the submission path first, it is what devices hit all day.
-    for module in (entries, contracts, checkpoints, communities, stream, admin, health):
+    for module in (entries, contracts, checkpoints, communities, stream, admin, health,
+                   reports, tariffs):  # fmt: skip
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     from gateway import web
 
