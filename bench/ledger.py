@@ -12,14 +12,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ledger.encoding import canonical_json
+from ledger.encoding import canonical_json, rfc3339_utc
 from ledger.keys import NamedKey
 from ledger.log import Log, Submission
 from ledger.verify import verify_bundle
 
 CONTRACT = "energy_minute@1"
+FIRST_MINUTE = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
 def minute(device: str, seq: int) -> dict[str, object]:
@@ -40,7 +42,7 @@ def minute(device: str, seq: int) -> dict[str, object]:
     return {
         "device_id": device,
         "seq": seq,
-        "start": "2026-11-22T10:00:00Z",
+        "start": rfc3339_utc(FIRST_MINUTE + timedelta(minutes=seq)).replace(".000Z", "Z"),
         "period_s": 60,
         "readings": readings,
     }
@@ -59,6 +61,7 @@ def signed(key: NamedKey, count: int, first: int = 0) -> list[Submission]:
                 sig=key.sign_payload(payload),
                 device_id=key.name,
                 seq=seq,
+                minute=str(payload["start"]),  # as the contract sets it: one slot per minute
                 payload_jcs=jcs,
             )
         )

@@ -104,17 +104,17 @@ class EnvelopeResult(BaseModel):
 
 def _check_start(text: str, context: Context) -> datetime:
     try:
-        start = parse_rfc3339(text, what="start")
+        start = parse_rfc3339(text, what="start", fraction=False)
     except FormatError as exc:
         raise SchemaError(str(exc)) from exc
-    if start.second or start.microsecond:
+    if start.second:
         raise SchemaError(f"start {text!r} is not on the minute")
     not_in_future(start, context, "start")
     return start
 
 
 class EnergyMinuteContract(EnvelopeContract):
-    """One signed minute aggregate per device per minute."""
+    """One signed minute aggregate per device per minute (a second one is a conflict)."""
 
     name = "energy_minute"
     version = 1
@@ -146,5 +146,6 @@ class EnergyMinuteContract(EnvelopeContract):
             sig=model.sig,
             device_id=model.payload.device_id,
             seq=model.payload.seq,
+            minute=model.payload.start,  # the strict parser took one spelling: it is the key
             payload_jcs=payload_jcs,
         )

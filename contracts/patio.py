@@ -19,6 +19,7 @@ from contracts.base import (
     not_in_future,
     strict_model,
 )
+from ledger.encoding import parse_rfc3339
 from ledger.errors import FormatError, NotFoundError
 from ledger.log import Appended, Submission
 
@@ -92,18 +93,29 @@ class LoadResponse(BaseModel):
     proof: dict[str, Any]
 
 
-def _reading_time(text: str) -> datetime:
-    # The Patio hub sends "2021-10-10 10:10" in UTC, without a zone.
-    for layout in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"):
+# The Patio hub's own layout (its README: "2021-10-10 10:10", UTC without a zone), with or
+# without seconds; the pinned RFC 3339 form is taken too (docs/timestamps.md).
+_PATIO_DATETIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?"
+)
+
+
+def parse_patio_datetime(text: str) -> datetime:
+    """A Patio reading's `datetime`, strictly: `YYYY-MM-DD HH:MM[:SS]` in UTC, or RFC 3339."""
+    match = _PATIO_DATETIME.fullmatch(text)
+    if match is None:
         try:
-            return datetime.strptime(text, layout).replace(tzinfo=UTC)
-        except ValueError:
-            continue
+            return parse_rfc3339(text, what="dataToStore.datetime")
+        except FormatError as exc:
+            raise SchemaError(
+                f"dataToStore.datetime {text!r} is neither YYYY-MM-DD HH:MM[:SS] (UTC) "
+                "nor RFC 3339 UTC"
+            ) from exc
+    year, month, day, hour, minute, second = (int(part or 0) for part in match.groups())
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
-        raise SchemaError(f"dataToStore.datetime {text!r} is not a date and time") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise SchemaError(f"dataToStore.datetime {text!r} is not a valid date and time") from exc
 
 
 class PatioSaveEnergy(EnvelopeContract):
@@ -137,7 +149,7 @@ class PatioSaveEnergy(EnvelopeContract):
                 f"community_unique_id {reading.community_unique_id!r} is not the device's "
                 f"community {device.community_id!r}"
             )
-        not_in_future(_reading_time(reading.datetime), context, "dataToStore.datetime")
+        not_in_future(parse_patio_datetime(reading.datetime), context, "dataToStore.datetime")
         return Submission(
             contract=self.tag,
             payload=payload,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from edge.aggregate import energy_minute
 from edge.database import Store, to_ms
 from edge.errors import DeliveryError, EdgeError
 from edge.transports import OutboxItem, Result, Transport
-from ledger.encoding import canonical_json
+from ledger.encoding import canonical_json, parse_json
 from ledger.keys import NamedKey
 
 log = logging.getLogger("patio.edge.outbox")
@@ -103,25 +104,67 @@ class Outbox:
         payload = energy_minute(
             device_id=self.device_id, seq=seq, start_ms=start_ms, readings=readings
         )
-        envelope = {"payload": payload, "sig": self._signer().sign_payload(payload)}
-        self._insert(seq, "energy_minute", start_ms, canonical_json(envelope))
+        body = self._signed("energy_minute", {"payload": payload}, seq)
+        self._insert(seq, "energy_minute", start_ms, body)
         return seq
 
     def add_legacy(self, start_ms: int, data_to_store: Mapping[str, str]) -> int:
         """Sign and store one Patio patio_save_energy request body; returns its seq."""
         seq = self._allocate_seq()
-        data = dict(data_to_store)
-        signed = {"device_id": self.device_id, "seq": seq, "dataToStore": data}
-        body = {
-            "data": {"dataToStore": data},
-            "keys": {
-                "device_id": self.device_id,
-                "seq": seq,
-                "sig": self._signer().sign_payload(signed),
-            },
-        }
-        self._insert(seq, "patio_save_energy", start_ms, canonical_json(body))
+        body = {"data": {"dataToStore": dict(data_to_store)}, "keys": {"device_id": self.device_id}}
+        self._insert(
+            seq, "patio_save_energy", start_ms, self._signed("patio_save_energy", body, seq)
+        )
         return seq
+
+    def _signed(self, contract: str, body: dict[str, Any], seq: int) -> bytes:
+        """The body to send for `contract`, numbered `seq` and signed (a new or renumbered item)."""
+        if contract == "energy_minute":
+            payload = {**body["payload"], "seq": seq}
+            return canonical_json({"payload": payload, "sig": self._signer().sign_payload(payload)})
+        data = body["data"]["dataToStore"]
+        signed = {"device_id": self.device_id, "seq": seq, "dataToStore": data}
+        keys = {"device_id": self.device_id, "seq": seq, "sig": self._signer().sign_payload(signed)}
+        return canonical_json({"data": {"dataToStore": data}, "keys": keys})
+
+    def _renumber(self, db: sqlite3.Connection, refused: Sequence[Result]) -> int:
+        """Continue after the ledger's count: items refused as seq conflicts (the gateway
+        holds other entries under their seqs) get fresh seqs above every seq this database
+        or the gateway has used, and are signed again. Returns how many.
+
+        Only items whose own refusal came back: another pending item may be in flight (MQTT)
+        and recorded under its seq already, which its own answer will say.
+        """
+        last = max(refused, key=lambda r: r.last_seq or 0)
+        last_seq = last.last_seq or 0
+        wanted = [r.seq for r in refused]
+        rows = db.execute(
+            "SELECT seq, contract, body FROM outbox WHERE acked_ms IS NULL AND seq IN "
+            f"({', '.join('?' * len(wanted))}) ORDER BY seq",
+            wanted,
+        ).fetchall()
+        if not rows:
+            return 0
+        used = db.execute(
+            "SELECT max(seq) FROM (SELECT max(seq) AS seq FROM outbox "
+            "UNION ALL SELECT max(seq) FROM dead_letters)"
+        ).fetchone()[0]
+        # Above every seq used here too, so a late answer for an old number finds no row.
+        first = max(last_seq, used or 0) + 1
+        for offset, (seq, contract, body) in enumerate(rows):
+            fresh = self._signed(
+                contract, parse_json(bytes(body), what="outbox item"), first + offset
+            )
+            db.execute(
+                "UPDATE outbox SET seq = ?, body = ? WHERE seq = ?", (first + offset, fresh, seq)
+            )
+        self.store.set_state(NEXT_SEQ, str(first + len(rows)))
+        log.warning(
+            "the gateway already holds seq %d and minutes up to %s for %s: this database lost "
+            "count (reinstalled?); %d refused items renumbered from seq %d and signed again",
+            last_seq, last.last_start or "none", self.device_id, len(rows), first,
+        )  # fmt: skip
+        return len(rows)
 
     # Sending.
 
@@ -172,11 +215,13 @@ class Outbox:
         return FlushReport(delivered, dead)
 
     def apply(self, results: Sequence[Result], now: float) -> tuple[int, int]:
-        """Record answers: delivered items are acked, refused ones move to dead letters."""
+        """Record answers: delivered items are acked, refused ones move to dead letters, and a
+        seq conflict renumbers what is pending (docs/edge-recovery.md)."""
         delivered = dead = 0
         if not results:
             return 0, 0
         now_ms = to_ms(now)
+        lost_count: list[Result] = []
         with self.store.transaction() as db:
             for result in results:
                 if result.delivered:
@@ -186,6 +231,11 @@ class Outbox:
                         (now_ms, result.status, result.log_tag_id, result.seq),
                     )
                     delivered += cursor.rowcount
+                    continue
+                if result.rule == "seq" and result.last_seq is not None:
+                    # Never acknowledged, yet the gateway holds this seq: another item of this
+                    # device has it. Not a bad item: it gets a new number below.
+                    lost_count.append(result)
                     continue
                 error = result.error or "rejected without a reason"
                 cursor = db.execute(
@@ -198,8 +248,15 @@ class Outbox:
                 if cursor.rowcount:
                     db.execute("DELETE FROM outbox WHERE seq = ?", (result.seq,))
                     dead += 1
-                    log.error("seq %d refused permanently, moved to dead letters: %s",
-                              result.seq, error)  # fmt: skip
+                    if result.rule == "minute":
+                        log.error("seq %d: its minute is already in the ledger (last recorded "
+                                  "minute %s); moved to dead letters: %s",
+                                  result.seq, result.last_start, error)  # fmt: skip
+                    else:
+                        log.error("seq %d refused permanently, moved to dead letters: %s",
+                                  result.seq, error)  # fmt: skip
+            if lost_count:
+                self._renumber(db, lost_count)
         return delivered, dead
 
     # Housekeeping and reports.

@@ -257,7 +257,6 @@ class MqttIngest:
             log.error("submit returned %d results for %d envelopes; not acked",
                       len(results), len(admitted))  # fmt: skip
             return [None] * len(admitted)
-        return [
-            {"status": r.get("status"), "log_tag_id": r.get("log_tag_id"), "error": r.get("error")}
-            for r in results
-        ]
+        # A conflict's rule and where the device stands travel too (docs/edge-recovery.md).
+        kept = ("status", "log_tag_id", "error", "rule", "last_seq", "last_start")
+        return [{name: r[name] for name in kept if name in r} for r in results]

@@ -137,7 +137,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def _refused(_: Request, exc: Refused) -> JSONResponse:
         verdict = exc.verdict
-        extra = {"log_tag_id": verdict.result["log_tag_id"]} if verdict.recorded else {}
+        kept = ("log_tag_id", "rule", "last_seq", "last_start") if verdict.recorded else ()
+        extra = {name: verdict.result[name] for name in kept if name in verdict.result}
         return problem_response(
             verdict.result["code"], verdict.title or "Rejected", str(exc), **extra
         )

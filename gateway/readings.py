@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from contracts.base import Directory
+from contracts.base import Directory, SchemaError
+from contracts.patio import parse_patio_datetime
 from gateway.store import readings
 from ledger.encoding import parse_json, parse_rfc3339, rfc3339_utc
 from ledger.errors import ConflictError, FormatError
@@ -23,17 +24,15 @@ def minute_of(payload: Any) -> str | None:
     """The reading's time: energy_minute `start`, or a Patio reading's `datetime`."""
     if not isinstance(payload, dict):
         return None
-    text = payload.get("start")
-    if text is None and isinstance(payload.get("dataToStore"), dict):
-        text = payload["dataToStore"].get("datetime")
-        if isinstance(text, str) and "T" not in text:
-            text = text.replace(" ", "T") + ("Z" if len(text) > 10 else "")
-    if not isinstance(text, str):
-        return None
     try:
-        return rfc3339_utc(parse_rfc3339(text, what="start"))
-    except FormatError:
-        return None
+        if isinstance(payload.get("start"), str):
+            return rfc3339_utc(parse_rfc3339(payload["start"], what="start"))
+        reading = payload.get("dataToStore")
+        if isinstance(reading, dict) and isinstance(reading.get("datetime"), str):
+            return rfc3339_utc(parse_patio_datetime(reading["datetime"]))
+    except (FormatError, SchemaError):
+        pass
+    return None
 
 
 class ReadingIndex:

@@ -118,6 +118,11 @@ def _recorded(outcome: Appended | ConflictError, contract: str) -> Verdict:
             "log_tag_id": outcome.log_tag_id,
             "error": f"conflict: {outcome}",
             "code": 409,
+            # Which rule it broke, and where the device stands in the log: what a device that
+            # lost its own count needs to continue (docs/edge-recovery.md).
+            "rule": outcome.rule,
+            "last_seq": outcome.last_seq,
+            "last_start": outcome.last_start,
         }
         return Verdict(result=result, contract=contract, recorded="conflict", title="Conflict")
     result = {

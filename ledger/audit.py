@@ -26,6 +26,7 @@ import nacl.exceptions
 import nacl.signing
 
 from ledger import merkle, registry_replay
+from ledger.coverage import Coverage, DeviceCoverage, recorded_conflicts
 from ledger.encoding import b64decode, canonical_json, hexdecode, parse_json, rfc3339_utc
 from ledger.errors import FormatError, LedgerError, VerificationError
 from ledger.merkle import NodeId
@@ -202,6 +203,7 @@ class AuditReport:
     seconds: float = 0.0
     registry: str | None = None  # the registry replay's summary line (ledger.registry_replay)
     findings: list[Finding] = field(default_factory=list)
+    coverage: list[DeviceCoverage] = field(default_factory=list)  # --full: per device minutes
 
     @property
     def ok(self) -> bool:
@@ -212,6 +214,7 @@ class AuditReport:
         """The JSON report."""
         obj = asdict(self)
         obj["findings"] = [asdict(f) | {"line": f.line()} for f in self.findings]
+        obj["coverage"] = [device.to_json() for device in self.coverage]
         rate = self.entries_checked / self.seconds if self.seconds > 0 else None
         return {"format": REPORT_FORMAT, "ok": self.ok, "entries_per_second": rate} | obj
 
@@ -238,6 +241,7 @@ class AuditReport:
             )
         if self.registry is not None:
             lines.append(f"  {self.registry}")
+        lines.extend(device.line() for device in self.coverage)
         lines.extend(f.line() for f in self.findings)
         lines.append("OK: no tampering found" if self.ok else f"{len(self.findings)} finding(s)")
         return "\n".join(lines)
@@ -664,6 +668,7 @@ class Auditor:
         end = checkpoints[-1].tree_size
         boundaries = deque(c for c in checkpoints if c.tree_size > 0)
         replay = _Replay()
+        coverage = Coverage()
         started = last_progress = time.monotonic()
         pool = (
             ProcessPoolExecutor(max_workers=self.workers)
@@ -679,6 +684,7 @@ class Auditor:
                     self._note(report, finding)
                 report.device_signatures_checked += checked.signatures
                 self._fold(report, replay, checked.leaves, boundaries)
+                coverage.add(item.data if item.data is not None else item.obj for item in batch)
                 report.entries_checked = replay.size
                 now = time.monotonic()
                 if self.progress is not None and now - last_progress >= 2.0:
@@ -689,6 +695,10 @@ class Auditor:
                 pool.shutdown(cancel_futures=True)
         if replay.size < end:
             self._fail(report, _missing(replay.size, None))
+        source = self.source
+        report.coverage = coverage.report(
+            source.conflicts() if isinstance(source, LocalSource) else None
+        )
 
     def _checked_pages(
         self, pool: ProcessPoolExecutor | None, end: int
@@ -830,6 +840,11 @@ class LocalSource:
             if len(page) < PAGE:
                 return
             after = page[-1].tree_size
+
+    def conflicts(self) -> dict[str, dict[str, int]]:
+        """Refused submissions kept as evidence, per device and rule (the gateway's API
+        does not publish them)."""
+        return recorded_conflicts(self.log)
 
     def latest_checkpoint(self) -> str | None:
         """The newest checkpoint note."""

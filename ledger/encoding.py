@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,17 +149,39 @@ def rfc3339_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_rfc3339(text: str, *, what: str) -> datetime:
-    """Parse an RFC 3339 timestamp with an explicit offset into an aware UTC datetime."""
+# RFC 3339 section 5.6 restricted to what DESIGN.md pins (docs/timestamps.md): UTC written
+# as "Z", uppercase "T", always seconds. ASCII digits only (`\d` would take any Unicode digit).
+_RFC3339_UTC = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z"
+)
+
+
+def parse_rfc3339(text: str, *, what: str, fraction: bool = True) -> datetime:
+    """Parse `YYYY-MM-DDTHH:MM:SS[.fraction]Z` strictly into an aware UTC datetime.
+
+    The one parser for times that enter the system (docs/timestamps.md has the grammar).
+    `fraction=False` refuses a fractional second; a fraction finer than the microsecond
+    that datetime keeps is refused rather than rounded, so no two texts share a value by
+    accident. A leap second (:60) is refused: datetime cannot hold it.
+    """
     if not isinstance(text, str):
         raise FormatError(f"{what} must be an RFC 3339 string")
+    match = _RFC3339_UTC.fullmatch(text)
+    if match is None:
+        raise FormatError(
+            f"{what} must be an RFC 3339 UTC timestamp YYYY-MM-DDTHH:MM:SS"
+            f"{'[.fraction]' if fraction else ''}Z: {text!r}"
+        )
+    year, month, day, hour, minute, second, digits = match.groups()
+    if digits is not None:
+        if not fraction:
+            raise FormatError(f"{what} takes no fractional second: {text!r}")
+        if len(digits) > 6 and digits[6:].strip("0"):
+            raise FormatError(f"{what} is finer than a microsecond: {text!r}")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise FormatError(f"{what} is not an RFC 3339 timestamp: {text!r}") from exc
-    if moment.tzinfo is None or "T" not in text.upper():
-        raise FormatError(f"{what} must be an RFC 3339 timestamp with an offset: {text!r}")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        raise FormatError(f"{what} is outside the years 1 to 9999 in UTC: {text!r}") from exc
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int((digits or "0")[:6].ljust(6, "0")), tzinfo=UTC,
+        )  # fmt: skip
+    except ValueError as exc:  # day 31 of a 30-day month, hour 24, second 60, year 0
+        raise FormatError(f"{what} is not a valid date and time: {text!r} ({exc})") from exc

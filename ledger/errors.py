@@ -21,16 +21,36 @@ class VerificationError(LedgerError):
 
 
 class ConflictError(LedgerError):
-    """The same (device_id, seq) was submitted again with different bytes."""
+    """A submission collides with a recorded entry of the same device: the same seq with
+    other bytes (`rule` "seq"), or a second aggregate for one minute (`rule` "minute").
 
-    def __init__(self, device_id: str, seq: int, log_tag_id: str) -> None:
+    `last_seq` and `last_start` say where the device stands in the log (its highest seq, its
+    latest minute), so a device that lost count can continue after them.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        seq: int,
+        log_tag_id: str,
+        *,
+        rule: str = "seq",
+        minute: str | None = None,
+        last_seq: int | None = None,
+        last_start: str | None = None,
+    ) -> None:
+        what = f"minute {minute}" if rule == "minute" else f"seq {seq}"
         super().__init__(
-            f"device {device_id!r} seq {seq} was already recorded with other bytes "
+            f"device {device_id!r} {what} was already recorded with other bytes "
             f"as {log_tag_id}; the new submission is kept as evidence"
         )
         self.device_id = device_id
         self.seq = seq
         self.log_tag_id = log_tag_id
+        self.rule = rule
+        self.minute = minute
+        self.last_seq = last_seq
+        self.last_start = last_start
 
 
 class NotFoundError(LedgerError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,7 @@ from ledger.storage import (
 from ledger.storage import database_url as database_url_for
 
 ENTRY_VERSION = 1
-ENTRY_COLUMNS = "idx, leaf_hash, entry, device_id, seq, contract, received_at"
+ENTRY_COLUMNS = "idx, leaf_hash, entry, device_id, seq, contract, received_at, minute"
 ENTRY_COLUMNS_E = ", ".join(f"e.{column}" for column in ENTRY_COLUMNS.split(", "))
 # Transaction-scoped PostgreSQL advisory lock keys (arbitrary, fixed for this project).
 APPEND_LOCK = 0x7061_7469_6F01
@@ -74,6 +74,9 @@ class Submission:
     sig: str
     device_id: str | None = None
     seq: int | None = None
+    # A slot the device may fill once, whatever the seq (energy_minute: its `start`, in the
+    # one form the strict parser takes); a second submission for it is a conflict.
+    minute: str | None = None
     payload_jcs: bytes | None = None  # when the caller already encoded it to check the sig
 
 
@@ -88,6 +91,7 @@ class StoredEntry:
     seq: int | None
     contract: str
     received_at: str
+    minute: str | None = None
 
     @property
     def log_tag_id(self) -> str:
@@ -106,6 +110,37 @@ class Appended:
 
     status: Literal["accepted", "duplicate"]
     entry: StoredEntry
+
+
+@dataclass
+class _Known:
+    """What an append knows of its devices: entries it may collide with, and where each
+    device stood before it (highest seq, latest minute)."""
+
+    by_seq: dict[tuple[str | None, int | None], StoredEntry] = field(default_factory=dict)
+    by_minute: dict[tuple[str | None, str | None], StoredEntry] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    last_minute: dict[str, str] = field(default_factory=dict)
+
+    def add(self, entry: StoredEntry) -> None:
+        """An entry already stored, or taken by this append (later ones collide with it)."""
+        self.by_seq[entry.device_id, entry.seq] = entry
+        if entry.minute is not None:
+            self.by_minute[entry.device_id, entry.minute] = entry
+
+    def standing(
+        self, device: str, taken: Sequence[tuple[Any, ...]]
+    ) -> tuple[int | None, str | None]:
+        """The device's highest seq and latest minute, counting the rows this append takes
+        (worked out only for a refusal, so the usual append pays nothing for it)."""
+        mine = [row for row in taken if row[3] == device]  # ENTRY_COLUMNS: device_id
+        seqs: list[int] = [row[4] for row in mine if row[4] is not None]
+        minutes: list[str] = [row[7] for row in mine if row[7] is not None]
+        if device in self.last_seq:
+            seqs.append(self.last_seq[device])
+        if device in self.last_minute:
+            minutes.append(self.last_minute[device])
+        return max(seqs, default=None), max(minutes, default=None)
 
 
 Within = Callable[[Connection, Sequence[Submission], list[Appended | ConflictError]], None]
@@ -138,7 +173,7 @@ class StoredAnchor:
 
 def _stored_entry(row: Sequence[Any]) -> StoredEntry:
     """An entry from its ENTRY_COLUMNS, in that order."""
-    index, leaf_hash, data, device_id, seq, contract, received_at = row
+    index, leaf_hash, data, device_id, seq, contract, received_at, minute = row
     return StoredEntry(
         index=index,
         leaf_hash=bytes(leaf_hash),
@@ -147,6 +182,7 @@ def _stored_entry(row: Sequence[Any]) -> StoredEntry:
         seq=seq,
         contract=contract,
         received_at=received_at,
+        minute=minute,
     )
 
 
@@ -205,50 +241,65 @@ class Log:
                 contract=sub.contract, payload_jcs=payload_jcs, sig=sub.sig, received_at=received_at
             )
             prepared.append((sub, payload_jcs, data, merkle.leaf_hash(data)))
-        keys: set[tuple[str | None, int | None]] = {
-            (s.device_id, s.seq) for s, *_ in prepared if s.device_id is not None
-        }
+        keys = {(s.device_id, s.seq) for s, *_ in prepared if s.device_id is not None}
+        slots = {(s.device_id, s.minute) for s, *_ in prepared if s.device_id and s.minute}
         results: list[Appended | ConflictError] = []
         new_rows: list[tuple[Any, ...]] = []
         evidence: list[tuple[Any, ...]] = []
+        refused: list[ConflictError] = []
         # On PostgreSQL the statements share a psycopg pipeline: those whose answer is not
         # read (the lock, the writes) go out without waiting for one.
         with self._write() as conn, conn.begin(), (cursor := DriverCursor(conn)).pipeline():
             if self._postgres:  # on a cursor of its own: its answer is never fetched
                 DriverCursor(conn).execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
-            index, known = self._next_index_and_known(cursor, keys)
+            index, known = self._next_index_and_known(cursor, keys, slots)
             for sub, payload_jcs, data, leaf in prepared:
-                key = (sub.device_id, sub.seq)
-                earlier = known.get(key) if sub.device_id is not None else None
+                device = sub.device_id
+                earlier = known.by_seq.get((device, sub.seq)) if device is not None else None
+                rule = "seq"
+                if earlier is None and device is not None and sub.minute is not None:
+                    earlier, rule = known.by_minute.get((device, sub.minute)), "minute"
                 if earlier is not None:
                     stored = earlier.entry_object()
                     if (
-                        stored["sig"] == sub.sig
+                        rule == "seq"
+                        and stored["sig"] == sub.sig
                         and canonical_json(stored["payload"]) == payload_jcs
                     ):
                         results.append(Appended(status="duplicate", entry=earlier))
                         continue
-                    evidence.append((sub.device_id, sub.seq, earlier.index, data, received_at))
-                    assert sub.device_id is not None and sub.seq is not None
-                    results.append(ConflictError(sub.device_id, sub.seq, earlier.log_tag_id))
+                    evidence.append((device, sub.seq, earlier.index, data, received_at, rule))
+                    assert device is not None and sub.seq is not None
+                    conflict = ConflictError(
+                        device, sub.seq, earlier.log_tag_id, rule=rule, minute=sub.minute
+                    )
+                    refused.append(conflict)
+                    results.append(conflict)
                     continue
-                row = (index, leaf, data, sub.device_id, sub.seq, sub.contract, received_at)
+                row = (index, leaf, data, device, sub.seq, sub.contract, received_at, sub.minute)
                 stored_entry = _stored_entry(row)
                 new_rows.append(row)
-                if sub.device_id is not None:
-                    known[key] = stored_entry
+                if device is not None:
+                    known.add(stored_entry)
                 results.append(Appended(status="accepted", entry=stored_entry))
                 index += 1
+            # Refusals carry where the device stands after this commit, so a device that
+            # lost its own count can continue from there (docs/edge-recovery.md).
+            for conflict in refused:
+                conflict.last_seq, conflict.last_start = known.standing(
+                    conflict.device_id, new_rows
+                )
             if new_rows:
                 cursor.executemany(
-                    f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", new_rows
+                    f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    new_rows,
                 )
                 first = new_rows[0][0]
                 self._store_level(cursor, 0, first, [row[1] for row in new_rows])
             if evidence:
                 cursor.executemany(
-                    "INSERT INTO conflicts (device_id, seq, existing_idx, entry, received_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO conflicts (device_id, seq, existing_idx, entry, received_at, "
+                    "rule) VALUES (?, ?, ?, ?, ?, ?)",
                     evidence,
                 )
             if within is not None:
@@ -256,54 +307,73 @@ class Log:
         return results
 
     def _next_index_and_known(
-        self, cursor: DriverCursor, keys: set[tuple[str | None, int | None]]
-    ) -> tuple[int, dict[tuple[str | None, int | None], StoredEntry]]:
-        """The next entry index, and the stored entries among `keys` (resends)."""
-        found: dict[tuple[str | None, int | None], StoredEntry] = {}
-        # Devices count up: only keys at or below a device's highest recorded seq can
-        # already exist, and a resend is rare, so usually nothing is looked up one by one.
-        devices = sorted({device for device, _ in keys if device is not None})
-        highest: dict[str | None, int] = {}
+        self,
+        cursor: DriverCursor,
+        keys: set[tuple[str, int | None]],
+        slots: set[tuple[str, str]],
+    ) -> tuple[int, _Known]:
+        """The next entry index, and the stored entries among `keys` and `slots` (resends)."""
+        known = _Known()
+        # Devices count up and move forward in time: only keys at or below a device's
+        # highest recorded seq, and slots at or before its latest minute, can already exist,
+        # and a resend is rare, so usually nothing is looked up one by one.
+        devices = sorted({device for device, _ in keys})
         next_index = None
         for start in range(0, max(len(devices), 1), 400):
             batch_devices = devices[start : start + 400]
-            # One index seek per device (a GROUP BY over an IN list would read every row),
+            # Two index seeks per device (a GROUP BY over an IN list would read every row),
             # and the next index in the same answer: one round trip.
             per_device = (
                 "WITH k(d) AS (VALUES {}) "
-                "SELECT d, (SELECT max(seq) FROM entries WHERE device_id = k.d) FROM k "
-                "UNION ALL ".format(", ".join(["(?)"] * len(batch_devices)))
+                "SELECT d, (SELECT max(seq) FROM entries WHERE device_id = k.d), "
+                "(SELECT max(minute) FROM entries WHERE device_id = k.d AND minute IS NOT NULL) "
+                "FROM k UNION ALL ".format(", ".join(["(?)"] * len(batch_devices)))
                 if batch_devices
                 else ""
             )
             rows = cursor.execute(
-                per_device + "SELECT NULL, (SELECT coalesce(max(idx) + 1, 0) FROM entries)",
+                per_device + "SELECT NULL, (SELECT coalesce(max(idx) + 1, 0) FROM entries), NULL",
                 tuple(batch_devices),
             ).fetchall()
-            for device, top in rows:
+            for device, top, latest in rows:
                 if device is None:
                     next_index = top
-                elif top is not None:
-                    highest[device] = top
+                    continue
+                if top is not None:
+                    known.last_seq[device] = top
+                if latest is not None:
+                    known.last_minute[device] = latest
         assert next_index is not None
-        wanted = [
+        wanted: list[tuple[str, int | str]] = [
             (device, seq)
             for device, seq in keys
-            if device in highest and seq is not None and seq <= highest[device]
+            if device in known.last_seq and seq is not None and seq <= known.last_seq[device]
+        ]
+        wanted += [
+            (device, minute)
+            for device, minute in slots
+            if device in known.last_minute and minute <= known.last_minute[device]
         ]
         for start in range(0, len(wanted), 400):
             batch = wanted[start : start + 400]
-            pairs = ", ".join(["(?, ?)"] * len(batch))
+            by_seq = [key for key in batch if isinstance(key[1], int)]
+            by_minute = [key for key in batch if isinstance(key[1], str)]
             # A join on a VALUES list, not a row-value IN, which SQLite answers by a full scan.
+            lists, selects = [], []
+            for name, part, column in (("ks", by_seq, "seq"), ("km", by_minute, "minute")):
+                if part:
+                    lists.append(f"{name}(d, v) AS (VALUES {', '.join(['(?, ?)'] * len(part))})")
+                    selects.append(
+                        f"SELECT {ENTRY_COLUMNS_E} FROM {name} "
+                        f"JOIN entries e ON e.device_id = {name}.d AND e.{column} = {name}.v"
+                    )
             rows = cursor.execute(
-                f"WITH k(d, s) AS (VALUES {pairs}) SELECT {ENTRY_COLUMNS_E} FROM k "
-                "JOIN entries e ON e.device_id = k.d AND e.seq = k.s",
-                tuple(value for key in batch for value in key),
+                f"WITH {', '.join(lists)} {' UNION ALL '.join(selects)}",
+                tuple(value for key in by_seq + by_minute for value in key),
             ).fetchall()
             for row in rows:
-                entry = _stored_entry(row)
-                found[entry.device_id, entry.seq] = entry
-        return next_index, found
+                known.add(_stored_entry(row))
+        return next_index, known
 
     def seal(self) -> StoredCheckpoint:
         """Sign a checkpoint over every entry appended so far (one sealer at a time).

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
@@ -40,10 +41,21 @@ entries = Table(
     Column("seq", BigInteger),
     Column("contract", String(128), nullable=False),
     Column("received_at", String(32), nullable=False),
+    # Migration 0003: a device's one-per-minute slot (energy_minute `start`), else NULL.
+    Column("minute", String(20)),
     Index("entries_device_seq", "device_id", "seq", unique=True),
+    Index(
+        "entries_device_minute",
+        "device_id",
+        "minute",
+        unique=True,
+        sqlite_where=text("minute IS NOT NULL"),
+        postgresql_where=text("minute IS NOT NULL"),
+    ),
 )
 
-# Conflicting resubmissions: the same (device_id, seq) with other bytes, kept as evidence.
+# Refused resubmissions kept as evidence: `rule` says which key they collided on, "seq" (the
+# same (device_id, seq) with other bytes) or "minute" (a second aggregate for a device-minute).
 conflicts = Table(
     "conflicts",
     metadata,
@@ -53,6 +65,7 @@ conflicts = Table(
     Column("existing_idx", BigInteger, ForeignKey("entries.idx"), nullable=False),
     Column("entry", LargeBinary, nullable=False),
     Column("received_at", String(32), nullable=False),
+    Column("rule", String(16), nullable=False, server_default="seq"),  # migration 0003
 )
 
 # Complete-subtree hashes (ledger.merkle), 256 to a row: node (level, i) is bytes

@@ -28,6 +28,11 @@ class Result:
     status: Status
     log_tag_id: str | None = None
     error: str | None = None
+    # A conflict's rule ("seq" or "minute") and where the device stands in the ledger: its
+    # highest recorded seq and latest recorded minute (docs/edge-recovery.md).
+    rule: str | None = None
+    last_seq: int | None = None
+    last_start: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -36,13 +41,23 @@ class Result:
 
 
 def result_from(seq: int, answer: Mapping[str, Any]) -> Result | None:
-    """A Result from a gateway result object, or None when it is not one."""
+    """A Result from a gateway result object (or conflict problem), or None when it is not one."""
     status = answer.get("status")
     tag = answer.get("log_tag_id")
     error = answer.get("error")
     if status not in STATUSES or not (tag is None or isinstance(tag, str)):
         return None
-    return Result(seq, status, tag, error if isinstance(error, str) else None)
+    return Result(seq, status, tag, error if isinstance(error, str) else None, **standing(answer))
+
+
+def standing(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """A conflict answer's rule, last_seq and last_start, those of the right type."""
+    rule, last_seq, last_start = (answer.get(k) for k in ("rule", "last_seq", "last_start"))
+    return {
+        "rule": rule if isinstance(rule, str) else None,
+        "last_seq": last_seq if type(last_seq) is int else None,
+        "last_start": last_start if isinstance(last_start, str) else None,
+    }
 
 
 class Transport(Protocol):

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from edge.errors import DeliveryError
-from edge.transports import OutboxItem, Result, result_from
+from edge.transports import OutboxItem, Result, result_from, standing
 
 log = logging.getLogger("patio.edge.http")
 
@@ -97,6 +97,10 @@ class EntriesTransport:
                 raise DeliveryError(str(exc), retry_after=exc.retry_after, results=first) from exc
         if status == 409 and not _is_conflict(response):
             return [Result(items[0].seq, "duplicate", None, _problem(response))]
+        if status == 409:
+            return [
+                Result(items[0].seq, "rejected", None, _problem(response), **_standing(response))
+            ]
         if 400 <= status < 500:
             return [Result(items[0].seq, "rejected", None, _problem(response))]
         raise DeliveryError(f"unexpected answer {_problem(response)}")
@@ -172,6 +176,8 @@ class LegacyTransport:
             raise DeliveryError(_problem(response), retry_after=_retry_after(response))
         if status == 409 and not _is_conflict(response):
             return Result(item.seq, "duplicate", None, _problem(response))
+        if status == 409:
+            return Result(item.seq, "rejected", None, _problem(response), **_standing(response))
         if 400 <= status < 500:
             return Result(item.seq, "rejected", None, _problem(response))
         raise DeliveryError(f"unexpected answer {_problem(response)}")
@@ -183,3 +189,12 @@ class LegacyTransport:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()
+
+
+def _standing(response: httpx.Response) -> dict[str, Any]:
+    """The conflict problem's rule, last_seq and last_start (see `standing`)."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    return standing(body if isinstance(body, dict) else {})

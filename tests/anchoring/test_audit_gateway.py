@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -205,12 +206,21 @@ def served(gateway: Running) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+COVERAGE = (
+    f"  device {DEVICE}: 48/48 minutes (100.0%) from 2026-01-01T00:00:00Z to "
+    "2026-01-01T00:47:00Z, 0 gap(s), 0 duplicate minute(s)"
+)
+
+
 def test_cli_audit_over_http(gateway: Running, served: str, tmp_path: Path, capsys: Any) -> None:
     report = tmp_path / "report.json"
     argv = ["audit", "--gateway", served, "--log-key", gateway.log_key, "--full"]
     argv += ["--api-key", gateway.api_key, "--report", str(report)]
     assert main(argv) == 0
-    assert "50 entries replayed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "50 entries replayed" in out
+    assert f"{COVERAGE}, conflicts not visible from this source" in out.splitlines()
+    assert json.loads(report.read_text())["coverage"][0]["present"] == 48
     assert httpx.get(f"{served}/v1/checkpoint").status_code == 200
     gateway.tamper("DELETE FROM entries WHERE idx = 49", ())
     assert main(argv) == 1
@@ -224,6 +234,7 @@ def test_cli_local_audit_of_the_gateway_database(gateway: Running, capsys: Any) 
     assert main([*argv, "--full"]) == 0
     out = capsys.readouterr().out
     assert "50 entries replayed, 50 device signature(s)" in out  # device and registry keys
+    assert f"{COVERAGE}, 0 conflict(s) kept" in out.splitlines()
     gateway.tamper("DELETE FROM entries WHERE idx = 3", ())
     assert main([*argv, "--full"]) == 1
     assert "TAMPER DETECTED: entry 3 is missing" in capsys.readouterr().out

@@ -22,6 +22,7 @@ from edge.aggregate import minute_start
 from edge.drivers.tasmota import Settings as TasmotaSettings
 from edge.drivers.tasmota import TasmotaPlug
 from edge.transports.mqtt import MqttTransport
+from ledger.encoding import parse_rfc3339
 from ledger.keys import NamedKey
 from tests.edge.conftest import COMMUNITY, ConfigFactory
 from tests.edge.fakes import (
@@ -104,7 +105,7 @@ def assert_one_entry_per_minute(
     assert len(payloads) == expected
     assert starts == sorted(starts), "seq order is not minute order"
     if not agent_was_down:
-        first = int(datetime.fromisoformat(starts[0].replace("Z", "+00:00")).timestamp() * 1000)
+        first = int(parse_rfc3339(starts[0], what="start").timestamp() * 1000)
         assert starts == [minute_start(first + 60_000 * k) for k in range(len(starts))]
     return payloads
 
@@ -320,3 +321,74 @@ def test_broker_restart_with_the_real_gateway(
             broker.start()
     assert_one_entry_per_minute(gateway, device, total)
     assert total >= 7
+
+
+@pytest.mark.parametrize("transport", ["http", "mqtt"])
+def test_an_agent_with_a_lost_database_continues_after_the_ledger(
+    shared: Shared, device: str, make_config: ConfigFactory, transport: str
+) -> None:
+    """docs/edge-recovery.md: a reinstalled agent (fresh database, same device key) starts
+    again at seq 1. Its seq conflicts tell it where the ledger stands; it renumbers what is
+    pending from there, and minutes the ledger already holds become dead letters."""
+    gateway, broker = shared.gateway, shared.broker
+    delivery: dict[str, Any] = (
+        {"url": gateway.url} if transport == "http" else {"transport": "mqtt"}
+    )
+    mqtt = {"mqtt": {"host": "127.0.0.1", "port": broker.port, "ack_timeout_s": 20.0}}
+    sensors = [{"driver": "simulator", "name": "house", "kind": "household", "interval_s": 10.0}]
+
+    def run(agent: Agent, clock: ManualClock, until: float, *, flush: bool = True) -> None:
+        while clock.t < until:
+            if flush:
+                agent.step(clock.t)
+            else:  # gateway unreachable: minutes pile up in the outbox
+                agent.sample(clock.t)
+                agent.aggregate(clock.t)
+            clock.t += 5
+
+    def drained(agent: Agent, clock: ManualClock) -> bool:
+        agent.step(clock.t)
+        return pending(agent) == 0
+
+    # The first installation records minutes 0..4 as seq 1..5.
+    clock = ManualClock(PAST)
+    first = Agent(
+        config=make_config(device_id=device, agent={"grace_s": 1.0}, delivery=delivery,
+                           sensors=sensors, **mqtt),
+        clock=clock,
+    )  # fmt: skip
+    try:
+        run(first, clock, PAST + 5 * 60 + 2)
+        wait_until(lambda: drained(first, clock), 30, "the first agent's acks")
+    finally:
+        first.close()
+    before = gateway.payloads(device)
+    assert [p["seq"] for p in before] == [1, 2, 3, 4, 5]
+
+    # Reinstalled: a fresh database, the same key. It samples minutes 3..10 before it first
+    # reaches the gateway, numbered seq 1..8; minutes 3 and 4 are in the ledger already.
+    clock = ManualClock(PAST + 3 * 60)
+    second = Agent(
+        config=make_config(device_id=device, agent={"grace_s": 1.0}, delivery=delivery,
+                           sensors=sensors, data_dir="var-reinstalled", **mqtt),
+        clock=clock,
+    )  # fmt: skip
+    try:
+        run(second, clock, PAST + 11 * 60 + 7, flush=False)
+        assert pending(second) == 8
+        wait_until(lambda: drained(second, clock), 60, "the reinstalled agent to drain")
+        status = second.outbox.status()
+        dead = second.store.connection.execute("SELECT error FROM dead_letters").fetchall()
+    finally:
+        second.close()
+
+    payloads = gateway.payloads(device)
+    starts = [p["start"] for p in payloads]
+    assert len(set(starts)) == len(starts), "a minute is in the ledger twice"
+    assert sorted(starts) == [minute_start((PAST + 60 * k) * 1000) for k in range(11)]
+    seqs = [int(p["seq"]) for p in payloads]
+    assert len(set(seqs)) == len(seqs)
+    assert payloads[:5] == before  # the first installation's entries are untouched
+    # Minutes 3 and 4 of the reinstalled agent: refused by the minute rule, kept aside.
+    assert status.dead == 2 and all("minute" in error for (error,) in dead)
+    assert status.acked == 6 and status.next_seq > max(seqs)
