@@ -13,10 +13,11 @@ the key is still the device's (taking the payload's JCS from the precheck too), 
 full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
-package, started together). A request frame is (batch id, Admit | RegistryChange); a reply
-frame is [(batch id, verdicts or WriteFailed), ...], one per group of commits, sent after them.
+package, started together). A request frame is (batch id, Admit | RegistryChange |
+AlertRecord); a reply frame is [(batch id, verdicts or WriteFailed), ...], one per group of
+commits, sent after them.
 A registry change is a commit of its own (gateway.submissions.change_registry), in the order
-it arrived among the envelopes.
+it arrived among the envelopes; so is a sent alert's record (gateway.alerts.record).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from contracts.alert import AlertRecord
 from contracts.base import Directory
 from contracts.device_registry import RegistryChange
 from gateway.submissions import Admit, Verdict, WriteFailed, change_registry, decide
@@ -43,7 +45,7 @@ from ledger.errors import ConflictError
 from ledger.keys import NamedKey
 from ledger.log import Appended, Log, Submission, Within
 
-Request = Admit | RegistryChange
+Request = Admit | RegistryChange | AlertRecord
 AfterCommit = Callable[[Sequence[Verdict]], None]
 
 HEADER = struct.Struct("!I")
@@ -124,7 +126,7 @@ def _commits(frames: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Requ
 
 def _runs(group: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Request]]]:
     """The group in order: runs of envelope requests (one commit each), and each registry
-    change alone."""
+    change or alert record alone."""
     run: list[tuple[int, Request]] = []
     for frame in group:
         if isinstance(frame[1], Admit):
@@ -151,6 +153,10 @@ def _commit(
         directory.refresh()
         if isinstance(change := run[0][1], RegistryChange):
             verdicts = [[change_registry(change, log=log_, signer=signer)]]
+        elif isinstance(record := run[0][1], AlertRecord):
+            from gateway.alerts.record import record_alert
+
+            verdicts = [[record_alert(record, log_=log_, signer=signer)]]
         else:
             admits = [request for _, request in run if isinstance(request, Admit)]
             verdicts = decide(admits, log=log_, directory=directory, within=within)
