@@ -4,10 +4,11 @@ the test moves."""
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.alert import AlertRecord
+from contracts.base import Context
 from contracts.device_registry import RegistryChange
 from gateway.alerts.channels import Sender
 from gateway.alerts.evaluator import AlertSettings, Evaluator, iso, store_settings
@@ -16,14 +17,13 @@ from gateway.alerts.rules import RuleSpec
 from gateway.alerts.tables import alert_rules
 from gateway.directory import Directory
 from gateway.store import upgrade
-from gateway.submissions import Admit, change_registry, decide
+from gateway.submissions import change_registry, envelope_contract
 from ledger.keys import NamedKey
 from ledger.log import Log, open_data_dir
 from ledger.storage import open_engine
 
-# The next minute: the log stamps arrivals with the real time, so the test's clock starts
-# just after it and moves on from there.
-T0 = (int(time.time()) // 60 + 1) * 60
+# 2026-11-22T03:00:00Z: the night the boiler stops. Arrivals are stamped with the test's clock.
+T0 = int(datetime(2026, 11, 22, 3, 0, tzinfo=UTC).timestamp())
 COMMUNITY = "hoa-1"
 
 
@@ -49,8 +49,10 @@ class Site:
         self.keys: dict[str, NamedKey] = {}
         self.seqs: dict[str, int] = {}
         self.evaluator = self.new_evaluator(smtp_url=smtp_url)
-        self.change("register_community", {"id": COMMUNITY, "name": "Calle Mayor 5",
-                                           "time_zone": "Europe/Madrid"})  # fmt: skip
+        self.change(
+            "register_community",
+            {"id": COMMUNITY, "name": "Calle Mayor 5", "time_zone": "Europe/Madrid"},
+        )
         self.evaluator.evaluate()  # first pass: starts at the log's end
 
     def new_evaluator(self, *, smtp_url: str | None = None, retry_base: float = 30) -> Evaluator:
@@ -69,23 +71,38 @@ class Site:
         return str(verdict.result["log_tag_id"])
 
     def change(self, action: Any, subject: dict[str, Any]) -> None:
-        verdict = change_registry(RegistryChange(action, subject, iso(self.clock.now)),
-                                  log=self.log, signer=self.registry_key)  # fmt: skip
+        verdict = change_registry(
+            RegistryChange(action, subject, iso(self.clock.now)),
+            log=self.log,
+            signer=self.registry_key,
+        )
         assert verdict.recorded == "accepted", verdict.result
         self.directory.forget(subject["id"])
 
     def device(self, device_id: str, profile: dict[str, Any] | None = None) -> None:
         key = NamedKey.generate(device_id)
         self.keys[device_id] = key
-        self.change("register_device", {"id": device_id, "community_id": COMMUNITY,
-                                        "public_key": key.public_key_b64, "profile": profile})  # fmt: skip
+        self.change(
+            "register_device",
+            {
+                "id": device_id,
+                "community_id": COMMUNITY,
+                "public_key": key.public_key_b64,
+                "profile": profile,
+            },
+        )
 
     def rule(self, spec: dict[str, Any]) -> int:
         parsed = RuleSpec.model_validate(spec)
         with self.log.engine.connect() as conn, conn.begin():
-            result = conn.execute(alert_rules.insert().values(
-                community_id=COMMUNITY, name=parsed.name, created_at=self.clock.now,
-                spec=parsed.model_dump_json(by_alias=True)))  # fmt: skip
+            result = conn.execute(
+                alert_rules.insert().values(
+                    community_id=COMMUNITY,
+                    name=parsed.name,
+                    created_at=self.clock.now,
+                    spec=parsed.model_dump_json(by_alias=True),
+                )
+            )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def settings(self, **spec: Any) -> None:
@@ -94,17 +111,35 @@ class Site:
 
     def reading(self, device_id: str, minute: int, readings: dict[str, Any]) -> None:
         """One energy_minute for `minute` (Unix seconds), received at the clock's time."""
+        self.readings(device_id, [(minute, readings)])
+
+    def readings(self, device_id: str, minutes: list[tuple[int, dict[str, Any]]]) -> None:
+        """A batch of a device's minutes in one commit, received at the clock's time, through
+        the energy_minute contract as the writer admits them."""
+        now = datetime.fromtimestamp(self.clock.now, UTC)
+        context = Context(directory=self.directory, log=self.log, now=now)
+        submissions = []
+        for minute, readings in minutes:
+            submissions.append(
+                envelope_contract("energy_minute").admit(
+                    self.envelope(device_id, minute, readings), context
+                )
+            )
+        outcomes = self.log.append(submissions, now=now)
+        assert all(getattr(o, "status", None) == "accepted" for o in outcomes), outcomes
+
+    def envelope(self, device_id: str, minute: int, readings: dict[str, Any]) -> dict[str, Any]:
+        """The device's next signed envelope."""
         key = self.keys[device_id]
         seq = self.seqs[device_id] = self.seqs.get(device_id, 0) + 1
-        payload = {"device_id": device_id, "seq": seq, "start": iso(minute), "period_s": 60,
-                   "readings": readings}  # fmt: skip
-        request = Admit("energy_minute", [{"payload": payload, "sig": key.sign_payload(payload)}],
-                        float(self.clock.now))  # fmt: skip
-        self.log_append(request)
-
-    def log_append(self, request: Admit) -> None:
-        [verdicts] = decide([request], log=self.log, directory=self.directory)
-        assert [v.result["status"] for v in verdicts] == ["accepted"] * len(verdicts), verdicts
+        payload = {
+            "device_id": device_id,
+            "seq": seq,
+            "start": iso(minute),
+            "period_s": 60,
+            "readings": readings,
+        }
+        return {"payload": payload, "sig": key.sign_payload(payload)}
 
     def close(self) -> None:
         self.evaluator.engine.dispose()

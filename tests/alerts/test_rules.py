@@ -51,8 +51,12 @@ def test_threshold_fires_after_its_for_duration_and_resolves(
 ) -> None:
     webhook(site, receiver)
     site.device("meter-1")
-    site.rule({"name": "hot", "condition": {"kind": "threshold", "sensor": "t", "op": ">",
-                                            "value": 30, "for": 5}})  # fmt: skip
+    site.rule(
+        {
+            "name": "hot",
+            "condition": {"kind": "threshold", "sensor": "t", "op": ">", "value": 30, "for": 5},
+        }
+    )
     values = [25, 31, 32, 33, 34, 35, 36, 37, 20]  # above from minute 1; 5 minutes on, minute 6
     for n, value in enumerate(values):
         site.clock.now = minute(n) + 70
@@ -79,8 +83,12 @@ def test_a_threshold_that_drops_back_while_pending_sends_nothing(
 ) -> None:
     webhook(site, receiver)
     site.device("meter-1")
-    site.rule({"name": "hot", "condition": {"kind": "threshold", "sensor": "t", "op": ">",
-                                            "value": 30, "for": 5}})  # fmt: skip
+    site.rule(
+        {
+            "name": "hot",
+            "condition": {"kind": "threshold", "sensor": "t", "op": ">", "value": 30, "for": 5},
+        }
+    )
     for n, value in enumerate([31.0, 32.0, 20.0]):
         site.clock.now = minute(n) + 70
         site.reading("meter-1", minute(n), {"t": temperature(value)})
@@ -93,16 +101,19 @@ def test_counter_running_backwards_or_beyond_the_device_types_range(
     site: Site, receiver: HttpReceiver
 ) -> None:
     webhook(site, receiver)
-    site.device("house-1", {"sensors": {"house_wh": {"role": "consumption", "unit": "Wh",
-                                                     "min": 0, "max": 500}}})  # fmt: skip
+    site.device(
+        "house-1",
+        {"sensors": {"house_wh": {"role": "consumption", "unit": "Wh", "min": 0, "max": 500}}},
+    )
     site.rule({"name": "meter", "condition": {"kind": "counter", "sensor": "house_wh"}})
     for n, wh in enumerate([12.0, -3.0, 14.0, 9000.0, 11.0]):
         site.clock.now = minute(n) + 70
         site.reading("house-1", minute(n), {"house_wh": energy(wh)})
         site.evaluator.evaluate()
     with site.log.engine.connect() as conn:
-        details = [row.detail for row in conn.execute(
-            select(alert_events).order_by(alert_events.c.id))]  # fmt: skip
+        details = [
+            row.detail for row in conn.execute(select(alert_events).order_by(alert_events.c.id))
+        ]
     assert [state for _, state, _ in events(site)] == ["firing", "resolved", "firing", "resolved"]
     assert "runs backwards" in details[0] and "beyond the plausible 500" in details[2]
 
@@ -149,8 +160,19 @@ def test_a_silent_device_that_never_sent_is_reported_from_its_registration(site:
 def test_rules_of_other_devices_and_sensors_are_left_alone(site: Site, field: str) -> None:
     site.device("meter-1")
     site.device("meter-2")
-    site.rule({"name": "cold", "condition": {"kind": "threshold", "sensor": "t", "field": field,
-                                             "op": "<", "value": 5, "device": "meter-2"}})  # fmt: skip
+    site.rule(
+        {
+            "name": "cold",
+            "condition": {
+                "kind": "threshold",
+                "sensor": "t",
+                "field": field,
+                "op": "<",
+                "value": 5,
+                "device": "meter-2",
+            },
+        }
+    )
     site.clock.now = minute(0) + 70
     site.reading("meter-1", minute(0), {"t": temperature(1.0)})
     site.reading("meter-2", minute(0), {"u": temperature(1.0)})
