@@ -68,6 +68,12 @@ def _wake(request: Request) -> None:
     task.wake()
 
 
+def _writing(gateway: Any) -> Connection:
+    """A connection for a write transaction (SQLite: takes the write lock up front)."""
+    conn: Connection = gateway.log.engine.connect().execution_options(patio_write=True)
+    return conn
+
+
 def _community(conn: Connection, community_id: str) -> None:
     found = conn.execute(select(communities.c.id).where(communities.c.id == community_id)).first()
     if found is None:
@@ -101,7 +107,7 @@ async def create_rule(
     community_id: CommunityId, body: RuleSpec, gateway: GatewayDep, _: AdminDep, request: Request
 ) -> dict[str, Any]:
     now = _evaluator(request).clock()
-    with gateway.log.engine.connect() as conn, conn.begin():
+    with _writing(gateway) as conn, conn.begin():
         _community(conn, community_id)
         rule_id = conn.execute(
             insert(alert_rules).values(
@@ -144,7 +150,7 @@ async def replace_rule(
     _: AdminDep,
     request: Request,
 ) -> dict[str, Any]:
-    with gateway.log.engine.connect() as conn, conn.begin():
+    with _writing(gateway) as conn, conn.begin():
         _rule(conn, community_id, rule_id)
         conn.execute(
             update(alert_rules)
@@ -161,7 +167,7 @@ async def replace_rule(
 async def delete_rule(
     community_id: CommunityId, rule_id: int, gateway: GatewayDep, _: AdminDep
 ) -> Response:
-    with gateway.log.engine.connect() as conn, conn.begin():
+    with _writing(gateway) as conn, conn.begin():
         _rule(conn, community_id, rule_id)
         conn.execute(delete(alert_states).where(alert_states.c.rule_id == rule_id))
         conn.execute(delete(alert_rules).where(alert_rules.c.id == rule_id))
@@ -193,7 +199,7 @@ async def get_settings(
 async def put_settings(
     community_id: CommunityId, body: AlertSettings, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
-    with gateway.log.engine.connect() as conn, conn.begin():
+    with _writing(gateway) as conn, conn.begin():
         _community(conn, community_id)
         store_settings(conn, community_id, body)
     return _redacted(body)
@@ -220,7 +226,7 @@ async def create_silence(
         raise Problem(422, "Invalid request", str(exc)) from None
     if ends <= starts:
         raise Problem(422, "Invalid request", "ends_at must be after starts_at")
-    with gateway.log.engine.connect() as conn, conn.begin():
+    with _writing(gateway) as conn, conn.begin():
         _community(conn, community_id)
         if body.rule_id is not None:
             _rule(conn, community_id, body.rule_id)
@@ -256,7 +262,7 @@ async def list_silences(
 async def delete_silence(
     community_id: CommunityId, silence_id: int, gateway: GatewayDep, _: AdminDep
 ) -> Response:
-    with gateway.log.engine.connect() as conn, conn.begin():
+    with _writing(gateway) as conn, conn.begin():
         gone = conn.execute(
             delete(alert_silences).where(
                 alert_silences.c.id == silence_id, alert_silences.c.community_id == community_id
