@@ -131,6 +131,8 @@ class Pass:
     loaded: dict[tuple[int, str], str]  # the state each row had when read
     changes: list[Change] = field(default_factory=list)
     times: dict[str | None, int] = field(default_factory=dict)
+    # Per device: its declared profile, and the rules watching it with their states.
+    watchers: dict[str, tuple[Any, list[tuple[Rule, State]]]] = field(default_factory=dict)
 
     def seconds(self, text: str | None) -> int:
         """An RFC 3339 time as Unix seconds; a batch's entries share a few (memoised)."""
@@ -267,15 +269,21 @@ class Evaluator:
     def _read(
         self, row: Any, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
     ) -> None:
-        device = known.get(row.device_id)
-        if row.contract != MINUTE_CONTRACT or device is None:
+        if row.contract != MINUTE_CONTRACT:
             return
-        rules = [
-            rule
-            for rule in by_community.get(device.community_id, ())
-            if rule.watches(row.device_id)
-        ]
-        if not rules:
+        watchers = work.watchers.get(row.device_id)
+        if watchers is None:  # once per device and pass: its rules, their states, its profile
+            device = known.get(row.device_id)
+            rules = [] if device is None else by_community.get(device.community_id, [])
+            watching = [
+                (rule, work.states.setdefault((rule.id, subject_of(rule, row.device_id)), State()))
+                for rule in rules
+                if rule.watches(row.device_id)
+            ]
+            profile = json.loads(device.profile) if device is not None and device.profile else None
+            watchers = work.watchers[row.device_id] = (profile, watching)
+        profile, watching = watchers
+        if not watching:
             return
         try:
             minute = work.seconds(row.minute)
@@ -288,10 +296,9 @@ class Evaluator:
             minute=minute,
             arrived=arrived,
             values=payload.get("readings") or {},
-            profile=json.loads(device.profile) if device.profile else None,
+            profile=profile,
         )
-        for rule in rules:
-            state = work.states.setdefault((rule.id, subject_of(rule, row.device_id)), State())
+        for rule, state in watching:
             work.changes += on_reading(rule, reading, state)
 
     def _silences(
