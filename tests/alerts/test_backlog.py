@@ -3,6 +3,8 @@ nothing and fires nothing stale as new (late), and state survives a restart."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from sqlalchemy import select
 
 from gateway.alerts.tables import alert_events, alert_states
@@ -86,3 +88,40 @@ def test_a_pending_alert_survives_a_restart(site: Site, receiver: HttpReceiver) 
     assert seen == [("pending", 0), ("firing", 5)]  # counted from before the restart
     [body] = sent(receiver, 1)
     assert body["alerts"][0]["state"] == "firing"
+
+
+def test_two_gateway_processes_evaluating_at_once_notify_each_change_once(
+    site: Site, receiver: HttpReceiver
+) -> None:
+    webhook(site, receiver)
+    site.rule(
+        {"name": "cold", "condition": {"kind": "threshold", "sensor": "t", "op": "<", "value": 5}}
+    )
+    devices = [f"meter-{n}" for n in range(8)]
+    for device in devices:
+        site.device(device)
+    others = [site.new_evaluator() for _ in range(3)]
+    try:
+        for n in range(6):  # cold, warm, cold...: a change every minute on every device
+            site.clock.now = minute(n + 1)
+            for device in devices:
+                site.reading(device, minute(n), {"t": temperature(1.0 if n % 2 == 0 else 20.0)})
+            with ThreadPoolExecutor(len(others) + 1) as pool:
+                list(pool.map(lambda e: e.evaluate(), [site.evaluator, *others]))
+                list(pool.map(lambda e: e.deliver(), [site.evaluator, *others]))
+    finally:
+        for other in others:
+            other.engine.dispose()
+    with site.log.engine.connect() as conn:
+        seen = [
+            (row.subject, row.state, row.minute)
+            for row in conn.execute(select(alert_events).where(alert_events.c.state != "pending"))
+        ]
+    assert len(seen) == len(set(seen)) == 6 * len(devices)
+    notified = [
+        (a["subject"], a["state"], a["minute"])
+        for body in sent(receiver, 6)
+        for a in body["alerts"]
+    ]
+    assert len(notified) == len(set(notified)) == 6 * len(devices)
+    assert len(receiver.inbox.items) == 6  # one message a minute, none sent twice
