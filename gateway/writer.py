@@ -53,7 +53,9 @@ MAX_COMMIT = 2_000  # envelopes per commit; what arrives beyond waits for the ne
 SOCKET_BUFFER = 4 << 20
 RESTART_MAX_DELAY = 5.0  # seconds between attempts to start a writer that keeps failing
 URL_VARIABLE = "PATIO_WRITER_DATABASE_URL"  # not argv: a password would show in `ps`
-REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"  # the key file's text: the writer signs
+# The registry key file's text: the writer signs registry (and alert) entries. A process's
+# environment is readable by its own user only, as the key file is.
+REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"
 # Benchmarks only (bench/gateway.py --no-rollups): "0" leaves rollups to the next catch-up.
 ROLLUPS_VARIABLE = "PATIO_ROLLUPS"
 log = logging.getLogger(__name__)
