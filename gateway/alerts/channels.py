@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import smtplib
 from dataclasses import dataclass
+from email.header import Header
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -131,8 +132,10 @@ class Sender:
 
     def _ntfy(self, target: dict[str, Any], body: dict[str, Any]) -> None:
         urgent = any(alert["urgent"] and alert["state"] == "firing" for alert in body["alerts"])
+        summary = title(body)
         headers = {
-            "Title": title(body),
+            # Header values are Latin-1 on the wire; ntfy decodes RFC 2047 encoded words.
+            "Title": summary if summary.isascii() else Header(summary, "utf-8").encode(),
             "Priority": "urgent" if urgent else "default",
             "Tags": "rotating_light" if urgent else "bell",
         }
