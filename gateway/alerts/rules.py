@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 READING_NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # as contracts/device_types.py names readings
 DEVICE_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+TEXT = r"^[^\x00-\x1f]*$"  # names and comments: no control characters (PostgreSQL refuses NUL)
 MINUTE = 60
 # The boiler monitor seed: no mail or SMS if one went out in the previous 10 minutes.
 SEED_NO_REPEAT_MINUTES = 10
@@ -92,7 +93,7 @@ Condition = Annotated[Threshold | Silence | Counter | Boiler, Field(discriminato
 class RuleSpec(Strict):
     """A rule as the admin writes it."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
     condition: Condition
     urgent: bool = False  # sent during quiet hours too
     enabled: bool = True

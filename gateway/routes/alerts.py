@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 from sqlalchemy import Connection, delete, insert, select, update
 
 from gateway.alerts.evaluator import (
@@ -18,7 +18,7 @@ from gateway.alerts.evaluator import (
     minute_seconds,
     store_settings,
 )
-from gateway.alerts.rules import RuleSpec, Strict
+from gateway.alerts.rules import TEXT, RuleSpec, Strict
 from gateway.alerts.tables import (
     alert_deliveries,
     alert_events,
@@ -36,6 +36,9 @@ from ledger.errors import FormatError
 
 router = APIRouter(prefix="/v1/communities/{community_id}", tags=["alerts"])
 CommunityId = Annotated[str, Path(pattern=ID_PATTERN)]
+MAX_ID = 2**31 - 1  # rule and silence ids are 32-bit integers in the database
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+BodyId = Annotated[int, Field(ge=1, le=MAX_ID)]
 LISTED = 200  # the newest events and deliveries GET .../alerts shows
 REDACTED = "(set)"
 
@@ -45,17 +48,17 @@ class SilenceCreate(Strict):
 
     starts_at: str
     ends_at: str
-    rule_id: int | None = None
-    subject: Annotated[str, StringConstraints(max_length=200)] | None = None
-    comment: Annotated[str, StringConstraints(max_length=500)] = ""
+    rule_id: BodyId | None = None
+    subject: Annotated[str, StringConstraints(max_length=200, pattern=TEXT)] | None = None
+    comment: Annotated[str, StringConstraints(max_length=500, pattern=TEXT)] = ""
 
 
 class Acknowledge(Strict):
     """Who takes a firing alert."""
 
-    rule_id: int
-    subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    by: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    rule_id: BodyId
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
+    by: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
 
 
 def _evaluator(request: Request) -> Evaluator:
@@ -135,7 +138,7 @@ def _rule(conn: Connection, community_id: str, rule_id: int) -> Any:
 
 @router.get("/alert-rules/{rule_id}", summary="One alert rule")
 async def get_rule(
-    community_id: CommunityId, rule_id: int, gateway: GatewayDep, _: AdminDep
+    community_id: CommunityId, rule_id: RowId, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     with gateway.log.engine.connect() as conn:
         return _rule_view(_rule(conn, community_id, rule_id))
@@ -144,7 +147,7 @@ async def get_rule(
 @router.put("/alert-rules/{rule_id}", summary="Replace an alert rule (its state starts over)")
 async def replace_rule(
     community_id: CommunityId,
-    rule_id: int,
+    rule_id: RowId,
     body: RuleSpec,
     gateway: GatewayDep,
     _: AdminDep,
@@ -165,7 +168,7 @@ async def replace_rule(
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, summary="Delete an alert rule")
 async def delete_rule(
-    community_id: CommunityId, rule_id: int, gateway: GatewayDep, _: AdminDep
+    community_id: CommunityId, rule_id: RowId, gateway: GatewayDep, _: AdminDep
 ) -> Response:
     with _writing(gateway) as conn, conn.begin():
         _rule(conn, community_id, rule_id)
@@ -260,7 +263,7 @@ async def list_silences(
 
 @router.delete("/alert-silences/{silence_id}", status_code=204, summary="End a silence")
 async def delete_silence(
-    community_id: CommunityId, silence_id: int, gateway: GatewayDep, _: AdminDep
+    community_id: CommunityId, silence_id: RowId, gateway: GatewayDep, _: AdminDep
 ) -> Response:
     with _writing(gateway) as conn, conn.begin():
         gone = conn.execute(
