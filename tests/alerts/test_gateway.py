@@ -136,9 +136,40 @@ def test_rules_crud_and_refusals(gateway: Gateway) -> None:
     assert missing.headers["content-type"] == "application/problem+json"
     bad = gateway.admin.post(rules, json={"name": "x", "condition": {"kind": "psychic"}})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    huge = gateway.admin.get(f"{rules}/{2**40}")
+    assert huge.status_code == 422 and huge.headers["content-type"] == "application/problem+json"
     nowhere = gateway.admin.get("/v1/communities/nowhere/alert-rules")
     assert nowhere.status_code == 404
     assert gateway.client().get(rules).status_code == 401
+
+
+def test_settings_hide_secrets_and_silences_come_and_go(gateway: Gateway) -> None:
+    base = f"/v1/communities/{COMMUNITY}"
+    hook = {"type": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s" * 20}
+    put = gateway.admin.put(f"{base}/alert-settings", json={"channels": [hook]})
+    assert put.status_code == 200 and put.json()["channels"][0]["secret"] == "(set)"
+    assert gateway.admin.get(f"{base}/alert-settings").json()["channels"][0]["secret"] == "(set)"
+    short = gateway.admin.put(
+        f"{base}/alert-settings", json={"channels": [{**hook, "secret": "x"}]}
+    )
+    assert short.status_code == 422
+    window = {
+        "starts_at": "2026-11-22T02:00:00Z",
+        "ends_at": "2026-11-22T06:00:00Z",
+        "comment": "boiler service",
+    }
+    created = gateway.admin.post(f"{base}/alert-silences", json=window)
+    assert created.status_code == 201, created.text
+    silence_id = created.json()["id"]
+    listed = gateway.admin.get(f"{base}/alert-silences").json()["silences"]
+    assert [s["comment"] for s in listed] == ["boiler service"]
+    backwards = gateway.admin.post(
+        f"{base}/alert-silences", json={**window, "ends_at": "2026-11-22T01:00:00Z"}
+    )
+    assert backwards.status_code == 422
+    assert gateway.admin.delete(f"{base}/alert-silences/{silence_id}").status_code == 204
+    assert gateway.admin.delete(f"{base}/alert-silences/{silence_id}").status_code == 404
+    gateway.admin.put(f"{base}/alert-settings", json={"channels": []})
 
 
 def test_an_alert_is_mailed_recorded_on_the_log_and_verifiable(
