@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m bench.gateway [--duration 8] [--connections 32] [--rate 1000]
      [--backend sqlite|postgresql|all] [--readings 8] [--batches-only] [--no-rollups]
+     [--alert-rules]
 
 Three figures per backend, each on envelopes signed before the clock starts (signing is the
 device's cost, not the gateway's) and each envelope sent once, so every one can be accepted:
@@ -19,6 +20,9 @@ printed first, as the floor under every commit's. Accepted counts come from the 
 `patio_submissions_total` metric. Nothing here asserts a time. `--no-rollups` starts the
 gateway with PATIO_ROLLUPS=0 (its writer then skips the hourly rollups; they are caught up at
 the next start), to measure what rollups cost at ingest; `--batches-only` runs figure 3 alone.
+`--alert-rules` installs one rule of each kind (threshold, counter, silence, boiler) in the
+bench community, so the alert evaluator reads every envelope (docs/alerts.md), and prints
+the evaluator's own time per envelope from its metrics.
 """
 
 from __future__ import annotations
@@ -364,9 +368,13 @@ def bench_backend(
             body = {"id": key.name, "community_id": COMMUNITY, "public_key": key.public_key_b64}
             reply = server.admin.post("/v1/devices", json=body)
             reply.raise_for_status()
+        if args.alert_rules:
+            for rule in BENCH_RULES:
+                server.admin.post(f"/v1/communities/{COMMUNITY}/alert-rules", json=rule)
         print(
             f"[{backend}] storage: {durability}; 1 uvicorn worker (`patio gateway serve`); "
-            f"rollups {'on' if args.rollups else 'off (PATIO_ROLLUPS=0)'}"
+            f"rollups {'on' if args.rollups else 'off (PATIO_ROLLUPS=0)'}; "
+            f"alert rules {len(BENCH_RULES) if args.alert_rules else 0}"
         )
         singles_file = write_lines(
             work / f"{backend}-single.txt",
@@ -434,6 +442,43 @@ def run_batches(
         f"{EXHAUSTED if b['requests'] > batches else ''}); "
         + cpu_note(b["cpu"], seconds, b["accepted"], "envelope")
     )
+    if args.alert_rules:
+        print(f"[{backend}] " + alert_cost(server))
+
+
+# One rule of each kind over the bench payloads' readings (t0, meter, fan).
+BENCH_RULES = [
+    {"name": "hot", "condition": {"kind": "threshold", "sensor": "t0", "op": ">", "value": 30,
+                                  "for": 5}},
+    {"name": "meter", "condition": {"kind": "counter", "sensor": "meter", "max": 20}},
+    {"name": "quiet", "condition": {"kind": "silence", "minutes": 15}},
+    {"name": "boiler stopped", "condition": {"kind": "boiler", "into": "stopped", "water": "t0",
+                                             "fan": "fan", "set_point": 20, "stopped_below": 10}},
+]  # fmt: skip
+
+
+def alert_cost(server: Gateway) -> str:
+    """The alert evaluator's time per envelope, from its metrics, once it has caught up."""
+    deadline = time.monotonic() + 120
+    while True:
+        text = server.admin.get("/metrics").text
+        names = ("patio_alert_evaluation_seconds_sum", "patio_alert_entries_evaluated_total")
+        values = {
+            name: float(match.group(1))
+            for name in names
+            if (match := re.search(rf"^{name} (\S+)$", text, re.M))
+        }
+        accepted = float(ACCEPTED.search(text).group(1)) if ACCEPTED.search(text) else 0.0
+        read = values.get("patio_alert_entries_evaluated_total", 0.0)
+        if read >= accepted or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    seconds = values.get("patio_alert_evaluation_seconds_sum", 0.0)
+    per = f"{seconds / read * 1e6:,.1f} us" if read else "n/a"
+    return (
+        f"alert evaluator: {read:,.0f} entries read in {seconds:.2f} s of passes, {per} per "
+        f"envelope ({len(BENCH_RULES)} rules, after commit, in the HTTP process's worker thread)"
+    )
 
 
 def main() -> None:
@@ -470,6 +515,11 @@ def main() -> None:
         dest="rollups",
         action="store_false",
         help="the writer skips hourly rollups (PATIO_ROLLUPS=0): their ingest cost",
+    )
+    parser.add_argument(
+        "--alert-rules",
+        action="store_true",
+        help="one alert rule of each kind in the bench community: the evaluator's ingest cost",
     )
     args = parser.parse_args()  # fmt: skip
     if shutil.which("wrk") is None:

@@ -13,7 +13,11 @@ from urllib.parse import urlparse
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contracts.alert import AlertRecord
 from gateway import problems
+from gateway.alerts.channels import Sender
+from gateway.alerts.evaluator import Evaluator
+from gateway.alerts.task import AlertConfig, AlertTask
 from gateway.anchoring import AnchorSettings, AnchorTask
 from gateway.config import Settings
 from gateway.deps import Gateway
@@ -190,6 +194,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 port=url.port or 1883,
             )
             ingest.start()
+        alert_config = AlertConfig.from_env()
+
+        def record_alert(record: AlertRecord) -> str:
+            [verdict] = writer.submit(record).result(timeout=60)
+            tag = verdict.result["log_tag_id"]
+            if tag is None:
+                raise RuntimeError(f"alert not recorded: {verdict.result['error']}")
+            return str(tag)
+
+        alerts = AlertTask(
+            Evaluator(
+                ledger_log.engine,
+                sender=Sender(smtp_url=alert_config.smtp_url, smtp_from=alert_config.smtp_from),
+                recorder=record_alert,
+                metrics=metrics,
+                retry_base=alert_config.retry_base,
+            ),
+            interval=alert_config.interval,
+        )
+        app.state.alerts = alerts
+        alerts.start()
         anchor_settings = AnchorSettings.from_env()
         anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
         if anchoring is not None:
@@ -199,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if anchoring is not None:
                 await anchoring.stop()
+            await alerts.stop()
             if ingest is not None:
                 ingest.stop()
             await sealer.stop()
@@ -223,6 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from gateway.routes import (
         admin,
+        alerts,
         checkpoints,
         communities,
         contracts,
@@ -235,7 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from gateway.routes.entries import SubmitFastPath
 
     # Routes match in order: the submission path first, it is what devices hit all day.
-    for module in (entries, contracts, checkpoints, communities, stream, admin, health,
+    for module in (entries, contracts, checkpoints, communities, stream, admin, alerts, health,
                    reports, tariffs):  # fmt: skip
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     from gateway import web

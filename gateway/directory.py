@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from contracts.alert import ALERT_DEVICE
 from contracts.base import DEVICE_ID, DeviceRecord
 from contracts.device_registry import REGISTRY_DEVICE
 from gateway.store import device_keys, devices
@@ -96,7 +97,7 @@ class Directory:
 
     def key_that_signed(self, device_id: str, payload: Any, sig: str) -> str | None:
         """Which of the device's keys, past or present, made this signature (for bundles)."""
-        if device_id == REGISTRY_DEVICE:
+        if device_id in (REGISTRY_DEVICE, ALERT_DEVICE):  # both signed by the registry key
             candidates = [self.registry_key]
         else:
             with self.engine.connect() as conn:

@@ -30,3 +30,29 @@ class Metrics:
         self.seal_seconds = Histogram(
             "patio_seal_seconds", "Time to seal a checkpoint", registry=self.registry
         )
+        # Alerts (gateway/alerts/): the evaluator's passes and the notification outbox.
+        self.alert_entries = Counter(
+            "patio_alert_entries_evaluated_total",
+            "Log entries the alert evaluator has read",
+            registry=self.registry,
+        )
+        self.alert_evaluation = Histogram(
+            "patio_alert_evaluation_seconds", "Time of one evaluation pass", registry=self.registry
+        )
+        self.alert_changes = Counter(
+            "patio_alert_state_changes_total",
+            "Alert state changes by new state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.alert_deliveries = Counter(
+            "patio_alert_deliveries_total",
+            "Notification attempts by channel and outcome (sent, retry, failed)",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.alert_outbox = Gauge(
+            "patio_alert_outbox_pending",
+            "Notifications waiting to be sent or retried",
+            registry=self.registry,
+        )

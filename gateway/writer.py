@@ -13,10 +13,11 @@ the key is still the device's (taking the payload's JCS from the precheck too), 
 full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
-package, started together). A request frame is (batch id, Admit | RegistryChange); a reply
-frame is [(batch id, verdicts or WriteFailed), ...], one per group of commits, sent after them.
+package, started together). A request frame is (batch id, Admit | RegistryChange |
+AlertRecord); a reply frame is [(batch id, verdicts or WriteFailed), ...], one per group of
+commits, sent after them.
 A registry change is a commit of its own (gateway.submissions.change_registry), in the order
-it arrived among the envelopes.
+it arrived among the envelopes; so is a sent alert's record (gateway.alerts.record).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from contracts.alert import AlertRecord
 from contracts.device_registry import RegistryChange
 from gateway.submissions import Admit, Verdict, WriteFailed, change_registry, decide
 from ledger.errors import ConflictError
@@ -45,7 +47,7 @@ from ledger.log import Appended, Log, Submission, Within
 if TYPE_CHECKING:
     from gateway.directory import Directory as GatewayDirectory
 
-Request = Admit | RegistryChange
+Request = Admit | RegistryChange | AlertRecord
 AfterCommit = Callable[[Sequence[Verdict]], None]
 
 HEADER = struct.Struct("!I")
@@ -53,8 +55,8 @@ MAX_COMMIT = 2_000  # envelopes per commit; what arrives beyond waits for the ne
 SOCKET_BUFFER = 4 << 20
 RESTART_MAX_DELAY = 5.0  # seconds between attempts to start a writer that keeps failing
 URL_VARIABLE = "PATIO_WRITER_DATABASE_URL"  # not argv: a password would show in `ps`
-# The registry key file's text: the writer signs registry entries. A process's environment
-# is readable by its own user only, as the key file is.
+# The registry key file's text: the writer signs registry (and alert) entries. A process's
+# environment is readable by its own user only, as the key file is.
 REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"
 # Benchmarks only (bench/gateway.py --no-rollups): "0" leaves rollups to the next catch-up.
 ROLLUPS_VARIABLE = "PATIO_ROLLUPS"
@@ -159,7 +161,7 @@ def _decide_fresh(
 
 def _runs(group: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Request]]]:
     """The group in order: runs of envelope requests (one commit each), and each registry
-    change alone."""
+    change or alert record alone."""
     run: list[tuple[int, Request]] = []
     for frame in group:
         if isinstance(frame[1], Admit):
@@ -184,6 +186,10 @@ def _commit(
     try:
         if isinstance(change := run[0][1], RegistryChange):
             verdicts = [[change_registry(change, log=log_, signer=signer)]]
+        elif isinstance(record := run[0][1], AlertRecord):
+            from gateway.alerts.record import record_alert
+
+            verdicts = [[record_alert(record, log_=log_, signer=signer)]]
         else:
             admits = [request for _, request in run if isinstance(request, Admit)]
             verdicts = _decide_fresh(admits, log_, directory, within)

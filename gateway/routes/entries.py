@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contracts.alert import ALERT_DEVICE
 from contracts.device_registry import REGISTRY_DEVICE
 from gateway.deps import (
     MAX_INDEX,
@@ -280,6 +281,7 @@ async def export(
         ):
             known.setdefault(row.device_id, []).append(row.public_key)
     known[REGISTRY_DEVICE] = [gateway.directory.registry_key]
+    known[ALERT_DEVICE] = [gateway.directory.registry_key]  # alert entries: the same key
     items = []
     for stored in chunk:
         candidates = known.get(stored.device_id or "", [])

@@ -1,0 +1,1 @@
+"""Alerts: rules evaluated on the readings' minutes, notifications, and their record on the log."""

@@ -1,0 +1,692 @@
+"""The alert evaluator: follows the log by index after commit, runs each community's rules on
+the readings' minutes, and keeps the outbox of notifications.
+
+It never runs in the writer's transaction: it reads committed entries, computes outside any
+write lock, then writes its state, events, deliveries and position in one short transaction
+(optimistic: if another gateway process moved the position meanwhile, this pass is dropped
+and that one's stands). Its position and every rule's state are in the database, so a
+restart resumes where it stopped. The wall clock (injectable: `clock`) is only used for
+silence, lateness, repeats, quiet hours and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+from pydantic_core import from_json
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+
+from contracts.alert import AlertRecord
+from gateway.alerts.channels import Channel, DeliveryError, Sender, recipients
+from gateway.alerts.rules import (
+    MINUTE,
+    Change,
+    Reading,
+    Rule,
+    RuleSpec,
+    Silence,
+    State,
+    Strict,
+    on_clock,
+    on_reading,
+    subject_of,
+)
+from gateway.alerts.tables import (
+    alert_deliveries,
+    alert_events,
+    alert_progress,
+    alert_rules,
+    alert_settings,
+    alert_silences,
+    alert_states,
+)
+from gateway.metrics import Metrics
+from gateway.store import communities, devices
+from ledger.encoding import parse_rfc3339, rfc3339_utc
+from ledger.errors import FormatError
+from ledger.storage import entries
+
+Clock = Callable[[], int]  # Unix seconds
+Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
+BATCH = 5_000  # entries read per pass
+MINUTE_CONTRACT = "energy_minute@1"
+MAX_ATTEMPTS = 20  # then the delivery is marked failed (visible in the API)
+MAX_BACKOFF = 3600
+CLAIM_SECONDS = 120  # a delivery under way is not picked up by another process meanwhile
+log = logging.getLogger(__name__)
+HourMinute = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class AlertError(Exception):
+    """A request on alerts that cannot be done; `status` is its HTTP status."""
+
+    def __init__(self, detail: str, *, status: int) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class QuietHours(Strict):
+    """Local times (the community's time zone) when only urgent rules notify; the rest wait
+    until the end. `start` after `end` spans midnight."""
+
+    start: HourMinute
+    end: HourMinute
+
+
+class AlertSettings(Strict):
+    """A community's notification policy."""
+
+    channels: list[Channel] = Field(default_factory=list, max_length=20)
+    repeat_minutes: int = Field(default=240, ge=0, le=10080)  # 0: never repeat
+    quiet_hours: QuietHours | None = None
+    # A state change whose minute is older than this when detected is marked late.
+    late_after_minutes: int = Field(default=10, ge=1, le=1440)
+
+
+def wall_clock() -> int:
+    """The current Unix time in seconds."""
+    return int(time.time())
+
+
+def iso(seconds: int) -> str:
+    """Unix seconds as RFC 3339 UTC."""
+    return rfc3339_utc(datetime.fromtimestamp(seconds, UTC)).replace(".000Z", "Z")
+
+
+def quiet_until(quiet: QuietHours, time_zone: str, now: int) -> int | None:
+    """The end of the quiet hours `now` falls in (Unix seconds), or None outside them."""
+    local = datetime.fromtimestamp(now, zoneinfo.ZoneInfo(time_zone))
+    start = tuple(int(part) for part in quiet.start.split(":"))
+    end = tuple(int(part) for part in quiet.end.split(":"))
+    here = (local.hour, local.minute)
+    inside = start <= here < end if start <= end else (here >= start or here < end)
+    if not inside:
+        return None
+    until = local.replace(hour=end[0], minute=end[1], second=0, microsecond=0)
+    if until <= local:
+        until += timedelta(days=1)
+    return int(until.timestamp())
+
+
+def backoff(attempts: int, base: float) -> int:
+    """Seconds before retry number `attempts` (1, 2, ...): doubling, capped."""
+    return int(min(MAX_BACKOFF, base * 2 ** (attempts - 1)))
+
+
+@dataclass
+class Pass:
+    """What one evaluation pass has worked out, before it is written."""
+
+    now: int
+    states: dict[tuple[int, str], State]
+    loaded: dict[tuple[int, str], str]  # the state each row had when read
+    changes: list[Change] = field(default_factory=list)
+    times: dict[str | None, int] = field(default_factory=dict)
+    # Per device: its declared profile, and the rules watching it with their states.
+    watchers: dict[str, tuple[Any, list[tuple[Rule, State]]]] = field(default_factory=dict)
+
+    def seconds(self, text: str | None) -> int:
+        """An RFC 3339 time as Unix seconds; a batch's entries share a few (memoised)."""
+        try:
+            return self.times[text]
+        except KeyError:
+            value = int(parse_rfc3339(text, what="time").timestamp())  # type: ignore[arg-type]
+            self.times[text] = value
+            return value
+
+
+def _state(row: Any) -> State:
+    return State(
+        state=row.state,
+        since=row.since,
+        last_notified=row.last_notified,
+        acked_by=row.acked_by,
+        data=json.loads(row.data),
+    )
+
+
+class Evaluator:
+    """Evaluates rules after commit and delivers what they notify."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        sender: Sender,
+        recorder: Recorder,
+        clock: Clock = wall_clock,
+        metrics: Metrics | None = None,
+        retry_base: float = 30.0,
+        batch: int = BATCH,
+    ) -> None:
+        self.engine = engine
+        self.sender = sender
+        self.recorder = recorder
+        self.clock = clock
+        self.metrics = metrics
+        self.retry_base = retry_base
+        self.batch = batch
+
+    def _write(self) -> Connection:
+        return self.engine.connect().execution_options(patio_write=True)
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def evaluate(self) -> int:
+        """One pass over the entries committed since the last: the number read."""
+        started = time.perf_counter()
+        now = self.clock()
+        with self.engine.connect() as conn:
+            through = conn.execute(select(alert_progress.c.through_idx)).scalar_one()
+            if through is None:  # first start: from the log's end, not its whole history
+                start = conn.execute(select(func.coalesce(func.max(entries.c.idx), -1)))
+                return self._advance(None, start.scalar_one())
+            rows = conn.execute(
+                select(
+                    entries.c.idx,
+                    entries.c.device_id,
+                    entries.c.contract,
+                    entries.c.entry,
+                    entries.c.received_at,
+                    entries.c.minute,
+                )
+                .where(entries.c.idx > through)
+                .order_by(entries.c.idx)
+                .limit(self.batch)
+            ).all()
+            rules = self._rules(conn)
+            if not rules:
+                return self._advance(through, rows[-1].idx) if rows else 0
+            work = Pass(now=now, states={}, loaded={})
+            for row in conn.execute(select(alert_states)):
+                work.states[(row.rule_id, row.subject)] = _state(row)
+                work.loaded[(row.rule_id, row.subject)] = row.state
+            known = {
+                row.id: row
+                for row in conn.execute(
+                    select(
+                        devices.c.id,
+                        devices.c.community_id,
+                        devices.c.profile,
+                        devices.c.created_at,
+                        devices.c.revoked_at,
+                    )
+                )
+            }
+        by_community: dict[str, list[Rule]] = defaultdict(list)
+        for rule in rules:
+            by_community[rule.community_id].append(rule)
+        for row in rows:
+            self._read(row, known, by_community, work)
+        if len(rows) < self.batch:  # caught up with the log: the clock may speak
+            self._silences(known, by_community, work)
+        with self._write() as conn, conn.begin():
+            current = conn.execute(
+                select(alert_progress.c.through_idx).with_for_update()
+            ).scalar_one()
+            if current != through:  # another process evaluated these entries
+                return 0
+            self._persist(conn, work)
+            if rows:
+                conn.execute(update(alert_progress).values(through_idx=rows[-1].idx))
+        if self.metrics is not None:
+            self.metrics.alert_entries.inc(len(rows))
+            self.metrics.alert_evaluation.observe(time.perf_counter() - started)
+            for change in work.changes:
+                self.metrics.alert_changes.labels(change.state).inc()
+        return len(rows)
+
+    def _advance(self, through: int | None, to: int) -> int:
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(alert_progress)
+                .where(
+                    alert_progress.c.through_idx.is_(None)
+                    if through is None
+                    else alert_progress.c.through_idx == through
+                )
+                .values(through_idx=to)
+            )
+        return 0
+
+    def _rules(self, conn: Connection) -> list[Rule]:
+        rules = []
+        for row in conn.execute(select(alert_rules).order_by(alert_rules.c.id)):
+            spec = RuleSpec.model_validate_json(row.spec)
+            if spec.enabled:
+                rules.append(Rule(id=row.id, community_id=row.community_id, spec=spec))
+        return rules
+
+    def _read(
+        self, row: Any, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
+    ) -> None:
+        if row.contract != MINUTE_CONTRACT:
+            return
+        watchers = work.watchers.get(row.device_id)
+        if watchers is None:  # once per device and pass: its rules, their states, its profile
+            device = known.get(row.device_id)
+            rules = [] if device is None else by_community.get(device.community_id, [])
+            watching = [
+                (rule, work.states.setdefault((rule.id, subject_of(rule, row.device_id)), State()))
+                for rule in rules
+                if rule.watches(row.device_id)
+            ]
+            profile = json.loads(device.profile) if device is not None and device.profile else None
+            watchers = work.watchers[row.device_id] = (profile, watching)
+        profile, watching = watchers
+        if not watching:
+            return
+        try:
+            minute = work.seconds(row.minute)
+            arrived = work.seconds(row.received_at)
+        except FormatError:
+            return  # not a reading the contract would accept today; nothing to evaluate
+        payload = from_json(row.entry)["payload"]
+        reading = Reading(
+            device_id=row.device_id,
+            minute=minute,
+            arrived=arrived,
+            values=payload.get("readings") or {},
+            profile=profile,
+        )
+        for rule, state in watching:
+            work.changes += on_reading(rule, reading, state)
+
+    def _silences(
+        self, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
+    ) -> None:
+        for device in known.values():
+            if device.revoked_at is not None:
+                continue
+            for rule in by_community.get(device.community_id, ()):
+                if not (isinstance(rule.spec.condition, Silence) and rule.watches(device.id)):
+                    continue
+                registered = int(parse_rfc3339(device.created_at, what="created_at").timestamp())
+                state = work.states.setdefault((rule.id, device.id), State())
+                work.changes += on_clock(
+                    rule, rule.spec.condition, device.id, registered, state, work.now
+                )
+
+    def _persist(self, conn: Connection, work: Pass) -> None:
+        settings = _settings(conn)
+        zones = dict(conn.execute(select(communities.c.id, communities.c.time_zone)).all())
+        silences = conn.execute(select(alert_silences).where(alert_silences.c.ends_at > 0)).all()
+        items: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        events = []
+        for change in work.changes:
+            policy = settings.get(change.rule.community_id, AlertSettings())
+            late = work.now - (change.minute + MINUTE) > policy.late_after_minutes * MINUTE
+            if not change.notify:
+                notified = "suppressed" if change.state == "firing" else "none"
+            elif any(_matches(silence, change) for silence in silences):
+                notified = "silenced"
+            elif not policy.channels:
+                notified = "no_channel"
+            else:
+                notified = "queued"
+                items[change.rule.community_id].append(_item(change, late=late))
+                work.states[(change.rule.id, change.subject)].last_notified = work.now
+            events.append(
+                {
+                    "community_id": change.rule.community_id,
+                    "rule_id": change.rule.id,
+                    "subject": change.subject,
+                    "state": change.state,
+                    "minute": change.minute,
+                    "detected_at": work.now,
+                    "late": late,
+                    "notified": notified,
+                    "detail": change.detail,
+                }
+            )
+        self._repeats(conn, work, settings, items)
+        if events:
+            conn.execute(insert(alert_events), events)
+        for community_id, grouped in items.items():
+            policy = settings.get(community_id, AlertSettings())
+            enqueue(conn, community_id, grouped, policy, zones.get(community_id, "UTC"), work.now)
+        self._write_states(conn, work)
+
+    def _repeats(
+        self,
+        conn: Connection,
+        work: Pass,
+        settings: dict[str, AlertSettings],
+        items: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """Firing alerts nobody acknowledged, notified again every `repeat_minutes`."""
+        rules = {rule.id: rule for rule in self._rules(conn)}
+        for (rule_id, subject), state in work.states.items():
+            rule = rules.get(rule_id)
+            if rule is None or state.state != "firing" or state.last_notified is None:
+                continue
+            policy = settings.get(rule.community_id, AlertSettings())
+            if not policy.repeat_minutes or not policy.channels:
+                continue
+            if work.now - state.last_notified < policy.repeat_minutes * MINUTE:
+                continue
+            item = {
+                "rule_id": rule.id,
+                "rule": rule.spec.name,
+                "subject": subject,
+                "state": "firing",
+                "minute": iso(state.since or 0),
+                "late": False,
+                "detail": "still firing (repeat)",
+                "urgent": rule.spec.urgent,
+            }
+            items[rule.community_id].append(item)
+            state.last_notified, state.dirty = work.now, True
+
+    def _write_states(self, conn: Connection, work: Pass) -> None:
+        """Every state this pass changed, in two statements (a pass touches most of them:
+        each reading moves its subjects' last minute)."""
+        dirty = {key: state for key, state in work.states.items() if state.dirty}
+        if not dirty:
+            return
+        rules = dict(conn.execute(select(alert_rules.c.id, alert_rules.c.community_id)).all())
+        acked = {
+            (row.rule_id, row.subject): row.acked_by
+            for row in conn.execute(
+                select(
+                    alert_states.c.rule_id, alert_states.c.subject, alert_states.c.acked_by
+                ).where(alert_states.c.state == "acknowledged")
+            )
+        }
+        rows = []
+        for key, state in dirty.items():
+            if key[0] not in rules:
+                continue  # the rule was deleted meanwhile
+            if key in acked and state.state == "firing" and work.loaded.get(key) == "firing":
+                # Acknowledged while this pass ran: keep the acknowledgment.
+                state.state, state.acked_by = "acknowledged", acked[key]
+            rows.append(
+                {
+                    "rule_id": key[0],
+                    "subject": key[1],
+                    "community_id": rules[key[0]],
+                    "state": state.state,
+                    "since": state.since,
+                    "last_notified": state.last_notified,
+                    "acked_by": state.acked_by,
+                    "data": json.dumps(state.data),
+                }
+            )
+        if not rows:
+            return
+        conn.execute(
+            delete(alert_states).where(
+                alert_states.c.rule_id == bindparam("b_rule"),
+                alert_states.c.subject == bindparam("b_subject"),
+            ),
+            [{"b_rule": row["rule_id"], "b_subject": row["subject"]} for row in rows],
+        )
+        conn.execute(insert(alert_states), rows)
+
+    # -- acknowledgment -------------------------------------------------------------------
+
+    def acknowledge(self, community_id: str, rule_id: int, subject: str, by: str) -> None:
+        """Acknowledge a firing alert: no more repeats; the channels are told who took it."""
+        now = self.clock()
+        with self._write() as conn, conn.begin():
+            row = conn.execute(
+                select(alert_states, alert_rules.c.spec)
+                .join(alert_rules, alert_rules.c.id == alert_states.c.rule_id)
+                .where(
+                    alert_states.c.community_id == community_id,
+                    alert_states.c.rule_id == rule_id,
+                    alert_states.c.subject == subject,
+                )
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise AlertError(f"no alert for rule {rule_id} and {subject!r}", status=404)
+            if row.state != "firing":
+                raise AlertError(f"the alert is {row.state}, not firing", status=409)
+            conn.execute(
+                update(alert_states)
+                .where(alert_states.c.rule_id == rule_id, alert_states.c.subject == subject)
+                .values(state="acknowledged", acked_by=by)
+            )
+            spec = RuleSpec.model_validate_json(row.spec)
+            policy = _settings(conn).get(community_id, AlertSettings())
+            notified = "queued" if policy.channels else "no_channel"
+            detail = f"acknowledged by {by}"
+            conn.execute(
+                insert(alert_events).values(
+                    community_id=community_id,
+                    rule_id=rule_id,
+                    subject=subject,
+                    state="acknowledged",
+                    minute=row.since or 0,
+                    detected_at=now,
+                    late=False,
+                    notified=notified,
+                    detail=detail,
+                )
+            )
+            item = {
+                "rule_id": rule_id,
+                "rule": spec.name,
+                "subject": subject,
+                "state": "acknowledged",
+                "minute": iso(row.since or 0),
+                "late": False,
+                "detail": detail,
+                "urgent": spec.urgent,
+            }
+            zone = (
+                conn.execute(
+                    select(communities.c.time_zone).where(communities.c.id == community_id)
+                ).scalar_one_or_none()
+                or "UTC"
+            )
+            if policy.channels:
+                enqueue(conn, community_id, [item], policy, zone, now)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def deliver(self, limit: int = 20) -> int:
+        """Send the deliveries that are due; the number attempted."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                select(alert_deliveries)
+                .where(
+                    alert_deliveries.c.status == "pending", alert_deliveries.c.next_attempt <= now
+                )
+                .order_by(alert_deliveries.c.id)
+                .limit(limit)
+            ).all()
+            unrecorded = (
+                conn.execute(
+                    select(alert_deliveries.c.id).where(
+                        alert_deliveries.c.status == "sent", alert_deliveries.c.log_tag_id.is_(None)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for delivery_id in unrecorded:
+            self._record(delivery_id)
+        attempted = 0
+        for row in due:
+            with self._write() as conn, conn.begin():
+                claimed = conn.execute(
+                    update(alert_deliveries)
+                    .where(
+                        alert_deliveries.c.id == row.id,
+                        alert_deliveries.c.status == "pending",
+                        alert_deliveries.c.next_attempt == row.next_attempt,
+                    )
+                    .values(next_attempt=now + CLAIM_SECONDS)
+                ).rowcount
+            if not claimed:
+                continue  # another process has it
+            attempted += 1
+            self._attempt(row)
+        if self.metrics is not None:
+            with self.engine.connect() as conn:
+                pending = conn.execute(
+                    select(func.count()).where(alert_deliveries.c.status == "pending")
+                ).scalar_one()
+            self.metrics.alert_outbox.set(pending)
+        return attempted
+
+    def _attempt(self, row: Any) -> None:
+        attempts = row.attempts + 1
+        try:
+            self.sender.send(json.loads(row.target), row.recipient, json.loads(row.body))
+        except DeliveryError as exc:
+            failed = attempts >= MAX_ATTEMPTS
+            with self._write() as conn, conn.begin():
+                conn.execute(
+                    update(alert_deliveries)
+                    .where(alert_deliveries.c.id == row.id)
+                    .values(
+                        attempts=attempts,
+                        last_error=str(exc)[:1000],
+                        status="failed" if failed else "pending",
+                        next_attempt=self.clock() + backoff(attempts, self.retry_base),
+                    )
+                )
+            log.warning(
+                "alert delivery %d on %s failed (attempt %d): %s",
+                row.id,
+                row.channel,
+                attempts,
+                exc,
+            )
+            if self.metrics is not None:
+                self.metrics.alert_deliveries.labels(
+                    row.channel, "failed" if failed else "retry"
+                ).inc()
+            return
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(alert_deliveries)
+                .where(alert_deliveries.c.id == row.id)
+                .values(
+                    attempts=attempts, status="sent", sent_at=iso(self.clock()), last_error=None
+                )
+            )
+        if self.metrics is not None:
+            self.metrics.alert_deliveries.labels(row.channel, "sent").inc()
+        self._record(row.id)
+
+    def _record(self, delivery_id: int) -> None:
+        """Put a sent delivery on the log; left for the next pass if the writer is away."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(alert_deliveries).where(alert_deliveries.c.id == delivery_id)
+            ).one()
+        body = json.loads(row.body)
+        record = AlertRecord(
+            community_id=row.community_id,
+            channel=row.channel,
+            recipient=row.recipient,
+            sent_at=row.sent_at,
+            alerts=tuple(
+                {
+                    key: alert[key]
+                    for key in ("rule_id", "rule", "subject", "state", "minute", "late")
+                }
+                for alert in body["alerts"]
+            ),
+        )
+        try:
+            tag = self.recorder(record)
+        except Exception:  # the writer restarting: the next pass records it
+            log.exception("recording alert delivery %d failed; retrying later", delivery_id)
+            return
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(alert_deliveries)
+                .where(alert_deliveries.c.id == delivery_id)
+                .values(log_tag_id=tag)
+            )
+
+
+def _settings(conn: Connection) -> dict[str, AlertSettings]:
+    return {
+        row.community_id: AlertSettings.model_validate_json(row.spec)
+        for row in conn.execute(select(alert_settings))
+    }
+
+
+def _matches(silence: Any, change: Change) -> bool:
+    return (
+        silence.community_id == change.rule.community_id
+        and silence.starts_at <= change.minute < silence.ends_at
+        and silence.rule_id in (None, change.rule.id)
+        and silence.subject in (None, change.subject)
+    )
+
+
+def _item(change: Change, *, late: bool) -> dict[str, Any]:
+    return {
+        "rule_id": change.rule.id,
+        "rule": change.rule.spec.name,
+        "subject": change.subject,
+        "state": change.state,
+        "minute": iso(change.minute),
+        "late": late,
+        "detail": change.detail,
+        "urgent": change.rule.spec.urgent,
+    }
+
+
+def enqueue(
+    conn: Connection,
+    community_id: str,
+    items: Sequence[dict[str, Any]],
+    policy: AlertSettings,
+    time_zone: str,
+    now: int,
+) -> None:
+    """One delivery per channel recipient holding every item (the community's group); held
+    until the quiet hours end unless an item is urgent."""
+    due = now
+    if policy.quiet_hours is not None and not any(item["urgent"] for item in items):
+        due = quiet_until(policy.quiet_hours, time_zone, now) or now
+    body = json.dumps({"community_id": community_id, "created_at": iso(now), "alerts": list(items)})
+    rows = [
+        {
+            "community_id": community_id,
+            "channel": channel.type,
+            "target": channel.model_dump_json(),
+            "recipient": recipient,
+            "body": body,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt": due,
+            "created_at": now,
+        }
+        for channel in policy.channels
+        for recipient in recipients(channel)
+    ]
+    conn.execute(insert(alert_deliveries), rows)
+
+
+def store_settings(conn: Connection, community_id: str, settings: AlertSettings) -> None:
+    """Replace a community's alert settings."""
+    conn.execute(delete(alert_settings).where(alert_settings.c.community_id == community_id))
+    conn.execute(
+        insert(alert_settings).values(
+            community_id=community_id, spec=settings.model_dump_json(by_alias=True)
+        )
+    )
+
+
+def minute_seconds(value: str) -> int:
+    """An RFC 3339 time as Unix seconds (FormatError when it is not one)."""
+    return int(parse_rfc3339(value, what="time").timestamp())

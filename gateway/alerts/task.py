@@ -1,0 +1,75 @@
+"""The gateway's alert task: evaluates and delivers in a worker thread every interval."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+from gateway.alerts.evaluator import Evaluator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertConfig:
+    """The alert settings of the gateway process (environment)."""
+
+    interval: float = 1.0  # PATIO_ALERT_INTERVAL, seconds between passes
+    retry_base: float = 30.0  # PATIO_ALERT_RETRY_SECONDS, the first retry's delay
+    smtp_url: str | None = None  # PATIO_SMTP_URL, smtp://[user:password@]host:port
+    smtp_from: str = "patio-alerts@localhost"  # PATIO_SMTP_FROM
+
+    @classmethod
+    def from_env(cls) -> AlertConfig:
+        """Read PATIO_ALERT_INTERVAL, PATIO_ALERT_RETRY_SECONDS, PATIO_SMTP_URL and _FROM."""
+        return cls(
+            interval=float(os.environ.get("PATIO_ALERT_INTERVAL", "1")),
+            retry_base=float(os.environ.get("PATIO_ALERT_RETRY_SECONDS", "30")),
+            smtp_url=os.environ.get("PATIO_SMTP_URL") or None,
+            smtp_from=os.environ.get("PATIO_SMTP_FROM", cls.smtp_from),
+        )
+
+
+class AlertTask:
+    """Runs the evaluator after commits, off the event loop and outside the writer."""
+
+    def __init__(self, evaluator: Evaluator, *, interval: float) -> None:
+        self.evaluator = evaluator
+        self.interval = interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Run in the current event loop."""
+        self._task = asyncio.create_task(self._run(), name="patio-alerts")
+
+    def wake(self) -> None:
+        """Evaluate now (an acknowledgment, a rule change)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop after the pass under way."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _pass(self) -> None:
+        while self.evaluator.evaluate() >= self.evaluator.batch:
+            pass  # a backlog: read it all before the clock and the outbox
+        self.evaluator.deliver()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self._pass)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database hiccup: try again next tick
+                log.exception("alert pass failed; retrying at the next interval")
