@@ -14,7 +14,13 @@ from ledger.keys import NamedKey
 from ledger.log import Submission
 
 REGISTRY_DEVICE = "_registry"  # the (device_id, seq) stream of registry entries
-Action = Literal["register_community", "register_device", "revoke_device", "rotate_device_key"]
+Action = Literal[
+    "register_community",
+    "register_device",
+    "revoke_device",
+    "rotate_device_key",
+    "erase_device_payloads",  # docs/retention.md: a device's payloads dropped on request
+]
 
 
 class RegistryPayload(BaseModel):

@@ -21,6 +21,7 @@ from gateway.directory import Directory
 from gateway.events import EventFeed
 from gateway.metrics import Metrics
 from gateway.readings import ReadingIndex
+from gateway.retention import RetentionTask
 from gateway.sealer import Sealer
 from gateway.store import upgrade
 from gateway.submissions import Submissions, Verdict
@@ -188,6 +189,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 port=url.port or 1883,
             )
             ingest.start()
+        retention_task = RetentionTask(ledger_log, interval=settings.retention_interval)
+        retention_task.start()
         anchor_settings = AnchorSettings.from_env()
         anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
         if anchoring is not None:
@@ -199,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await anchoring.stop()
             if ingest is not None:
                 ingest.stop()
+            await retention_task.stop()
             await sealer.stop()
             await writer.close()
             ledger_log.engine.dispose()
@@ -219,11 +223,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     problems.install(app)
 
-    from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
+    from gateway.routes import (
+        admin,
+        checkpoints,
+        communities,
+        contracts,
+        entries,
+        health,
+        retention,
+        stream,
+    )
     from gateway.routes.entries import SubmitFastPath
 
     # Routes match in order: the submission path first, it is what devices hit all day.
-    for module in (entries, contracts, checkpoints, communities, stream, admin, health):
+    for module in (entries, contracts, checkpoints, communities, stream, admin, retention, health):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     from gateway import web
 

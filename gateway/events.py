@@ -107,6 +107,7 @@ class EventFeed:
                 "payload": parse_json(bytes(row.entry), what="entry")["payload"],
             }
             for row in rows
+            if row.entry is not None  # a payload since removed (docs/retention.md) is not sent
         ]
         sealed = [
             {"tree_size": c.tree_size, "root_hash": bytes(c.root_hash).hex(), "note": c.note}
