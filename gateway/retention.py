@@ -18,7 +18,7 @@ from ledger.encoding import rfc3339_utc
 from ledger.errors import ConflictError, LedgerError, NotFoundError
 from ledger.keys import NamedKey
 from ledger.log import Appended, Log, Submission
-from ledger.storage import entries, retention_policies
+from ledger.storage import DriverCursor, entries, retention_policies
 
 log = logging.getLogger(__name__)
 REGISTRY = RegistryContract()
@@ -154,15 +154,17 @@ def _erase_once(
         [outcome] = outcomes
         if not isinstance(outcome, Appended) or outcome.status != "accepted":
             return  # the seq was taken meanwhile: nothing is dropped
-        indexes = list(
-            conn.scalars(
-                select(entries.c.idx).where(
-                    entries.c.device_id == device_id,
-                    entries.c.idx.between(first, last),
-                    entries.c.entry.is_not(None),
-                )
+        # The driver's cursor: on PostgreSQL the append runs in pipeline mode.
+        indexes = [
+            row[0]
+            for row in DriverCursor(conn)
+            .execute(
+                "SELECT idx FROM entries WHERE device_id = ? AND idx >= ? AND idx <= ? "
+                "AND entry IS NOT NULL",
+                (device_id, first, last),
             )
-        )
+            .fetchall()
+        ]
         reference = outcome.entry.log_tag_id
         dropped.append(
             log_.redact(indexes, reason="erasure", reference=reference, at=at, conn=conn)

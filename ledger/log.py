@@ -547,29 +547,31 @@ class Log:
             with self._write() as own, own.begin():
                 return self.redact(indexes, reason=reason, reference=reference, at=at, conn=own)
         at = at or rfc3339_utc(datetime.now(UTC))
+        # The driver's cursor: inside an append, PostgreSQL runs in pipeline mode.
+        cursor = DriverCursor(conn)
         if self._postgres:
-            # Redactions take turns with appends and each other (a no-op inside an append,
-            # which holds the lock already); SQLite's write lock does the same.
-            conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK)))
+            # Redactions take turns with appends and each other (re-entrant inside an
+            # append, which holds the lock already); SQLite's write lock does the same.
+            DriverCursor(conn).execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
         dropped = 0
         for start in range(0, len(indexes), 500):
             batch = list(indexes[start : start + 500])
+            marks = ", ".join(["?"] * len(batch))
             live = [
                 row[0]
-                for row in conn.execute(
-                    select(entries.c.idx).where(
-                        entries.c.idx.in_(batch), entries.c.entry.is_not(None)
-                    )
-                )
+                for row in cursor.execute(
+                    f"SELECT idx FROM entries WHERE idx IN ({marks}) AND entry IS NOT NULL", batch
+                ).fetchall()
             ]
             if not live:
                 continue
             # The redaction rows first: the database clears an entry only under one.
-            conn.execute(
-                redactions.insert(),
-                [{"idx": i, "reason": reason, "reference": reference, "at": at} for i in live],
+            cursor.executemany(
+                "INSERT INTO redactions (idx, reason, reference, at) VALUES (?, ?, ?, ?)",
+                [(i, reason, reference, at) for i in live],
             )
-            conn.execute(entries.update().where(entries.c.idx.in_(live)).values(entry=None))
+            marks = ", ".join(["?"] * len(live))
+            cursor.execute(f"UPDATE entries SET entry = NULL WHERE idx IN ({marks})", live)
             dropped += len(live)
         return dropped
 
