@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,55 @@ def test_patio_verify_cli_accepts_a_redacted_bundle_and_says_so(
     path.write_text(json.dumps(bundle))
     bad = subprocess.run([*patio, "--log-key", key], capture_output=True, text=True)
     assert bad.returncode == 2 and "entry must be null" in bad.stderr
+
+
+def test_redactions_run_beside_concurrent_appends(
+    log: Log, device: NamedKey, log_key: NamedKey
+) -> None:
+    """Appends of two devices and repeated redactions of one of them, at once: every append
+    lands, every redaction has its row, the tree and the audit stay whole."""
+    other = NamedKey.generate("dev-2")
+    _filled(log, device, 50)
+    errors: list[BaseException] = []
+    appending = threading.Event()
+
+    def append(key: NamedKey, first: int) -> None:
+        try:
+            for start in range(first, first + 200, 20):
+                log.append([submission(key, seq) for seq in range(start, start + 20)])
+                appending.set()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def redact() -> None:
+        try:
+            appending.wait(30)
+            for _ in range(10):
+                indexes = log.payload_indexes(device_ids=[device.name], limit=25)
+                log.redact(indexes, reason="retention", reference="r")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=append, args=(device, 50)),
+        threading.Thread(target=append, args=(other, 0)),
+        threading.Thread(target=redact),
+        threading.Thread(target=redact),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert log.size() == 450
+    log.seal()
+    stored = log.entries(limit=1000)
+    assert [e.index for e in stored] == list(range(450))
+    dropped = {e.index for e in stored if e.entry is None}
+    assert dropped and all(e.device_id == device.name for e in stored if e.index in dropped)
+    with log.engine.connect() as conn:
+        rows = {r[0] for r in conn.execute(text("SELECT idx FROM redactions"))}
+    assert rows == dropped
+    source = LocalSource(log, device_keys={k.name: [k.public_key_b64] for k in (device, other)})
+    report = Auditor(source=source, log_key=log_key.verifier_key, workers=1).run(full=True).report
+    assert report.ok and report.entries_redacted == len(dropped), report.summary()
