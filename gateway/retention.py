@@ -99,11 +99,15 @@ def apply(log_: Log, *, now: datetime | None = None) -> dict[str, int]:
                 )
             )
         cutoff = rfc3339_utc(now - timedelta(days=item.payload_days))
-        count = 0
+        count, after = 0, -1
+        # From where the last batch ended: the rows before it need not be read again.
         while device_ids and (
-            batch := log_.payload_indexes(device_ids=device_ids, received_before=cutoff)
+            batch := log_.payload_indexes(
+                device_ids=device_ids, received_before=cutoff, after=after
+            )
         ):
             count += log_.redact(batch, reason="retention", reference=item.reference)
+            after = batch[-1]
         dropped[item.community_id] = count
     return dropped
 

@@ -512,14 +512,21 @@ class Log:
         *,
         device_ids: Sequence[str],
         received_before: str | None = None,
+        after: int = -1,
         limit: int = REDACT_BATCH,
     ) -> list[int]:
-        """Indexes of entries of these devices that still carry a payload, oldest first,
-        optionally only those received before an RFC 3339 time (same format, so the
-        strings order as the times do)."""
+        """Indexes above `after` of entries of these devices that still carry a payload,
+        oldest first, optionally only those received before an RFC 3339 time (same format,
+        so the strings order as the times do)."""
         query = (
             select(entries.c.idx)
-            .where(entries.c.device_id.in_(list(device_ids)), entries.c.entry.is_not(None))
+            .where(
+                entries.c.idx > after,
+                # Not through the device index: that reads every row of these devices for
+                # each batch; walking the primary key from `after` reads each row once a run.
+                func.coalesce(entries.c.device_id, "").in_(list(device_ids)),
+                entries.c.entry.is_not(None),
+            )
             .order_by(entries.c.idx)
             .limit(limit)
         )
