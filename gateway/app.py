@@ -22,6 +22,7 @@ from gateway.events import EventFeed
 from gateway.metrics import Metrics
 from gateway.readings import ReadingIndex
 from gateway.retention import RetentionTask
+from gateway.rollups import Rollups
 from gateway.sealer import Sealer
 from gateway.store import upgrade
 from gateway.submissions import Submissions, Verdict
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         directory = Directory(ledger_log.engine, registry_key=registry_key.public_key_b64)
         readings = ReadingIndex(ledger_log.engine, directory)
         readings.catch_up(ledger_log)
+        Rollups(ledger_log.engine, directory).catch_up()
 
         def on_seal(checkpoint: StoredCheckpoint) -> None:
             metrics.tree_size.set(checkpoint.tree_size)
@@ -156,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         writer = WriterClient(
             database_url=ledger_log.engine.url.render_as_string(hide_password=False),
-            registry_key=registry_key.public_key_b64,
+            registry_key=registry_key,
             after_commit=after_commit,
         )
         await writer.start()

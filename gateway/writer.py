@@ -13,8 +13,10 @@ the key is still the device's (taking the payload's JCS from the precheck too), 
 full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
-package, started together). A request frame is (batch id, Admit | Record); a reply frame
-is [(batch id, verdicts or WriteFailed), ...], one per commit, sent after the commit.
+package, started together). A request frame is (batch id, Admit | RegistryChange); a reply
+frame is [(batch id, verdicts or WriteFailed), ...], one per group of commits, sent after them.
+A registry change is a commit of its own (gateway.submissions.change_registry), in the order
+it arrived among the envelopes.
 """
 
 from __future__ import annotations
@@ -32,13 +34,18 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from gateway.submissions import Admit, Record, Verdict, WriteFailed, decide
-from ledger.log import Log, Within
+from sqlalchemy import Connection
+
+from contracts.device_registry import RegistryChange
+from gateway.submissions import Admit, Verdict, WriteFailed, change_registry, decide
+from ledger.errors import ConflictError
+from ledger.keys import NamedKey
+from ledger.log import Appended, Log, Submission, Within
 
 if TYPE_CHECKING:
     from gateway.directory import Directory as GatewayDirectory
 
-Request = Admit | Record
+Request = Admit | RegistryChange
 AfterCommit = Callable[[Sequence[Verdict]], None]
 
 HEADER = struct.Struct("!I")
@@ -46,7 +53,11 @@ MAX_COMMIT = 2_000  # envelopes per commit; what arrives beyond waits for the ne
 SOCKET_BUFFER = 4 << 20
 RESTART_MAX_DELAY = 5.0  # seconds between attempts to start a writer that keeps failing
 URL_VARIABLE = "PATIO_WRITER_DATABASE_URL"  # not argv: a password would show in `ps`
+# The registry key file's text: the writer signs registry entries. A process's environment
+# is readable by its own user only, as the key file is.
 REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"
+# Benchmarks only (bench/gateway.py --no-rollups): "0" leaves rollups to the next catch-up.
+ROLLUPS_VARIABLE = "PATIO_ROLLUPS"
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +110,7 @@ class FrameReader:
 
 
 def _size(request: Request) -> int:
-    return len(request.envelopes if isinstance(request, Admit) else request.submissions)
+    return len(request.envelopes) if isinstance(request, Admit) else 1
 
 
 def _commits(frames: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Request]]]:
@@ -123,7 +134,7 @@ FRESH_ATTEMPTS = 50  # each failed attempt means another process committed a dev
 
 
 def _decide_fresh(
-    requests: list[Request], log_: Log, directory: GatewayDirectory, within: Within | None
+    requests: list[Admit], log_: Log, directory: GatewayDirectory, within: Within | None
 ) -> list[list[Verdict]]:
     """`decide` on the directory as of the commit: changes another process made (a
     revocation) apply from this commit on, also one committed while it was being checked."""
@@ -146,33 +157,82 @@ def _decide_fresh(
     raise DirectoryChanged(f"devices changed during {FRESH_ATTEMPTS} attempts at one commit")
 
 
+def _runs(group: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Request]]]:
+    """The group in order: runs of envelope requests (one commit each), and each registry
+    change alone."""
+    run: list[tuple[int, Request]] = []
+    for frame in group:
+        if isinstance(frame[1], Admit):
+            run.append(frame)
+            continue
+        if run:
+            yield run
+            run = []
+        yield [frame]
+    if run:
+        yield run
+
+
+def _commit(
+    run: list[tuple[int, Request]],
+    log_: Log,
+    directory: GatewayDirectory,
+    within: Within | None,
+    signer: NamedKey,
+) -> list[tuple[int, list[Verdict] | WriteFailed]]:
+    batches = [batch for batch, _ in run]
+    try:
+        if isinstance(change := run[0][1], RegistryChange):
+            verdicts = [[change_registry(change, log=log_, signer=signer)]]
+        else:
+            admits = [request for _, request in run if isinstance(request, Admit)]
+            verdicts = _decide_fresh(admits, log_, directory, within)
+    except Exception as exc:  # every batch of the commit fails; the writer goes on
+        log.exception("commit failed")
+        # If the database dropped this connection (a restart), it dropped the pooled
+        # ones too: open new ones rather than fail a commit on each.
+        log_.engine.dispose()
+        failed = WriteFailed(f"{type(exc).__name__}: {exc}")
+        return [(batch, failed) for batch in batches]
+    return list(zip(batches, verdicts, strict=True))
+
+
 def serve(
-    sock: socket.socket, log_: Log, directory: GatewayDirectory, within: Within | None
+    sock: socket.socket,
+    log_: Log,
+    directory: GatewayDirectory,
+    within: Within | None,
+    signer: NamedKey,
 ) -> None:
     """Decide what arrives, one commit per group; return when the parent hangs up."""
     reader = FrameReader(sock)
     while frames := reader.read():
         for group in _commits(frames):
             replies: list[tuple[int, list[Verdict] | WriteFailed]] = []
-            try:
-                verdicts = _decide_fresh([request for _, request in group], log_, directory, within)
-            except Exception as exc:  # every batch of the commit fails; the writer goes on
-                log.exception("commit failed")
-                # If the database dropped this connection (a restart), it dropped the pooled
-                # ones too: open new ones rather than fail a commit on each.
-                log_.engine.dispose()
-                failed = WriteFailed(f"{type(exc).__name__}: {exc}")
-                replies = [(batch, failed) for batch, _ in group]
-            else:
-                batches = [batch for batch, _ in group]
-                replies = list(zip(batches, verdicts, strict=True))
+            for run in _runs(group):
+                replies += _commit(run, log_, directory, within, signer)
             sock.sendall(_frame(replies))
+
+
+def within_all(*hooks: Within) -> Within:
+    """One `within` hook that runs each of `hooks` in turn, in the append's transaction."""
+
+    def within(
+        conn: Connection,
+        submissions: Sequence[Submission],
+        outcomes: list[Appended | ConflictError],
+    ) -> None:
+        for hook in hooks:
+            hook(conn, submissions, outcomes)
+
+    return within
 
 
 def main() -> None:
     """`python -m gateway.writer FD`: serve on the inherited socket FD."""
     from gateway.directory import Directory as GatewayDirectory
     from gateway.readings import ReadingIndex
+    from gateway.rollups import Rollups
     from ledger.storage import open_engine
 
     logging.basicConfig(level=logging.INFO, format="writer: %(levelname)s %(message)s")
@@ -186,10 +246,14 @@ def main() -> None:
     # connection gone stale fails like any other, its clients get a 503 and resend.
     engine = open_engine(os.environ[URL_VARIABLE], migrate=False, autocheckpoint=False, ping=False)
     ledger_log = Log(engine=engine, signer=None, origin="writer")  # appends only, no seals
-    directory = GatewayDirectory(engine, registry_key=os.environ[REGISTRY_VARIABLE])
+    signer = NamedKey.from_text(os.environ[REGISTRY_VARIABLE])
+    directory = GatewayDirectory(engine, registry_key=signer.public_key_b64)
     gc.freeze()  # as in the HTTP process: collections skip what was built at start
     try:
-        serve(sock, ledger_log, directory, ReadingIndex(engine, directory).write)
+        hooks = [ReadingIndex(engine, directory).write]
+        if os.environ.get(ROLLUPS_VARIABLE) != "0":
+            hooks.append(Rollups(engine, directory).write)
+        serve(sock, ledger_log, directory, within_all(*hooks), signer)
     finally:
         engine.dispose()
 
@@ -205,7 +269,7 @@ class WriterClient:
     """
 
     def __init__(
-        self, *, database_url: str, registry_key: str, after_commit: AfterCommit | None = None
+        self, *, database_url: str, registry_key: NamedKey, after_commit: AfterCommit | None = None
     ) -> None:
         self.database_url = database_url
         self.registry_key = registry_key
@@ -233,7 +297,7 @@ class WriterClient:
         env = {
             **os.environ,
             URL_VARIABLE: self.database_url,
-            REGISTRY_VARIABLE: self.registry_key,
+            REGISTRY_VARIABLE: self.registry_key.to_text(),
         }
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.writer", str(theirs.fileno()),

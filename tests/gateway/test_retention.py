@@ -206,6 +206,19 @@ def test_retention_drops_old_payloads_and_proofs_still_verify(
         gateway.stop()
 
 
+def _rollup_minutes(data_dir: Path, database: str | None, device_id: str) -> int:
+    engine = create_engine(database_url_for(database, data_dir))
+    try:
+        with engine.connect() as conn:
+            minutes = conn.execute(
+                text("SELECT coalesce(sum(minutes), 0) FROM rollups WHERE device_id = :d"),
+                {"d": device_id},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(minutes)
+
+
 def test_erasure_drops_a_device_at_once_and_is_on_the_record(
     database: str | None, tmp_path: Path
 ) -> None:
@@ -222,6 +235,8 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
             assert is_problem(
                 anonymous.post("/v1/devices/boiler-1/erase", json={"reason": "x"}), 401
             )
+        rolled_up = _rollup_minutes(tmp_path / "data", database, "boiler-1")
+        assert rolled_up > 0
         reply = gateway.admin.post(
             "/v1/devices/boiler-1/erase", json={"reason": "GDPR art. 17 request 2026-11"}
         )
@@ -273,6 +288,20 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
             for e in gateway.export()
             if e["index"] in {r["index"] for r in redacted}
         )
+
+        # The hourly rollups stay, and are never rebuilt over dropped payloads.
+        assert _rollup_minutes(tmp_path / "data", database, "boiler-1") == rolled_up
+        rebuild = patio("reports", "rebuild", env=gateway.env, check=False)
+        assert rebuild.returncode == 1 and "cannot be recomputed" in rebuild.stderr
+        assert _rollup_minutes(tmp_path / "data", database, "boiler-1") == rolled_up
+        # The registry replay of the audit accepts the erasure entries.
+        log_key = gateway.client().get("/v1/log-key").text
+        audit = patio(
+            "audit", "--gateway", gateway.url, "--api-key", auditor, "--log-key", log_key,
+            "--full", env=gateway.env, check=False,
+        )  # fmt: skip
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert "4 entries with payloads removed" in audit.stdout
 
         cli = patio("retention", "erase", "boiler-2", "--reason", "moved out", env=gateway.env)
         assert "2 payload(s) of boiler-2 dropped" in cli.stdout
