@@ -24,6 +24,7 @@ Action = Literal[
     "set_device_profile",
     "set_community_settings",
     "set_community_tariff",
+    "erase_device_payloads",  # docs/retention.md: a device's payloads dropped on request
 ]
 
 

@@ -25,6 +25,7 @@ from gateway.directory import Directory
 from gateway.events import EventFeed
 from gateway.metrics import Metrics
 from gateway.readings import ReadingIndex
+from gateway.retention import RetentionTask
 from gateway.rollups import Rollups
 from gateway.sealer import Sealer
 from gateway.store import upgrade
@@ -215,6 +216,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.alerts = alerts
         alerts.start()
+        retention_task = RetentionTask(ledger_log, interval=settings.retention_interval)
+        retention_task.start()
         anchor_settings = AnchorSettings.from_env()
         anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
         if anchoring is not None:
@@ -227,6 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await alerts.stop()
             if ingest is not None:
                 ingest.stop()
+            await retention_task.stop()
             await sealer.stop()
             await writer.close()
             ledger_log.engine.dispose()
@@ -256,6 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         entries,
         health,
         reports,
+        retention,
         stream,
         tariffs,
     )
@@ -263,7 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes match in order: the submission path first, it is what devices hit all day.
     for module in (entries, contracts, checkpoints, communities, stream, admin, alerts, health,
-                   reports, tariffs):  # fmt: skip
+                   reports, tariffs, retention):  # fmt: skip
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     from gateway import web
 

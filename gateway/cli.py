@@ -1,10 +1,12 @@
-"""`patio gateway serve`, `patio admin create-token` and `patio reports rebuild`."""
+"""`patio gateway serve`, `patio admin create-token`, `patio reports rebuild` and
+`patio retention apply|erase`."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from ledger.cli import EXIT_OK, CommandError
+from ledger.cli import EXIT_FAILED, EXIT_OK, CommandError
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +29,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     report_actions = reports.add_subparsers(dest="reports_command", required=True, metavar="ACTION")
     rebuild = report_actions.add_parser("rebuild", help="recompute the hourly rollups from the log")
     rebuild.set_defaults(handler=run_reports_rebuild)
+
+    retention = commands.add_parser(
+        "retention", help="drop entry payloads past each community's policy (docs/retention.md)"
+    )
+    steps = retention.add_subparsers(dest="retention_command", required=True, metavar="ACTION")
+    apply = steps.add_parser("apply", help="apply every community's policy now (for cron)")
+    apply.set_defaults(handler=run_retention_apply)
+    erase = steps.add_parser("erase", help="drop every payload of one device, on the record")
+    erase.add_argument("device_id")
+    erase.add_argument("--reason", required=True, help="recorded in the registry entry")
+    erase.set_defaults(handler=run_retention_erase)
 
 
 SHUTDOWN_GRACE = 5  # seconds for requests under way to finish once asked to stop
@@ -113,5 +126,53 @@ def run_reports_rebuild(args: argparse.Namespace) -> int:
     print(
         f"rebuilt {rebuilt.rows} hourly rollups from {rebuilt.minutes} energy_minute entries "
         f"({rebuilt.entries} log entries read, through index {rebuilt.through_idx})"
+    )
+    return EXIT_OK
+
+
+def _gateway_log() -> Any:
+    from gateway.config import Settings
+    from gateway.store import upgrade
+    from ledger.log import open_data_dir
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    log = open_data_dir(
+        settings.data_dir, database_url=settings.database_url, origin=settings.origin
+    )
+    upgrade(log.engine)
+    return settings, log
+
+
+def run_retention_apply(args: argparse.Namespace) -> int:
+    """Drop what every policy says is past keeping; print how many per community."""
+    from gateway import retention
+
+    _, log = _gateway_log()
+    for community, count in sorted(retention.apply(log).items()):
+        print(f"{community}: {count} payload(s) dropped")
+    return EXIT_OK
+
+
+def run_retention_erase(args: argparse.Namespace) -> int:
+    """Erase a device's payloads; print the registry entry that records it."""
+    from gateway import retention
+    from gateway.app import load_registry_key
+
+    settings, log = _gateway_log()
+    try:
+        erased = retention.erase_device(
+            log,
+            signer=load_registry_key(settings),
+            device_id=args.device_id,
+            reason=args.reason,
+        )
+    except retention.RetentionError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from exc
+    print(
+        f"{erased.dropped} payload(s) of {erased.device_id} dropped (entries "
+        f"{erased.first_index}..{erased.last_index}), recorded as {erased.log_tag_id}"
     )
     return EXIT_OK

@@ -31,11 +31,12 @@ class Settings:
     seal_entries: int = 10_000
     mqtt_url: str | None = None
     max_body_bytes: int = 1 << 20
+    retention_interval: float = 3600.0  # seconds between runs of the retention policies
 
     @classmethod
     def from_env(cls) -> Settings:
         """PATIO_DATA_DIR, PATIO_DATABASE_URL, PATIO_LOG_ORIGIN, PATIO_SEAL_INTERVAL,
-        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL."""
+        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL, PATIO_RETENTION_INTERVAL."""
         return cls(
             data_dir=Path(os.environ.get("PATIO_DATA_DIR") or "var"),
             database_url=os.environ.get("PATIO_DATABASE_URL") or None,
@@ -43,4 +44,5 @@ class Settings:
             seal_interval=_number("PATIO_SEAL_INTERVAL", 5.0),
             seal_entries=int(_number("PATIO_SEAL_ENTRIES", 10_000)),
             mqtt_url=os.environ.get("PATIO_MQTT_URL") or None,
+            retention_interval=_number("PATIO_RETENTION_INTERVAL", 3600.0),
         )

@@ -137,7 +137,8 @@ class EventFeed:
                 "payload": parse_json(bytes(row.entry), what="entry")["payload"],
             }
             for row in rows
-            if row.idx is not None
+            # not visible to the caller, or a payload since removed (docs/retention.md)
+            if row.idx is not None and row.entry is not None
         ]
         sealed = [
             {"tree_size": c.tree_size, "root_hash": bytes(c.root_hash).hex(), "note": c.note}

@@ -76,6 +76,8 @@ class ReadingIndex:
                 return added
             rows = []
             for entry in chunk:
+                if entry.entry is None:
+                    continue  # payload removed before it was indexed: nothing to query
                 try:
                     payload = parse_json(entry.entry, what="entry").get("payload")
                 except (FormatError, AttributeError):

@@ -121,7 +121,7 @@ class Rollups:
         rows = cursor.execute(LOGGED, (after, before)).fetchall()
         minutes = 0
         for index, device_id, contract, data in rows:
-            if contract != CONTRACT:
+            if contract != CONTRACT or data is None:  # None: payload dropped (docs/retention.md)
                 continue
             try:
                 payload = parse_json(bytes(data), what="entry").get("payload")
@@ -208,8 +208,16 @@ class Rollups:
             entries += read
 
     def rebuild(self) -> Rebuilt:
-        """Recompute every rollup from the log, in one transaction (appends wait meanwhile)."""
+        """Recompute every rollup from the log, in one transaction (appends wait meanwhile).
+
+        Refused once payloads were dropped (docs/retention.md): the rollups are then the only
+        record of those hours, and the log can no longer recompute them."""
         with self._locked() as cursor:
+            if cursor.scalar("SELECT count(*) FROM redactions"):
+                raise ValueError(
+                    "entry payloads were dropped (retention or erasure): the rollups of those "
+                    "hours cannot be recomputed from the log, so they are not rebuilt"
+                )
             cursor.execute("DELETE FROM rollups")
             entries = minutes = 0
             through = -1

@@ -81,6 +81,7 @@ class SourceEntry:
 
     `device_keys` are the keys its device may have signed with (one, or several after a
     rotation); `leaf_hash` is the hash the log recorded at append, if the source says.
+    `redacted`: the payload was dropped (docs/retention.md), only the leaf hash is served.
     """
 
     index: int
@@ -88,6 +89,7 @@ class SourceEntry:
     obj: Mapping[str, Any] | None = None
     device_keys: Sequence[str] = ()
     leaf_hash: bytes | None = None
+    redacted: bool = False
 
 
 class AuditSource(Protocol):
@@ -200,6 +202,9 @@ class AuditReport:
     anchors_checked_on_chain: int = 0
     entries_checked: int = 0
     device_signatures_checked: int = 0
+    # Entries whose payload was dropped: their leaf hashes rebuild the tree, but their
+    # bytes and device signatures could not be re-checked.
+    entries_redacted: int = 0
     seconds: float = 0.0
     registry: str | None = None  # the registry replay's summary line (ledger.registry_replay)
     findings: list[Finding] = field(default_factory=list)
@@ -239,6 +244,12 @@ class AuditReport:
                 f"{self.device_signatures_checked} device signature(s), "
                 f"{rate:,.0f} entries/s (entries after the newest checkpoint wait for the next)"
             )
+            if self.entries_redacted:
+                lines.append(
+                    f"  {self.entries_redacted} entries with payloads removed (retention or "
+                    "erasure): their leaf hashes were folded into the tree, their bytes and "
+                    "device signatures could not be re-checked"
+                )
         if self.registry is not None:
             lines.append(f"  {self.registry}")
         lines.extend(device.line() for device in self.coverage)
@@ -259,16 +270,32 @@ class _Checked:
     leaves: list[bytes]
     findings: list[Finding]
     signatures: int
+    redacted: int = 0
 
 
 def _check_entries(batch: Sequence[SourceEntry]) -> _Checked:
     """Leaf hashes of a batch, and any entry that breaks pinned formats 2, 4 or 5."""
     leaves: list[bytes] = []
     findings: list[Finding] = []
-    signatures = 0
+    signatures = redacted = 0
     keys: dict[str, Callable[[bytes], bytes]] = {}
     sha256 = hashlib.sha256
     for item in batch:
+        if item.redacted:
+            if item.leaf_hash is None:
+                findings.append(
+                    Finding(
+                        kind="entry",
+                        subject=item.index,
+                        message="has neither payload nor leaf hash",
+                    )
+                )
+                leaves.append(bytes(32))
+            else:
+                # The tree over it still recomputes; the roots decide whether the hash is true.
+                leaves.append(item.leaf_hash)
+                redacted += 1
+            continue
         try:
             data, signed, signature, device = _entry_parts(item)
         except FormatError as exc:
@@ -310,7 +337,7 @@ def _check_entries(batch: Sequence[SourceEntry]) -> _Checked:
                     message=f"has a bad device signature (device {device!r}): {problem}",
                 )
             )
-    return _Checked(leaves, findings, signatures)
+    return _Checked(leaves, findings, signatures, redacted)
 
 
 # Contract names and receive times repeat (one receive time per group commit): encode once.
@@ -683,8 +710,13 @@ class Auditor:
                 for finding in checked.findings:
                     self._note(report, finding)
                 report.device_signatures_checked += checked.signatures
+                report.entries_redacted += checked.redacted
                 self._fold(report, replay, checked.leaves, boundaries)
-                coverage.add(item.data if item.data is not None else item.obj for item in batch)
+                coverage.add(
+                    item.data if item.data is not None else item.obj
+                    for item in batch
+                    if not item.redacted
+                )
                 report.entries_checked = replay.size
                 now = time.monotonic()
                 if self.progress is not None and now - last_progress >= 2.0:
@@ -881,9 +913,10 @@ class LocalSource:
             yield [
                 SourceEntry(
                     index=index,
-                    data=bytes(data),
+                    data=None if data is None else bytes(data),
                     device_keys=keys.get(device, ()) if device else (),
                     leaf_hash=bytes(leaf),
+                    redacted=data is None,
                 )
                 for index, data, device, leaf in rows
             ]

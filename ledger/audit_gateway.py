@@ -160,6 +160,9 @@ def _entry(item: Any) -> SourceEntry:
     except FormatError:
         leaf = None  # a malformed tag: the replay against the checkpoints still decides
     entry = item.get("entry")
+    if entry is None and "redacted" in item:
+        # A dropped payload: the export carries the leaf hash (in the tag) and why.
+        return SourceEntry(index=item["index"], leaf_hash=leaf, redacted=True)
     return SourceEntry(
         index=item["index"],
         obj=entry if isinstance(entry, dict) else {},

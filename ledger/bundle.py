@@ -51,23 +51,47 @@ class Anchor:
         }
 
 
+# Why a payload may have been dropped (docs/retention.md).
+REDACTION_REASONS = ("retention", "erasure")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Redaction:
+    """Why an entry's payload was dropped: `reason`, the policy or request, when."""
+
+    reason: str
+    reference: str
+    at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The bundle's JSON shape."""
+        return {"reason": self.reason, "reference": self.reference, "at": self.at}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProofBundle:
     """A parsed bundle: every field present and of the right type, nothing yet verified."""
 
     log_tag_id: str
     leaf_index: int
-    entry: dict[str, Any]
+    entry: dict[str, Any] | None  # None: the payload was dropped, see `redacted`
     tree_size: int
     hashes: list[bytes]
     checkpoint: str
     log_key: str
-    device_key: str
+    device_key: str | None  # None with a dropped payload: no signature left to check
     anchors: list[Anchor]
+    redacted: Redaction | None = None
+
+    @property
+    def leaf_hash(self) -> bytes:
+        """The leaf hash the log tag id names."""
+        return leaf_hash_of_tag(self.log_tag_id)
 
     def to_json(self) -> dict[str, Any]:
-        """The bundle file's JSON object."""
-        return {
+        """The bundle file's JSON object (with `leaf_hash` and `redacted` only when the
+        payload was dropped)."""
+        obj = {
             "format": FORMAT,
             "log_tag_id": self.log_tag_id,
             "leaf_index": self.leaf_index,
@@ -78,6 +102,10 @@ class ProofBundle:
             "device_key": self.device_key,
             "anchors": [anchor.to_json() for anchor in self.anchors],
         }
+        if self.redacted is not None:
+            obj["leaf_hash"] = self.leaf_hash.hex()
+            obj["redacted"] = self.redacted.to_json()
+        return obj
 
     @classmethod
     def parse(cls, data: Any) -> ProofBundle:
@@ -89,18 +117,45 @@ class ProofBundle:
         anchors = obj.get("anchors", [])
         if not isinstance(anchors, list):
             raise FormatError("anchors must be a list")
-        entry = _object(obj.get("entry"), "entry")
+        tag = _string(obj, "log_tag_id")
+        redacted = None
+        if "redacted" in obj:
+            # A dropped payload: no entry and no device key, the leaf hash said outright.
+            redacted = _redaction(obj["redacted"])
+            if obj.get("entry") is not None:
+                raise FormatError("entry must be null in a bundle with `redacted`")
+            if obj.get("device_key") is not None:
+                raise FormatError("device_key must be null in a bundle with `redacted`")
+            leaf = hexdecode(_string(obj, "leaf_hash"), what="leaf_hash", length=32)
+            if leaf != leaf_hash_of_tag(tag):
+                raise FormatError("leaf_hash is not the hash the log_tag_id names")
+            entry, device_key = None, None
+        else:
+            entry, device_key = _object(obj.get("entry"), "entry"), _string(obj, "device_key")
         return cls(
-            log_tag_id=_string(obj, "log_tag_id"),
+            log_tag_id=tag,
             leaf_index=_count(obj, "leaf_index"),
             entry=entry,
             tree_size=_count(inclusion, "tree_size", "inclusion.tree_size"),
             hashes=_hashes(inclusion.get("hashes"), "inclusion.hashes"),
             checkpoint=_string(obj, "checkpoint"),
             log_key=_string(obj, "log_key"),
-            device_key=_string(obj, "device_key"),
+            device_key=device_key,
             anchors=[_anchor(a, i) for i, a in enumerate(anchors)],
+            redacted=redacted,
         )
+
+
+def _redaction(value: Any) -> Redaction:
+    obj = _object(value, "redacted")
+    reason = _string(obj, "reason", "redacted.reason")
+    if reason not in REDACTION_REASONS:
+        raise FormatError(f"redacted.reason must be one of {', '.join(REDACTION_REASONS)}")
+    return Redaction(
+        reason=reason,
+        reference=_string(obj, "reference", "redacted.reference"),
+        at=_string(obj, "at", "redacted.at"),
+    )
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

@@ -30,6 +30,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("--rpc", help="also check each anchor on chain through this JSON-RPC URL")
     verify.add_argument("--contract", help="the anchor contract the anchors must be sent to")
     verify.add_argument("--confirmations", type=int, default=1, help="confirmations required")
+    verify.add_argument(
+        "--require-payload",
+        action="store_true",
+        help="fail (exit 1) on a bundle whose payload was removed (docs/retention.md)",
+    )
     verify.set_defaults(handler=run_verify)
 
     consistency = commands.add_parser(
@@ -112,7 +117,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     data = parse_json(_read(args.bundle, "bundle"), what="bundle")
     log_key = _log_key(args.log_key)
-    result = verify_bundle(data, log_key=log_key)
+    result = verify_bundle(data, log_key=log_key, require_payload=args.require_payload)
     if not result.key_pinned:
         print(
             "patio: warning: log key not pinned (--log-key); verified against the key the "
@@ -131,6 +136,13 @@ def run_verify(args: argparse.Namespace) -> int:
         f"at tree size {checkpoint.tree_size}; {len(bundle.anchors)} anchor(s)"
         + (" checked on chain" if args.rpc else "")
     )
+    if bundle.redacted is not None:
+        redacted = bundle.redacted
+        print(
+            f"PAYLOAD REMOVED: under {redacted.reason} ({redacted.reference}) at {redacted.at}; "
+            "inclusion of its leaf hash and the checkpoint signature were checked, the entry "
+            "hash and the device signature could not be (pass --require-payload to fail instead)"
+        )
     return EXIT_OK
 
 

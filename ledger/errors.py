@@ -63,3 +63,8 @@ class NotSealedError(LedgerError):
 
 class KeyFileError(LedgerError):
     """A key file is missing, unreadable, malformed or would be overwritten."""
+
+
+class PayloadRemovedError(NotFoundError):
+    """The entry's payload was dropped under a redaction (retention or erasure); its leaf
+    hash, and so its proofs, remain."""

@@ -13,9 +13,9 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger import merkle
-from ledger.bundle import Anchor, ProofBundle, leaf_hash_of_tag, log_tag_id
+from ledger.bundle import Anchor, ProofBundle, Redaction, leaf_hash_of_tag, log_tag_id
 from ledger.encoding import canonical_json, parse_json, rfc3339_utc
-from ledger.errors import ConflictError, NotFoundError, NotSealedError
+from ledger.errors import ConflictError, NotFoundError, NotSealedError, PayloadRemovedError
 from ledger.keys import NamedKey
 from ledger.merkle import NodeId
 from ledger.note import Checkpoint
@@ -26,6 +26,7 @@ from ledger.storage import (
     checkpoints,
     entries,
     open_engine,
+    redactions,
 )
 from ledger.storage import database_url as database_url_for
 
@@ -35,6 +36,7 @@ ENTRY_COLUMNS_E = ", ".join(f"e.{column}" for column in ENTRY_COLUMNS.split(", "
 # Transaction-scoped PostgreSQL advisory lock keys (arbitrary, fixed for this project).
 APPEND_LOCK = 0x7061_7469_6F01
 SEAL_LOCK = 0x7061_7469_6F02
+REDACT_BATCH = 5_000  # payloads dropped per transaction by a retention run
 
 
 @functools.lru_cache(maxsize=1024)
@@ -86,7 +88,7 @@ class StoredEntry:
 
     index: int
     leaf_hash: bytes
-    entry: bytes
+    entry: bytes | None  # None once the payload was dropped (Log.redact)
     device_id: str | None
     seq: int | None
     contract: str
@@ -99,7 +101,9 @@ class StoredEntry:
         return log_tag_id(self.leaf_hash)
 
     def entry_object(self) -> dict[str, Any]:
-        """The entry as a JSON object."""
+        """The entry as a JSON object; PayloadRemovedError if it was dropped."""
+        if self.entry is None:
+            raise PayloadRemovedError(f"the payload of entry {self.log_tag_id} was removed")
         value: dict[str, Any] = parse_json(self.entry, what="stored entry")
         return value
 
@@ -177,7 +181,7 @@ def _stored_entry(row: Sequence[Any]) -> StoredEntry:
     return StoredEntry(
         index=index,
         leaf_hash=bytes(leaf_hash),
-        entry=bytes(data),
+        entry=None if data is None else bytes(data),
         device_id=device_id,
         seq=seq,
         contract=contract,
@@ -259,6 +263,11 @@ class Log:
                 rule = "seq"
                 if earlier is None and device is not None and sub.minute is not None:
                     earlier, rule = known.by_minute.get((device, sub.minute)), "minute"
+                if earlier is not None and earlier.entry is None:
+                    # A resend of an entry whose payload was since dropped: it cannot be
+                    # compared, and keeping it as evidence would store the payload again.
+                    results.append(Appended(status="duplicate", entry=earlier))
+                    continue
                 if earlier is not None:
                     stored = earlier.entry_object()
                     if (
@@ -496,6 +505,91 @@ class Log:
             found[level, index] = value
         return found
 
+    # -- dropping payloads (docs/retention.md) ------------------------------------------
+
+    def payload_indexes(
+        self,
+        *,
+        device_ids: Sequence[str],
+        received_before: str | None = None,
+        after: int = -1,
+        limit: int = REDACT_BATCH,
+    ) -> list[int]:
+        """Indexes above `after` of entries of these devices that still carry a payload,
+        oldest first, optionally only those received before an RFC 3339 time (same format,
+        so the strings order as the times do)."""
+        query = (
+            select(entries.c.idx)
+            .where(
+                entries.c.idx > after,
+                # Not through the device index: that reads every row of these devices for
+                # each batch; walking the primary key from `after` reads each row once a run.
+                func.coalesce(entries.c.device_id, "").in_(list(device_ids)),
+                entries.c.entry.is_not(None),
+            )
+            .order_by(entries.c.idx)
+            .limit(limit)
+        )
+        if received_before is not None:
+            query = query.where(entries.c.received_at < received_before)
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def redact(
+        self,
+        indexes: Sequence[int],
+        *,
+        reason: str,
+        reference: str,
+        at: str | None = None,
+        conn: Connection | None = None,
+    ) -> int:
+        """Drop the payloads of these entries, each under a redaction row; returns how many
+        were dropped (those already dropped are skipped). Leaf hashes and Merkle nodes stay.
+
+        With `conn`, inside that (write) transaction: an erasure commits with the registry
+        entry that records it.
+        """
+        if conn is None:
+            with self._write() as own, own.begin():
+                return self.redact(indexes, reason=reason, reference=reference, at=at, conn=own)
+        at = at or rfc3339_utc(datetime.now(UTC))
+        # The driver's cursor: inside an append, PostgreSQL runs in pipeline mode.
+        cursor = DriverCursor(conn)
+        if self._postgres:
+            # Redactions take turns with appends and each other (re-entrant inside an
+            # append, which holds the lock already); SQLite's write lock does the same.
+            DriverCursor(conn).execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
+        dropped = 0
+        for start in range(0, len(indexes), 500):
+            batch = list(indexes[start : start + 500])
+            marks = ", ".join(["?"] * len(batch))
+            live = [
+                row[0]
+                for row in cursor.execute(
+                    f"SELECT idx FROM entries WHERE idx IN ({marks}) AND entry IS NOT NULL", batch
+                ).fetchall()
+            ]
+            if not live:
+                continue
+            # The redaction rows first: the database clears an entry only under one.
+            cursor.executemany(
+                "INSERT INTO redactions (idx, reason, reference, at) VALUES (?, ?, ?, ?)",
+                [(i, reason, reference, at) for i in live],
+            )
+            marks = ", ".join(["?"] * len(live))
+            cursor.execute(f"UPDATE entries SET entry = NULL WHERE idx IN ({marks})", live)
+            dropped += len(live)
+        return dropped
+
+    def redaction(self, index: int) -> Redaction | None:
+        """Why the payload of entry `index` was dropped, or None if it was not."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(redactions).where(redactions.c.idx == index)).first()
+        if row is None:
+            return None
+        return Redaction(reason=row.reason, reference=row.reference, at=row.at)
+
     # -- reading -----------------------------------------------------------------------
 
     def size(self) -> int:
@@ -614,8 +708,9 @@ class Log:
                 for row in conn.execute(query)
             ]
 
-    def bundle(self, tag: str, *, device_key: str) -> ProofBundle:
-        """A `patio-proof/v1` bundle for the entry against the latest checkpoint."""
+    def bundle(self, tag: str, *, device_key: str | None) -> ProofBundle:
+        """A `patio-proof/v1` bundle for the entry against the latest checkpoint; for an
+        entry whose payload was dropped, the leaf hash and the redaction instead."""
         if self.signer is None:
             raise ValueError("bundles name the log key: open the log with its signing key")
         stored = self.entry_by_tag(tag)
@@ -639,7 +734,8 @@ class Log:
         return ProofBundle(
             log_tag_id=stored.log_tag_id,
             leaf_index=stored.index,
-            entry=stored.entry_object(),
+            entry=None if stored.entry is None else stored.entry_object(),
+            redacted=None if stored.entry is not None else self.redaction(stored.index),
             tree_size=size,
             hashes=self.inclusion_proof(stored.index, size),
             checkpoint=latest.note,

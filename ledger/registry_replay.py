@@ -30,6 +30,7 @@ ACTIONS = (
     "set_device_profile",
     "set_community_settings",
     "set_community_tariff",
+    "erase_device_payloads",  # docs/retention.md: the device's payloads dropped, on record
 )
 DEFAULT_TIME_ZONE = "UTC"  # of a community registered before communities had one
 MAX_FINDINGS = 100
@@ -140,6 +141,14 @@ def check_change(action: str, subject: Mapping[str, Any], view: RegistryView) ->
     device = view.device(subject_id)
     if device is None:
         raise RegistryError(f"no device {subject_id!r}", status=404)
+    if action == "erase_device_payloads":  # also of a revoked device
+        _text(subject, "reason")
+        first, last = subject.get("first_index"), subject.get("last_index")
+        if not (isinstance(first, int) and isinstance(last, int) and 0 <= first <= last):
+            raise RegistryError(
+                "an erasure names its index range first_index..last_index", status=422
+            )
+        return
     if device.revoked:
         raise RegistryError(f"device {subject_id!r} is revoked", status=409)
     if action == "set_device_profile":
@@ -194,6 +203,8 @@ class Registry:
             self.devices[subject_id].profile = subject.get("profile")
         elif action == "revoke_device":
             self.devices[subject_id].revoked = True
+        elif action == "erase_device_payloads":
+            pass  # payloads only: the registry itself is unchanged
         else:  # rotate_device_key
             device = self.devices[subject_id]
             device.public_key = subject["public_key"]

@@ -37,7 +37,9 @@ entries = Table(
     metadata,
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("leaf_hash", LargeBinary(32), nullable=False, unique=True),
-    Column("entry", LargeBinary, nullable=False),
+    # NULL once the payload was dropped under a redaction (migration 0004); nothing else
+    # of the row ever changes.
+    Column("entry", LargeBinary),
     Column("device_id", String(64)),
     Column("seq", BigInteger),
     Column("contract", String(128), nullable=False),
@@ -53,6 +55,26 @@ entries = Table(
         sqlite_where=text("minute IS NOT NULL"),
         postgresql_where=text("minute IS NOT NULL"),
     ),
+)
+
+# Why an entry's payload was dropped (migration 0004): append-only, and the only thing that
+# lets the database clear entries.entry (its triggers check for the row).
+redactions = Table(
+    "redactions",
+    metadata,
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+    Column("reason", String(32), nullable=False),  # "retention" or "erasure"
+    Column("reference", String(200), nullable=False),  # the policy or the request
+    Column("at", String(32), nullable=False),
+)
+
+# Per community: entry payloads older than `payload_days` are dropped (ledger.retention).
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("community_id", String(64), primary_key=True),
+    Column("payload_days", Integer, nullable=False),
+    Column("updated_at", String(32), nullable=False),
 )
 
 # Refused resubmissions kept as evidence: `rule` says which key they collided on, "seq" (the

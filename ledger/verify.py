@@ -21,14 +21,31 @@ class VerifiedBundle:
     checkpoint: Checkpoint
     key_pinned: bool
 
+    @property
+    def payload_checked(self) -> bool:
+        """Whether the entry hash and the device signature were checked: not when the
+        payload was dropped (`bundle.redacted`), only inclusion and the checkpoint were."""
+        return self.bundle.redacted is None
 
-def verify_bundle(data: Any, *, log_key: str | None) -> VerifiedBundle:
+
+def verify_bundle(
+    data: Any, *, log_key: str | None, require_payload: bool = False
+) -> VerifiedBundle:
     """Check every claim of a `patio-proof/v1` bundle.
 
     FormatError when the bundle is unusable; VerificationError naming the failed check
     (log key, checkpoint signature, inclusion, entry hash, log tag, device signature, anchor).
+    A bundle whose payload was dropped (docs/retention.md) proves only that its leaf hash
+    is in the log: inclusion, checkpoint and anchors are checked, the rest cannot be, and
+    `require_payload` turns that into a VerificationError ("payload").
     """
     bundle = ProofBundle.parse(data)
+    if bundle.redacted is not None and require_payload:
+        raise VerificationError(
+            "payload",
+            f"the payload was removed ({bundle.redacted.reason}, {bundle.redacted.reference}, "
+            f"at {bundle.redacted.at}): only inclusion of its leaf hash can be checked",
+        )
     carried = NoteVerifier.parse(bundle.log_key)
     if log_key is not None:
         pinned = NoteVerifier.parse(log_key)
@@ -42,6 +59,19 @@ def verify_bundle(data: Any, *, log_key: str | None) -> VerifiedBundle:
             "inclusion",
             f"proof is for tree size {bundle.tree_size}, the checkpoint is {checkpoint.tree_size}",
         )
+
+    if bundle.entry is None:
+        # Payload dropped: the leaf hash stands in for the entry (ProofBundle.parse checked
+        # that it is the one the log tag id names).
+        merkle.verify_inclusion(
+            bundle.leaf_hash,
+            bundle.leaf_index,
+            checkpoint.tree_size,
+            bundle.hashes,
+            checkpoint.root_hash,
+        )
+        _verify_anchors(bundle, checkpoint)
+        return VerifiedBundle(bundle=bundle, checkpoint=checkpoint, key_pinned=log_key is not None)
 
     entry = _entry_fields(bundle.entry)
     leaf = merkle.leaf_hash(canonical_json(bundle.entry))
@@ -74,9 +104,14 @@ def verify_bundle(data: Any, *, log_key: str | None) -> VerifiedBundle:
             "log tag", f"log_tag_id does not name this entry (expected {log_tag_id(leaf)})"
         )
 
+    assert bundle.device_key is not None  # ProofBundle.parse: a string beside an entry
     device_key = decode_public_key(bundle.device_key)
     verify_signature(device_key, canonical_json(entry["payload"]), entry["sig"])
+    _verify_anchors(bundle, checkpoint)
+    return VerifiedBundle(bundle=bundle, checkpoint=checkpoint, key_pinned=log_key is not None)
 
+
+def _verify_anchors(bundle: ProofBundle, checkpoint: Checkpoint) -> None:
     for position, anchor in enumerate(bundle.anchors):
         try:
             merkle.verify_consistency(
@@ -91,7 +126,6 @@ def verify_bundle(data: Any, *, log_key: str | None) -> VerifiedBundle:
                 "anchor",
                 f"anchors[{position}] root is not an ancestor of the checkpoint: {exc.message}",
             ) from exc
-    return VerifiedBundle(bundle=bundle, checkpoint=checkpoint, key_pinned=log_key is not None)
 
 
 def _entry_fields(entry: dict[str, Any]) -> dict[str, Any]:

@@ -172,6 +172,8 @@ async def latest(
     seen = dict.fromkeys(POWER_ROLES, False)
     for row in sorted(rows, key=lambda r: r.device_id):
         entry = stored[row.idx]
+        if entry.entry is None:
+            continue  # payload removed (retention or erasure): nothing to show
         payload = entry.entry_object()["payload"]
         readings_ = payload.get("readings")
         if readings_ is None and isinstance(payload.get("dataToStore"), dict):

@@ -62,10 +62,13 @@ class EntryView(BaseModel):
 
     log_tag_id: str
     index: int
-    entry: dict[str, Any]
+    entry: dict[str, Any] | None = Field(description="null once the payload was removed")
     device_id: str | None
     community_id: str | None
     sealed: bool
+    redacted: dict[str, str] | None = Field(
+        default=None, description="why and when the payload was removed (docs/retention.md)"
+    )
 
 
 class EntryPage(BaseModel):
@@ -80,8 +83,9 @@ class ExportItem(BaseModel):
 
     index: int
     log_tag_id: str
-    entry: dict[str, Any]
+    entry: dict[str, Any] | None = Field(description="null once the payload was removed")
     device_key: str | None
+    redacted: dict[str, str] | None = None
 
 
 class ExportPage(BaseModel):
@@ -188,21 +192,27 @@ def _sealed_size(gateway: Any) -> int:
     return latest.tree_size if latest else 0
 
 
-def _view(stored: StoredEntry, community: str | None, sealed_size: int) -> dict[str, Any]:
-    return {
+def _view(
+    gateway: Any, stored: StoredEntry, community: str | None, sealed_size: int
+) -> dict[str, Any]:
+    view = {
         "log_tag_id": stored.log_tag_id,
         "index": stored.index,
-        "entry": stored.entry_object(),
+        "entry": None if stored.entry is None else stored.entry_object(),
         "device_id": stored.device_id,
         "community_id": community,
         "sealed": stored.index < sealed_size,
     }
+    if stored.entry is None:
+        redaction = gateway.log.redaction(stored.index)
+        view["redacted"] = redaction.to_json() if redaction else None
+    return view
 
 
 @router.get("/entries/{log_tag_id}", response_model=EntryView, summary="An entry by log tag id")
 async def get_entry(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
     stored, community = _visible(gateway, caller, log_tag_id)
-    return _view(stored, community, _sealed_size(gateway))
+    return _view(gateway, stored, community, _sealed_size(gateway))
 
 
 @router.get(
@@ -211,6 +221,8 @@ async def get_entry(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> 
 )
 async def get_proof(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
     stored, _ = _visible(gateway, caller, log_tag_id)
+    if stored.entry is None:  # payload removed: the bundle carries the leaf hash instead
+        return gateway.log.bundle(log_tag_id, device_key=None).to_json()
     obj = stored.entry_object()
     key = gateway.directory.key_that_signed(stored.device_id or "", obj["payload"], obj["sig"])
     if key is None:
@@ -248,7 +260,7 @@ async def list_entries(
         rows = conn.execute(query).all()
     stored = gateway.log.entries_at([r.idx for r in rows])
     sealed = _sealed_size(gateway)
-    page = [_view(stored[row.idx], row.community_id, sealed) for row in rows]
+    page = [_view(gateway, stored[row.idx], row.community_id, sealed) for row in rows]
     return {"entries": page, "next_cursor": rows[-1].idx if len(rows) == limit else None}
 
 
@@ -284,6 +296,18 @@ async def export(
     known[ALERT_DEVICE] = [gateway.directory.registry_key]  # alert entries: the same key
     items = []
     for stored in chunk:
+        if stored.entry is None:
+            # Payload removed: the log tag id carries the leaf hash the audit folds in.
+            redaction = gateway.log.redaction(stored.index)
+            items.append(
+                b'{"index":%d,"log_tag_id":"%s","entry":null,"device_key":null,"redacted":%s}'
+                % (
+                    stored.index,
+                    stored.log_tag_id.encode(),
+                    json.dumps(redaction.to_json() if redaction else {}).encode(),
+                )
+            )
+            continue
         candidates = known.get(stored.device_id or "", [])
         # One key: it is the signer's or the entry is bad, which the auditor will find.
         if len(candidates) == 1:

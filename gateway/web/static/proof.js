@@ -45,7 +45,7 @@ async function show(bundleData, extra = {}) {
     outcome.valid ? t("proof.valid") : t("proof.invalid", { check: t(`check.${outcome.failed}`) }));
   const steps = el("ol", { id: "steps", class: "steps" }, outcome.steps.map((step) =>
     el("li", { class: step.status, dataset: { check: step.check, status: step.status } },
-      el("span", { class: "mark", "aria-hidden": "true" }, { ok: "✓", failed: "✗", skipped: "·" }[step.status]),
+      el("span", { class: "mark", "aria-hidden": "true" }, { ok: "✓", failed: "✗", skipped: "·", removed: "∅" }[step.status]),
       el("strong", {}, t(`check.${step.check}`)), " ",
       el("span", { class: "state" }, t(`proof.step.${step.status}`)),
       step.detail ? el("code", { class: "detail" }, step.detail) : null,
@@ -58,7 +58,8 @@ async function show(bundleData, extra = {}) {
     steps,
     el("p", { class: "note" }, t("proof.backends", { sha256: used.sha256, ed25519: used.ed25519 })),
     el("p", { class: "note" }, t("logkey.pinned"), " ", el("code", {}, pinned?.key ?? "—")),
-    outcome.bundle ? entryView(outcome.bundle.entry, extra) : null,
+    outcome.bundle?.entry ? entryView(outcome.bundle.entry, extra) : null,
+    outcome.bundle?.redacted ? el("p", { id: "removed", class: "note" }, t("proof.removed", outcome.bundle.redacted)) : null,
     el("section", { class: "anchors" },
       el("h2", {}, t("proof.anchors")),
       anchors.length
@@ -84,7 +85,7 @@ async function lookUp(tag) {
     } catch (error) {
       if (error.status !== 409) throw error;
       say(status, t("proof.not_sealed", { seconds: error.retryAfter ?? "5" }), "warn");
-      result.replaceChildren(entryView(entry.entry, entry));
+      result.replaceChildren(entry.entry ? entryView(entry.entry, entry) : el("p", { class: "note" }, t("proof.removed", entry.redacted ?? {})));
       result.hidden = false;
       return;
     }

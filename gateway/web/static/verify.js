@@ -38,18 +38,34 @@ export function parseBundle(data) {
   const inclusion = field(obj, "inclusion", isObject, "inclusion must be a JSON object");
   const anchors = obj.anchors ?? [];
   if (!Array.isArray(anchors)) throw new FormatError("anchors must be a list");
-  const entry = field(obj, "entry", isObject, "entry must be a JSON object");
-  if (!isObject(entry.payload)) throw new FormatError("entry.payload must be a JSON object");
-  if (!isString(entry.sig)) throw new FormatError("entry.sig must be a string");
+  const logTagId = field(obj, "log_tag_id", isString, "log_tag_id must be a string");
+  // A dropped payload (docs/retention.md): no entry and no device key, the leaf hash said outright.
+  let redacted = null;
+  let entry = null;
+  if ("redacted" in obj) {
+    redacted = field(obj, "redacted", isObject, "redacted must be a JSON object");
+    for (const key of ["reason", "reference", "at"]) field(redacted, key, isString, `redacted.${key} must be a string`);
+    if (!["retention", "erasure"].includes(redacted.reason)) throw new FormatError("redacted.reason must be one of retention, erasure");
+    if (obj.entry !== null) throw new FormatError("entry must be null in a bundle with `redacted`");
+    if (obj.device_key !== null) throw new FormatError("device_key must be null in a bundle with `redacted`");
+    const leaf = fromHex(field(obj, "leaf_hash", isString, "leaf_hash must be a string"), "leaf_hash", 32);
+    if (!equal(leaf, leafHashOfTag(logTagId))) throw new FormatError("leaf_hash is not the hash the log_tag_id names");
+  } else {
+    entry = field(obj, "entry", isObject, "entry must be a JSON object");
+    if (!isObject(entry.payload)) throw new FormatError("entry.payload must be a JSON object");
+    if (!isString(entry.sig)) throw new FormatError("entry.sig must be a string");
+    field(obj, "device_key", isString, "device_key must be a string");
+  }
   return {
-    logTagId: field(obj, "log_tag_id", isString, "log_tag_id must be a string"),
+    redacted,
+    logTagId,
     leafIndex: field(obj, "leaf_index", isCount, "leaf_index must be a non-negative integer"),
     entry,
     treeSize: field(inclusion, "tree_size", isCount, "inclusion.tree_size must be a non-negative integer"),
     hashes: hashes(inclusion.hashes, "inclusion.hashes"),
     checkpoint: field(obj, "checkpoint", isString, "checkpoint must be a string"),
     logKey: field(obj, "log_key", isString, "log_key must be a string"),
-    deviceKey: field(obj, "device_key", isString, "device_key must be a string"),
+    deviceKey: obj.device_key,
     anchors: anchors.map((a, i) => parseAnchor(a, `anchors[${i}]`)),
   };
 }
@@ -83,7 +99,8 @@ function leafHashOfTag(tag) {
 /**
  * Verify a bundle (its JSON text or parsed object) against the pinned log key.
  * Never throws: returns {valid, failed, message, steps: [{check, status, detail}], bundle, checkpoint},
- * where status is "ok", "failed" or "skipped" (not reached after a failure).
+ * where status is "ok", "failed", "skipped" (not reached after a failure) or "removed" (the
+ * payload was dropped, docs/retention.md: the entry hash and device signature cannot be checked).
  */
 export async function verifyBundle(data, { pinnedLogKey }) {
   const steps = [];
@@ -94,10 +111,11 @@ export async function verifyBundle(data, { pinnedLogKey }) {
     const bundle = parseBundle(data);
     result.bundle = bundle;
     const tagged = leafHashOfTag(bundle.logTagId);
-    const deviceKey = fromBase64(bundle.deviceKey, "device_key", 32);
-    const signature = fromBase64(bundle.entry.sig, "entry.sig", 64);
-    const entryBytes = utf8(canonicalize(bundle.entry));
-    const payloadBytes = utf8(canonicalize(bundle.entry.payload));
+    const redacted = bundle.redacted;
+    const deviceKey = redacted ? null : fromBase64(bundle.deviceKey, "device_key", 32);
+    const signature = redacted ? null : fromBase64(bundle.entry.sig, "entry.sig", 64);
+    const entryBytes = redacted ? null : utf8(canonicalize(bundle.entry));
+    const payloadBytes = redacted ? null : utf8(canonicalize(bundle.entry.payload));
     pass("format", FORMAT);
 
     current = "log key";
@@ -117,14 +135,19 @@ export async function verifyBundle(data, { pinnedLogKey }) {
     if (bundle.treeSize !== checkpoint.treeSize) {
       throw new VerificationError("inclusion", `proof is for tree size ${bundle.treeSize}, the checkpoint is ${checkpoint.treeSize}`);
     }
-    const leaf = await leafHash(entryBytes);
+    const leaf = redacted ? tagged : await leafHash(entryBytes);
+    const removed = (check) => steps.push({ check, status: "removed", detail: `${redacted.reason}, ${redacted.reference}, ${redacted.at}` });
     const included = (candidate) => verifyInclusion(candidate, bundle.leafIndex, checkpoint.treeSize, bundle.hashes, checkpoint.rootHash).then(() => true, () => false);
     // Tell apart which claim is false: the entry's bytes, the proof itself or the tag.
     current = "entry hash";
-    if (!(await included(leaf)) && !equal(leaf, tagged) && (await included(tagged))) {
-      throw new VerificationError("entry hash", "the entry's bytes do not hash to the leaf the log recorded");
+    if (redacted) {
+      removed("entry hash");
+    } else {
+      if (!(await included(leaf)) && !equal(leaf, tagged) && (await included(tagged))) {
+        throw new VerificationError("entry hash", "the entry's bytes do not hash to the leaf the log recorded");
+      }
+      pass("entry hash", toHex(leaf));
     }
-    pass("entry hash", toHex(leaf));
     current = "inclusion";
     await verifyInclusion(leaf, bundle.leafIndex, checkpoint.treeSize, bundle.hashes, checkpoint.rootHash);
     pass("inclusion", `leaf ${bundle.leafIndex} of ${checkpoint.treeSize}, ${bundle.hashes.length} hashes`);
@@ -135,10 +158,14 @@ export async function verifyBundle(data, { pinnedLogKey }) {
     pass("log tag", bundle.logTagId);
 
     current = "device signature";
-    if (!(await verifyEd25519(deviceKey, payloadBytes, signature))) {
-      throw new VerificationError("device signature", "signature does not match");
+    if (redacted) {
+      removed("device signature");
+    } else {
+      if (!(await verifyEd25519(deviceKey, payloadBytes, signature))) {
+        throw new VerificationError("device signature", "signature does not match");
+      }
+      pass("device signature", bundle.deviceKey);
     }
-    pass("device signature", bundle.deviceKey);
 
     current = "anchor";
     for (const [position, anchor] of bundle.anchors.entries()) {

@@ -1,0 +1,309 @@
+"""Retention and erasure through a real gateway (SQLite and PostgreSQL): policies over the
+admin API, payloads gone from every read API, proofs verified by `patio verify`, the audit
+over dropped ranges both `--local` and `--gateway`, the erasure on the record."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from contracts.device_registry import REGISTRY_DEVICE
+from ledger.keys import NamedKey
+from ledger.log import Log, Submission
+from ledger.storage import database_url as database_url_for
+from tests.conftest import POSTGRES_ADMIN_URL, require_service
+from tests.gateway.server import Gateway, patio, start_gateway
+from tests.gateway.test_api import envelope, is_problem, minute, submit
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None for SQLite in the data dir, else a PostgreSQL schema of this test's own."""
+    if request.param == "sqlite":
+        yield None
+        return
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"r_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _old_entries(
+    data_dir: Path, database: str | None, key: NamedKey, seqs: range, received: datetime
+) -> None:
+    """Entries of `key`'s device as if the gateway had received them at `received`, written
+    while the gateway is stopped (its start indexes them)."""
+    log = Log.open(url=database_url_for(database, data_dir), signer=None, origin="test")
+    subs = []
+    for seq in seqs:
+        payload = minute(key.name, seq)
+        subs.append(
+            Submission(
+                contract="energy_minute@1",
+                payload=payload,
+                sig=key.sign_payload(payload),
+                device_id=key.name,
+                seq=seq,
+                minute=payload["start"],
+            )
+        )
+    log.append(subs, now=received)
+    log.engine.dispose()
+
+
+def _stream_indexes(gateway: Gateway, token: str, community: str, until: str) -> set[int]:
+    """Entry indexes the stream replays for a community from the start, up to tag `until`."""
+    seen: set[int] = set()
+    headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": "-1:-1"}
+    with httpx.stream(
+        "GET",
+        f"{gateway.url}/v1/stream",
+        params={"community": community},
+        headers=headers,
+        timeout=20,
+    ) as reply:
+        assert reply.status_code == 200
+        fields: dict[str, str] = {}
+        for line in reply.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(":")
+                fields[name] = value.strip()
+                continue
+            if fields.get("event") == "entry":
+                data = json.loads(fields["data"])
+                seen.add(data["index"])
+                if data["log_tag_id"] == until:
+                    return seen
+            fields = {}
+    raise AssertionError("the stream ended before the marker entry")
+
+
+def _payload_anywhere(
+    gateway: Gateway, auditor: str, reader: str, community: str, tag: str, index: int
+) -> list[str]:
+    """Every read API that still serves the payload of entry `tag` (should be none)."""
+    served = []
+    with gateway.client(auditor) as client:
+        one = client.get(f"/v1/entries/{tag}").json()
+        if one["entry"] is not None or one.get("redacted") is None:
+            served.append("GET /v1/entries/{tag}")
+        listed = client.get("/v1/entries", params={"community": community, "limit": 1000}).json()
+        if any(e["index"] == index and e["entry"] is not None for e in listed["entries"]):
+            served.append("GET /v1/entries")
+    exported = [e for e in gateway.export() if e["index"] == index]
+    if exported[0]["entry"] is not None or "redacted" not in exported[0]:
+        served.append("GET /v1/export")
+    with gateway.client(reader) as client:
+        latest = client.get(f"/v1/communities/{community}/latest")
+        assert latest.status_code == 200, latest.text
+        if tag in latest.text:
+            served.append("GET /v1/communities/{id}/latest")
+    return served
+
+
+def _verify(gateway: Gateway, auditor: str, tag: str, tmp_path: Path) -> str:
+    """`patio verify` of the entry's bundle; its stdout (exit 0 asserted)."""
+    with gateway.client(auditor) as client:
+        bundle = client.get(f"/v1/entries/{tag}/proof")
+        assert bundle.status_code == 200, bundle.text
+        log_key = client.get("/v1/log-key").text
+    path = tmp_path / f"{tag[:16]}.json"
+    path.write_text(bundle.text)
+    done = patio("verify", str(path), "--log-key", log_key, env=gateway.env, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_retention_drops_old_payloads_and_proofs_still_verify(
+    database: str | None, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    gateway = start_gateway(data_dir, database_url=database)
+    try:
+        old_device = gateway.device("meter-old", "hoa-r")
+        new_device = gateway.device("meter-new", "hoa-r")
+        elsewhere = gateway.device("meter-other", "hoa-keep")
+        # A policy for an unknown community, or out of range, is refused.
+        assert is_problem(
+            gateway.admin.put("/v1/communities/nope/retention", json={"payload_days": 30}), 404
+        )
+        assert is_problem(
+            gateway.admin.put("/v1/communities/hoa-r/retention", json={"payload_days": 0}), 422
+        )
+    finally:
+        gateway.stop()
+    long_ago = datetime.now(UTC) - 40 * DAY
+    _old_entries(data_dir, database, old_device, range(1, 6), long_ago)
+    _old_entries(data_dir, database, elsewhere, range(1, 4), long_ago)
+    gateway = start_gateway(data_dir, database_url=database)
+    try:
+        recent = submit(gateway, envelope(new_device, minute(new_device.name, 1)))
+        assert recent[0]["status"] == "accepted"
+        gateway.seal()
+        reply = gateway.admin.put("/v1/communities/hoa-r/retention", json={"payload_days": 30})
+        assert reply.status_code == 200 and reply.json()["payload_days"] == 30
+        assert gateway.admin.get("/v1/communities/hoa-r/retention").json()["payload_days"] == 30
+        applied = gateway.admin.post("/v1/retention/apply")
+        assert applied.status_code == 200 and applied.json()["dropped"] == {"hoa-r": 5}
+        # Idempotent: a second run finds nothing more.
+        assert gateway.admin.post("/v1/retention/apply").json()["dropped"] == {"hoa-r": 0}
+        # The cron path finds nothing either.
+        done = patio("retention", "apply", env=gateway.env)
+        assert "hoa-r: 0 payload(s) dropped" in done.stdout
+
+        exported = gateway.export()
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for item in exported:
+            device_id = (item["entry"] or {}).get("payload", {}).get("device_id")
+            by_device.setdefault(device_id or "dropped", []).append(item)
+        dropped = by_device["dropped"]
+        assert len(dropped) == 5
+        assert all(item["redacted"]["reason"] == "retention" for item in dropped)
+        assert all(item["redacted"]["reference"] == "retention:hoa-r:30d" for item in dropped)
+        assert len(by_device["meter-other"]) == 3  # another community, no policy: kept
+        assert len(by_device["meter-new"]) == 1  # recent: kept
+
+        auditor = gateway.app_key("audit")
+        reader = gateway.app_key("read:hoa-r")
+        tag, index = dropped[0]["log_tag_id"], dropped[0]["index"]
+        assert _payload_anywhere(gateway, auditor, reader, "hoa-r", tag, index) == []
+        out = _verify(gateway, auditor, tag, tmp_path)
+        assert "PAYLOAD REMOVED: under retention (retention:hoa-r:30d)" in out
+        assert "PAYLOAD REMOVED" not in _verify(gateway, auditor, recent[0]["log_tag_id"], tmp_path)
+
+        log_key = gateway.client().get("/v1/log-key").text
+        remote = patio(
+            "audit", "--gateway", gateway.url, "--api-key", auditor, "--log-key", log_key,
+            "--full", env=gateway.env, check=False,
+        )  # fmt: skip
+        assert remote.returncode == 0, remote.stdout + remote.stderr
+        assert "5 entries with payloads removed" in remote.stdout
+        local = patio(
+            "audit", "--local", "--log-key", log_key, "--full", env=gateway.env, check=False
+        )
+        assert local.returncode == 0, local.stdout + local.stderr
+        assert "5 entries with payloads removed" in local.stdout
+    finally:
+        gateway.stop()
+
+
+def _rollup_minutes(data_dir: Path, database: str | None, device_id: str) -> int:
+    engine = create_engine(database_url_for(database, data_dir))
+    try:
+        with engine.connect() as conn:
+            minutes = conn.execute(
+                text("SELECT coalesce(sum(minutes), 0) FROM rollups WHERE device_id = :d"),
+                {"d": device_id},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(minutes)
+
+
+def test_erasure_drops_a_device_at_once_and_is_on_the_record(
+    database: str | None, tmp_path: Path
+) -> None:
+    gateway = start_gateway(tmp_path / "data", database_url=database)
+    try:
+        erased = gateway.device("boiler-1", "hoa-e")
+        kept = gateway.device("boiler-2", "hoa-e")
+        results = submit(gateway, *(envelope(erased, minute(erased.name, s)) for s in range(1, 5)))
+        submit(gateway, envelope(kept, minute(kept.name, 1)))
+        gateway.seal()
+        assert is_problem(gateway.admin.post("/v1/devices/nobody/erase", json={"reason": "x"}), 404)
+        assert is_problem(gateway.admin.post("/v1/devices/boiler-1/erase", json={}), 422)
+        with gateway.client() as anonymous:
+            assert is_problem(
+                anonymous.post("/v1/devices/boiler-1/erase", json={"reason": "x"}), 401
+            )
+        rolled_up = _rollup_minutes(tmp_path / "data", database, "boiler-1")
+        assert rolled_up > 0
+        reply = gateway.admin.post(
+            "/v1/devices/boiler-1/erase", json={"reason": "GDPR art. 17 request 2026-11"}
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["dropped"] == 4 and body["device_id"] == "boiler-1"
+        # After the erasure: a marker entry the stream reads up to.
+        marker = submit(gateway, envelope(kept, minute(kept.name, 2)))[0]["log_tag_id"]
+        gateway.seal()
+
+        exported = gateway.export()
+        record = next(e for e in exported if e["log_tag_id"] == body["log_tag_id"])
+        payload = record["entry"]["payload"]
+        assert payload["device_id"] == REGISTRY_DEVICE
+        assert payload["action"] == "erase_device_payloads"
+        assert payload["subject"] == {
+            "id": "boiler-1",
+            "first_index": body["first_index"],
+            "last_index": body["last_index"],
+            "reason": "GDPR art. 17 request 2026-11",
+        }
+        redacted = [e for e in exported if e["entry"] is None]
+        assert [e["log_tag_id"] for e in redacted] == [r["log_tag_id"] for r in results]
+        assert all(e["redacted"]["reference"] == body["log_tag_id"] for e in redacted)
+        # The registry entry verifies with the registry key, like any registry entry.
+        auditor = gateway.app_key("audit")
+        assert "PAYLOAD REMOVED" not in _verify(gateway, auditor, body["log_tag_id"], tmp_path)
+        out = _verify(gateway, auditor, results[0]["log_tag_id"], tmp_path)
+        assert f"PAYLOAD REMOVED: under erasure ({body['log_tag_id']})" in out
+
+        reader = gateway.app_key("read:hoa-e")
+        for item in redacted:
+            assert (
+                _payload_anywhere(
+                    gateway, auditor, reader, "hoa-e", item["log_tag_id"], item["index"]
+                )
+                == []
+            )
+        streamed = _stream_indexes(gateway, reader, "hoa-e", marker)
+        assert not streamed & {e["index"] for e in redacted}
+        # A second erasure drops nothing more but is recorded too.
+        again = gateway.admin.post("/v1/devices/boiler-1/erase", json={"reason": "again"})
+        assert again.status_code == 200 and again.json()["dropped"] == 0
+        # The device resending an erased reading stores nothing (a duplicate).
+        resent = submit(gateway, envelope(erased, minute(erased.name, 1)))
+        assert resent[0]["status"] == "duplicate"
+        assert all(
+            e["entry"] is None
+            for e in gateway.export()
+            if e["index"] in {r["index"] for r in redacted}
+        )
+
+        # The hourly rollups stay, and are never rebuilt over dropped payloads.
+        assert _rollup_minutes(tmp_path / "data", database, "boiler-1") == rolled_up
+        rebuild = patio("reports", "rebuild", env=gateway.env, check=False)
+        assert rebuild.returncode == 1 and "cannot be recomputed" in rebuild.stderr
+        assert _rollup_minutes(tmp_path / "data", database, "boiler-1") == rolled_up
+        # The registry replay of the audit accepts the erasure entries.
+        log_key = gateway.client().get("/v1/log-key").text
+        audit = patio(
+            "audit", "--gateway", gateway.url, "--api-key", auditor, "--log-key", log_key,
+            "--full", env=gateway.env, check=False,
+        )  # fmt: skip
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert "4 entries with payloads removed" in audit.stdout
+
+        cli = patio("retention", "erase", "boiler-2", "--reason", "moved out", env=gateway.env)
+        assert "2 payload(s) of boiler-2 dropped" in cli.stdout
+    finally:
+        gateway.stop()
