@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: install run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# .venv with the project and its test extra, without running anything.
+install: $(STAMP)
+
 # The gateway on its embedded defaults: SQLite and keys under ./var, port 8000.
+# `exec`: the gateway replaces the recipe's shell, so the SIGTERM that make forwards to its
+# child when killed (and Ctrl-C) reaches the gateway, which stops its writer.
 run: $(STAMP)
-	$(BIN)/patio gateway serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	exec $(BIN)/patio gateway serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger contracts gateway edge tests bench

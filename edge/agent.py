@@ -27,6 +27,7 @@ log = logging.getLogger("patio.edge")
 
 CURSOR = "cursor_ms"  # start of the first minute not yet aggregated
 SIM_ANCHOR = "sim_anchor"  # real time of the first simulated run
+SIM_BACKFILL_S = 86_400.0  # a scaled clock with no sim_start starts this long before its first run
 PRUNE_EVERY_S = 600.0
 MAX_SLEEP_S = 5.0  # wake at least this often (clock time) to aggregate, retry and read acks
 # A Raspberry Pi has no battery clock: until NTP answers it may believe it is 1970. Samples
@@ -88,7 +89,8 @@ def make_clock(config: EdgeConfig, store: Store) -> Clock:
         anchor = repr(time.time())
         with store.transaction():
             store.set_state(SIM_ANCHOR, anchor)
-    start = agent.sim_start if agent.sim_start is not None else float(anchor)
+    # Without a start, a demo replays the day before its first run (it may not run ahead).
+    start = agent.sim_start if agent.sim_start is not None else float(anchor) - SIM_BACKFILL_S
     return ScaledClock(start=start, anchor=float(anchor), scale=agent.time_scale)
 
 

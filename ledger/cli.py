@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -14,6 +15,7 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed: the input was usable but is not valid
 EXIT_UNUSABLE = 2  # the input could not be used at all
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `patio ... | head`
 
 
 class CommandError(Exception):
@@ -40,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; errors become one line on stderr and an exit code, never a traceback."""
+    try:
+        try:
+            code = _run(argv)
+        finally:  # also after --help's SystemExit: a reader gone away (`| head`) shows here
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at /dev/null so that flush, too,
+        # stays quiet (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

@@ -97,11 +97,12 @@ def _log_key(value: str | None) -> str | None:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    """Create a key file and print its public forms."""
+    """Create a key file; print the public key alone on stdout, for `PUB=$(patio keygen ...)`."""
     key = NamedKey.generate(args.name)
     key.save(args.out)
-    print(f"public key: {key.public_key_b64}")
-    print(f"verifier key: {key.verifier_key}")
+    print(f"patio: wrote {args.out} (mode 0600); its C2SP verifier key: {key.verifier_key}",
+          file=sys.stderr)  # fmt: skip
+    print(key.public_key_b64)
     return EXIT_OK
 
 

@@ -587,7 +587,7 @@ def open_data_dir(
     data_dir: Path, *, database_url: str | None = None, origin: str | None = None
 ) -> Log:
     """Open the log kept in `data_dir`, creating its signing key and SQLite file if new."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys and database: nobody else's
     key_path = data_dir / LOG_KEY_FILE
     if key_path.exists():
         signer = NamedKey.load(key_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -192,7 +193,10 @@ def open_engine(
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # SQLite would create the file from the umask (often world-readable); its -wal
+            # and -shm files take the database file's mode, so 0600 here covers all three.
+            os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         if not autocheckpoint:

@@ -187,12 +187,22 @@ def test_one_agent_per_data_folder(
         agent.close()
 
 
-def test_the_example_config_is_valid() -> None:
+def test_the_example_config_is_valid_as_shipped_and_on_a_pi(tmp_path: Path) -> None:
     from edge.config import load_config
     from tests.edge.fakes import REPO
 
+    text = (REPO / "edge" / "edge.example.toml").read_text()
     config = load_config(REPO / "edge" / "edge.example.toml")
     assert config.device_id == "boiler-room-1" and config.delivery.transport == "http"
+    assert config.agent.time_scale == 600 and {s.driver for s in config.sensors} == {"simulator"}
+    assert str(config.database) == "/var/lib/patio-edge/edge.db"
+    # What its comments tell a Pi owner to do: drop the demo clock and the simulators,
+    # uncomment the real sensors.
+    head, pi = text.split("# On a Raspberry Pi", 1)
+    head = head[: head.index("# Simulated sensors")].replace("time_scale = 600\n", "")
+    real = "\n".join(line.removeprefix("#").removeprefix(" ") for line in pi.splitlines()[1:])
+    (tmp_path / "edge.toml").write_text(head + real + "\n")
+    config = load_config(tmp_path / "edge.toml")
+    assert config.agent.time_scale == 1
     channels = [c.name for spec in config.sensors for c in spec.channels]
     assert channels == ["water", "flue", "fan_va", "fan_on", "heatpump_w", "heatpump_wh"]
-    assert str(config.database) == "/var/lib/patio-edge/edge.db"

@@ -277,9 +277,7 @@ def test_the_console_script_end_to_end(tmp_path: Path) -> None:
 
     log_key = sh("log", "init", "--dir", "data", "--origin", "hoa.example/log").stdout.strip()
     assert log_key.startswith("hoa.example/log+")
-    public = (
-        sh("keygen", "--name", "dev-1", "--out", "dev.key").stdout.split("\n")[0].split(": ")[1]
-    )
+    public = sh("keygen", "--name", "dev-1", "--out", "dev.key").stdout.strip()
     assert (tmp_path / "dev.key").stat().st_mode & 0o777 == 0o600
     refused = sh("keygen", "--name", "dev-1", "--out", "dev.key", check=False)
     assert refused.returncode == 2 and "refusing to overwrite" in refused.stderr
