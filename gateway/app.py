@@ -211,6 +211,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /metrics is the gateway's telemetry; FastAPI's own OpenTelemetry hooks cost a
         # context lookup on every request and export nothing here.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs is served from vendored Swagger UI by gateway.web (the defaults load a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -222,6 +225,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes match in order: the submission path first, it is what devices hit all day.
     for module in (entries, contracts, checkpoints, communities, stream, admin, health):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
+    from gateway import web
+
+    web.mount(app)
     app.add_middleware(SubmitFastPath, fastapi=app)  # innermost: inside the limit and metrics
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
