@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         writer = WriterClient(
             database_url=ledger_log.engine.url.render_as_string(hide_password=False),
-            registry_key=registry_key.public_key_b64,
+            registry_key=registry_key,
             after_commit=after_commit,
         )
         await writer.start()

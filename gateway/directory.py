@@ -1,4 +1,5 @@
-"""The device directory contracts check against: registered keys, communities, revocations."""
+"""The device directory: what contracts check against (registered keys, communities,
+revocations), and the tables registry changes write in their entry's transaction."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from contracts.base import DeviceRecord
 from contracts.device_registry import REGISTRY_DEVICE
@@ -14,6 +15,7 @@ from gateway.store import device_keys, devices
 from ledger.encoding import canonical_json
 from ledger.errors import LedgerError
 from ledger.keys import decode_public_key, verify_signature
+from ledger.registry_replay import CommunityState, DeviceState
 from ledger.storage import DriverCursor
 
 # Another gateway process's changes are seen within this many seconds (one query polls
@@ -111,3 +113,69 @@ class Directory:
         with self._lock:
             self._cache.pop(device_id, None)
             self._evictions += 1
+
+
+class TableView:
+    """The directory tables as the registry rules see them, inside one transaction.
+
+    On the driver's cursor: the append runs `within` inside a psycopg pipeline, where a
+    SQLAlchemy statement finds no result description yet and reads as empty.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.cursor = DriverCursor(conn)
+
+    def community(self, community_id: str) -> CommunityState | None:
+        """The community, or None."""
+        row = self.cursor.execute(
+            "SELECT name, time_zone FROM communities WHERE id = ?", (community_id,)
+        ).fetchone()
+        return None if row is None else CommunityState(name=row[0], time_zone=row[1])
+
+    def device(self, device_id: str) -> DeviceState | None:
+        """The device (without its key history and profile, which no rule needs), or None."""
+        row = self.cursor.execute(
+            "SELECT community_id, public_key, revoked_at FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return DeviceState(community_id=row[0], public_key=row[1], revoked=row[2] is not None)
+
+    def write(self, action: str, subject: dict[str, Any], at: str) -> None:
+        """Make a change the rules accepted (`check_change`), in the registry entry's
+        transaction."""
+        execute, subject_id = self.cursor.execute, subject["id"]
+        if action == "register_community":
+            execute(
+                "INSERT INTO communities (id, name, created_at, time_zone) VALUES (?, ?, ?, ?)",
+                (subject_id, subject["name"], at, subject["time_zone"]),
+            )
+            return
+        if action == "set_community_settings":
+            execute(
+                "UPDATE communities SET time_zone = ? WHERE id = ?",
+                (subject["time_zone"], subject_id),
+            )
+            return
+        profile = subject.get("profile")
+        stored_profile = None if profile is None else canonical_json(profile).decode()
+        if action == "register_device":
+            execute(
+                "INSERT INTO devices (id, community_id, public_key, created_at, profile) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (subject_id, subject["community_id"], subject["public_key"], at, stored_profile),
+            )
+        elif action == "set_device_profile":
+            execute("UPDATE devices SET profile = ? WHERE id = ?", (stored_profile, subject_id))
+        if action in ("register_device", "rotate_device_key"):
+            execute(
+                "INSERT INTO device_keys (device_id, public_key, created_at) VALUES (?, ?, ?)",
+                (subject_id, subject["public_key"], at),
+            )
+        if action == "rotate_device_key":
+            key = subject["public_key"]
+            execute("UPDATE devices SET public_key = ? WHERE id = ?", (key, subject_id))
+        elif action == "revoke_device":
+            execute("UPDATE devices SET revoked_at = ? WHERE id = ?", (at, subject_id))
+        # Every gateway process polls device_changes to drop what it cached of this device.
+        execute("INSERT INTO device_changes (device_id) VALUES (?)", (subject_id,))

@@ -28,6 +28,7 @@ communities = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", String(32), nullable=False),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),  # IANA
 )
 
 devices = Table(
@@ -38,6 +39,7 @@ devices = Table(
     Column("public_key", String(44), nullable=False),
     Column("revoked_at", String(32)),
     Column("created_at", String(32), nullable=False),
+    Column("profile", Text),  # JCS of the declared sensors (contracts/device_types.py)
     Index("devices_community", "community_id"),
 )
 

@@ -8,11 +8,14 @@ there, on the other core, so the HTTP process only parses and answers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from sqlalchemy import Connection
 
 from contracts.base import (
     Checked,
@@ -22,9 +25,14 @@ from contracts.base import (
     EnvelopeContract,
     precheck,
 )
+from contracts.device_registry import REGISTRY_DEVICE, RegistryChange, RegistryContract
 from contracts.registry import CONTRACTS
+from gateway.directory import TableView
 from ledger.errors import ConflictError, LedgerError
+from ledger.keys import NamedKey
 from ledger.log import Appended, Log, Submission, Within
+from ledger.registry_replay import RegistryError, StaleChange
+from ledger.storage import DriverCursor
 
 if TYPE_CHECKING:
     from gateway.writer import WriterClient
@@ -64,12 +72,6 @@ class Admit(NamedTuple):
     community: str | None = None  # set when the transport already names the community
     restroom: bool = False  # each envelope is a whole Restroom request {data, keys}
     verified: Sequence[Checked | None] = ()  # per envelope: what `precheck` verified
-
-
-class Record(NamedTuple):
-    """Submissions the gateway built and signed itself (registry entries)."""
-
-    submissions: Sequence[Submission]
 
 
 class WriteFailed(NamedTuple):
@@ -128,7 +130,7 @@ def _recorded(outcome: Appended | ConflictError, contract: str) -> Verdict:
 
 
 def decide(
-    requests: Sequence[Admit | Record],
+    requests: Sequence[Admit],
     *,
     log: Log,
     directory: Directory,
@@ -139,20 +141,17 @@ def decide(
     admitted: list[Submission] = []
     for request in requests:
         row: list[tuple[str, ContractError | LedgerError | Submission]] = []
-        if isinstance(request, Record):
-            row = [(s.contract, s) for s in request.submissions]
-        else:
-            contract = envelope_contract(request.contract)
-            now = datetime.fromtimestamp(request.now, UTC)
-            context = Context(directory=directory, log=log, now=now, community=request.community)
-            admit = contract.admit_request if request.restroom else contract.admit
-            for index, envelope in enumerate(request.envelopes):
-                checked = request.verified[index] if request.verified else None
-                try:
-                    known = replace(context, checked=checked) if checked else context
-                    row.append((contract.tag, admit(envelope, known)))
-                except (ContractError, LedgerError) as exc:
-                    row.append((contract.tag, exc))
+        contract = envelope_contract(request.contract)
+        now = datetime.fromtimestamp(request.now, UTC)
+        context = Context(directory=directory, log=log, now=now, community=request.community)
+        admit = contract.admit_request if request.restroom else contract.admit
+        for index, envelope in enumerate(request.envelopes):
+            checked = request.verified[index] if request.verified else None
+            try:
+                known = replace(context, checked=checked) if checked else context
+                row.append((contract.tag, admit(envelope, known)))
+            except (ContractError, LedgerError) as exc:
+                row.append((contract.tag, exc))
         admitted += [item for _, item in row if isinstance(item, Submission)]
         slots.append(row)
     outcomes = iter(log.append(admitted, within=within) if admitted else [])
@@ -165,12 +164,79 @@ def decide(
                 continue
             outcome = next(outcomes)
             verdict = _recorded(outcome, tag)
-            if isinstance(request, Admit) and request.restroom and isinstance(outcome, Appended):
+            if request.restroom and isinstance(outcome, Appended):
                 response = envelope_contract(request.contract).respond(outcome, item)
                 verdict = verdict._replace(response=response)
             answers.append(verdict)
         verdicts.append(answers)
     return verdicts
+
+
+REGISTRY = RegistryContract()
+# A change planned against a state another gateway process changed is planned again; each
+# failed attempt means another change was committed, so this bounds nothing in practice.
+CHANGE_ATTEMPTS = 50
+logger = logging.getLogger(__name__)
+CHANGE_TITLES = {404: "Not found", 409: "Conflict", 422: "Invalid request"}
+
+
+def change_registry(change: RegistryChange, *, log: Log, signer: NamedKey) -> Verdict:
+    """Append a registry entry and make its change in the directory in one transaction.
+
+    The registry contract checks the change inside that transaction (on PostgreSQL under
+    the append lock, on SQLite under the write lock), so of concurrent registrations of an
+    id exactly one is recorded, and a refused change, or one whose commit fails, leaves no
+    entry behind.
+    """
+    for _ in range(CHANGE_ATTEMPTS):
+        try:
+            return _append_change(change, log=log, signer=signer)
+        except StaleChange as exc:
+            logger.info("registry change planned again: %s", exc)  # another process's change
+            continue
+        except RegistryError as exc:
+            return _refused_change(exc)
+    return _refused_change(
+        RegistryError("the registry is being changed concurrently; retry", status=503)
+    )
+
+
+def _append_change(change: RegistryChange, *, log: Log, signer: NamedKey) -> Verdict:
+    with log.engine.connect() as conn:
+        seq = 1 + DriverCursor(conn).scalar(
+            "SELECT coalesce(max(seq), 0) FROM entries WHERE device_id = ?", (REGISTRY_DEVICE,)
+        )
+        subject = REGISTRY.subject(change, TableView(conn))
+    submission = REGISTRY.submission(
+        signer=signer, seq=seq, action=change.action, subject=subject, at=change.at
+    )
+
+    def within(conn: Connection, _: Any, outcomes: list[Appended | ConflictError]) -> None:
+        [outcome] = outcomes
+        if not (isinstance(outcome, Appended) and outcome.status == "accepted"):
+            # Another gateway process took this seq meanwhile: roll back (with the conflict
+            # evidence the append wrote) and plan again.
+            raise StaleChange(f"registry seq {seq} was taken concurrently")
+        view = TableView(conn)
+        REGISTRY.check(change.action, subject, view)
+        view.write(change.action, subject, change.at)
+
+    [outcome] = log.append([submission], within=within)
+    assert isinstance(outcome, Appended)
+    result = {"status": "accepted", "log_tag_id": outcome.entry.log_tag_id, "error": None,
+              "code": 201}  # fmt: skip
+    return Verdict(
+        result=result,
+        contract=REGISTRY.tag,
+        recorded="accepted",
+        response={"subject": subject, "at": change.at},
+    )
+
+
+def _refused_change(exc: RegistryError) -> Verdict:
+    result = {"status": "rejected", "log_tag_id": None, "error": exc.detail, "code": exc.status}
+    title = CHANGE_TITLES.get(exc.status, "Busy")
+    return Verdict(result=result, contract=REGISTRY.tag, title=title)
 
 
 class Submissions:

@@ -13,8 +13,10 @@ the key is still the device's (taking the payload's JCS from the precheck too), 
 full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
-package, started together). A request frame is (batch id, Admit | Record); a reply frame
-is [(batch id, verdicts or WriteFailed), ...], one per commit, sent after the commit.
+package, started together). A request frame is (batch id, Admit | RegistryChange); a reply
+frame is [(batch id, verdicts or WriteFailed), ...], one per group of commits, sent after them.
+A registry change is a commit of its own (gateway.submissions.change_registry), in the order
+it arrived among the envelopes.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from concurrent.futures import Future
 from typing import Any
 
 from contracts.base import Directory
-from gateway.submissions import Admit, Record, Verdict, WriteFailed, decide
+from contracts.device_registry import RegistryChange
+from gateway.submissions import Admit, Verdict, WriteFailed, change_registry, decide
+from ledger.keys import NamedKey
 from ledger.log import Log, Within
 
-Request = Admit | Record
+Request = Admit | RegistryChange
 AfterCommit = Callable[[Sequence[Verdict]], None]
 
 HEADER = struct.Struct("!I")
@@ -44,7 +48,7 @@ MAX_COMMIT = 2_000  # envelopes per commit; what arrives beyond waits for the ne
 SOCKET_BUFFER = 4 << 20
 RESTART_MAX_DELAY = 5.0  # seconds between attempts to start a writer that keeps failing
 URL_VARIABLE = "PATIO_WRITER_DATABASE_URL"  # not argv: a password would show in `ps`
-REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"
+REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"  # the key file's text: the writer signs
 log = logging.getLogger(__name__)
 
 
@@ -97,7 +101,7 @@ class FrameReader:
 
 
 def _size(request: Request) -> int:
-    return len(request.envelopes if isinstance(request, Admit) else request.submissions)
+    return len(request.envelopes) if isinstance(request, Admit) else 1
 
 
 def _commits(frames: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Request]]]:
@@ -113,29 +117,62 @@ def _commits(frames: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Requ
         yield group
 
 
-def serve(sock: socket.socket, log_: Log, directory: Directory, within: Within | None) -> None:
+def _runs(group: list[tuple[int, Request]]) -> Iterator[list[tuple[int, Request]]]:
+    """The group in order: runs of envelope requests (one commit each), and each registry
+    change alone."""
+    run: list[tuple[int, Request]] = []
+    for frame in group:
+        if isinstance(frame[1], Admit):
+            run.append(frame)
+            continue
+        if run:
+            yield run
+            run = []
+        yield [frame]
+    if run:
+        yield run
+
+
+def _commit(
+    run: list[tuple[int, Request]],
+    log_: Log,
+    directory: Directory,
+    within: Within | None,
+    signer: NamedKey,
+) -> list[tuple[int, list[Verdict] | WriteFailed]]:
+    batches = [batch for batch, _ in run]
+    try:
+        # Changes another process made (a revocation) apply from this commit on.
+        directory.refresh()
+        if isinstance(change := run[0][1], RegistryChange):
+            verdicts = [[change_registry(change, log=log_, signer=signer)]]
+        else:
+            admits = [request for _, request in run if isinstance(request, Admit)]
+            verdicts = decide(admits, log=log_, directory=directory, within=within)
+    except Exception as exc:  # every batch of the commit fails; the writer goes on
+        log.exception("commit failed")
+        # If the database dropped this connection (a restart), it dropped the pooled
+        # ones too: open new ones rather than fail a commit on each.
+        log_.engine.dispose()
+        failed = WriteFailed(f"{type(exc).__name__}: {exc}")
+        return [(batch, failed) for batch in batches]
+    return list(zip(batches, verdicts, strict=True))
+
+
+def serve(
+    sock: socket.socket,
+    log_: Log,
+    directory: Directory,
+    within: Within | None,
+    signer: NamedKey,
+) -> None:
     """Decide what arrives, one commit per group; return when the parent hangs up."""
     reader = FrameReader(sock)
     while frames := reader.read():
         for group in _commits(frames):
             replies: list[tuple[int, list[Verdict] | WriteFailed]] = []
-            try:
-                # Changes another process made (a revocation) apply from this commit on.
-                directory.refresh()
-                verdicts = decide(
-                    [request for _, request in group], log=log_, directory=directory,
-                    within=within,
-                )  # fmt: skip
-            except Exception as exc:  # every batch of the commit fails; the writer goes on
-                log.exception("commit failed")
-                # If the database dropped this connection (a restart), it dropped the pooled
-                # ones too: open new ones rather than fail a commit on each.
-                log_.engine.dispose()
-                failed = WriteFailed(f"{type(exc).__name__}: {exc}")
-                replies = [(batch, failed) for batch, _ in group]
-            else:
-                batches = [batch for batch, _ in group]
-                replies = list(zip(batches, verdicts, strict=True))
+            for run in _runs(group):
+                replies += _commit(run, log_, directory, within, signer)
             sock.sendall(_frame(replies))
 
 
@@ -156,10 +193,11 @@ def main() -> None:
     # connection gone stale fails like any other, its clients get a 503 and resend.
     engine = open_engine(os.environ[URL_VARIABLE], migrate=False, autocheckpoint=False, ping=False)
     ledger_log = Log(engine=engine, signer=None, origin="writer")  # appends only, no seals
-    directory = GatewayDirectory(engine, registry_key=os.environ[REGISTRY_VARIABLE])
+    signer = NamedKey.from_text(os.environ[REGISTRY_VARIABLE])
+    directory = GatewayDirectory(engine, registry_key=signer.public_key_b64)
     gc.freeze()  # as in the HTTP process: collections skip what was built at start
     try:
-        serve(sock, ledger_log, directory, ReadingIndex(engine, directory).write)
+        serve(sock, ledger_log, directory, ReadingIndex(engine, directory).write, signer)
     finally:
         engine.dispose()
 
@@ -175,7 +213,7 @@ class WriterClient:
     """
 
     def __init__(
-        self, *, database_url: str, registry_key: str, after_commit: AfterCommit | None = None
+        self, *, database_url: str, registry_key: NamedKey, after_commit: AfterCommit | None = None
     ) -> None:
         self.database_url = database_url
         self.registry_key = registry_key
@@ -203,7 +241,7 @@ class WriterClient:
         env = {
             **os.environ,
             URL_VARIABLE: self.database_url,
-            REGISTRY_VARIABLE: self.registry_key,
+            REGISTRY_VARIABLE: self.registry_key.to_text(),
         }
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.writer", str(theirs.fileno()),

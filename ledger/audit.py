@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 import nacl.exceptions
 import nacl.signing
 
-from ledger import merkle
+from ledger import merkle, registry_replay
 from ledger.encoding import b64decode, canonical_json, hexdecode, parse_json, rfc3339_utc
 from ledger.errors import FormatError, LedgerError, VerificationError
 from ledger.merkle import NodeId
@@ -122,8 +122,8 @@ class AuditSource(Protocol):
 class Finding:
     """One piece of evidence that the log was tampered with."""
 
-    kind: Literal["entry", "checkpoint"]
-    subject: int  # the entry index, or the checkpoint's tree size
+    kind: Literal["entry", "checkpoint", "community", "device"]
+    subject: int | str  # the entry index, the checkpoint's tree size, or the id
     message: str
 
     def line(self) -> str:
@@ -200,6 +200,7 @@ class AuditReport:
     entries_checked: int = 0
     device_signatures_checked: int = 0
     seconds: float = 0.0
+    registry: str | None = None  # the registry replay's summary line (ledger.registry_replay)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -235,6 +236,8 @@ class AuditReport:
                 f"{self.device_signatures_checked} device signature(s), "
                 f"{rate:,.0f} entries/s (entries after the newest checkpoint wait for the next)"
             )
+        if self.registry is not None:
+            lines.append(f"  {self.registry}")
         lines.extend(f.line() for f in self.findings)
         lines.append("OK: no tampering found" if self.ok else f"{len(self.findings)} finding(s)")
         return "\n".join(lines)
@@ -445,6 +448,16 @@ class Auditor:
                 self._replay(report, checkpoints)
         except _Stop:
             pass
+        # The directory must be what replaying the registry entries builds.
+        root = bytes.fromhex(report.root_hash) if report.root_hash else None
+        registry = registry_replay.audit(self.source, tree_size=report.tree_size, root=root)
+        if registry is not None:
+            report.registry = registry.summary()
+            report.findings += [
+                Finding(kind=k, subject=s, message=m) for k, s, m in registry.findings
+            ]
+        else:
+            report.registry = "registry: not checked (no directory, or the key may not read it)"
         report.seconds = time.monotonic() - started
         report.finished_at = rfc3339_utc(datetime.now(UTC))
         new_state = state

@@ -1,28 +1,40 @@
-"""Admin routes: communities, devices (register, rotate, revoke) and apps (create, rotate)."""
+"""Admin routes: communities (register, settings), devices (register, profile, rotate, revoke)
+and apps (create, rotate). Registry changes go to the writer as `RegistryChange`s."""
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from fastapi import APIRouter, Path, Query
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy import select
 
-from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryContract
+from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryChange
+from contracts.device_types import Profile, resolve
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import MAX_INDEX, AdminDep, GatewayDep, forget_tokens
+from gateway.deps import MAX_INDEX, AdminDep, CallerDep, GatewayDep, forget_tokens
 from gateway.problems import Problem
-from gateway.store import apps, communities, device_changes, device_keys, devices
-from gateway.submissions import Record
-from ledger.encoding import b64decode, rfc3339_utc
+from gateway.store import apps
+from ledger.bundle import log_tag_id
+from ledger.encoding import b64decode, parse_json, rfc3339_utc
 from ledger.errors import FormatError
+from ledger.registry_replay import DEFAULT_TIME_ZONE
 from ledger.storage import entries
 
 router = APIRouter(prefix="/v1", tags=["admin"])
-REGISTRY = RegistryContract()
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # community and device ids
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 
 class Strict(BaseModel):
@@ -31,11 +43,49 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class CommunityCreate(Strict):
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _time_zone(value: str) -> str:
+    if value not in _time_zones():
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Madrid, UTC)")
+    return value
+
+
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
+
+
+class CommunitySettings(Strict):
+    """What a community declares: its IANA time zone (reports count days in it)."""
+
+    time_zone: TimeZone = DEFAULT_TIME_ZONE
+
+
+class CommunityCreate(CommunitySettings):
     """A new community (a homeowners' association)."""
 
     id: Id
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class DeviceProfile(Strict):
+    """What a device's readings measure: a device type's, an explicit profile, or both (the
+    profile's sensors override the type's)."""
+
+    type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sensor: Annotated[str, StringConstraints(max_length=64)] | None = None
+    profile: Profile | None = None
+
+    @model_validator(mode="after")
+    def _resolves(self) -> DeviceProfile:
+        self.declared()
+        return self
+
+    def declared(self) -> dict[str, Any] | None:
+        """The profile to record (ProfileError, a ValueError, when it cannot be)."""
+        return resolve(type_name=self.type, sensor=self.sensor, profile=self.profile)
 
 
 class PublicKey(Strict):
@@ -53,11 +103,21 @@ class PublicKey(Strict):
         return value
 
 
-class DeviceCreate(PublicKey):
-    """A device and its key, registered to one community."""
+class DeviceCreate(PublicKey, DeviceProfile):
+    """A device and its key, registered to one community, and what its readings measure."""
 
     id: Id
     community_id: Id
+
+
+class ProfileChange(DeviceProfile):
+    """A device's new profile: a type, a profile, or both."""
+
+    @model_validator(mode="after")
+    def _given(self) -> ProfileChange:
+        if self.type is None and self.profile is None:
+            raise ValueError("give a device 'type', a 'profile', or both")
+        return self
 
 
 class AppCreate(Strict):
@@ -74,129 +134,104 @@ def _now() -> str:
     return rfc3339_utc(datetime.now(UTC))
 
 
-async def record(gateway: Any, action: Action, subject: dict[str, Any]) -> str:
-    """Append a registry entry signed by the registry key; returns its log tag id."""
-    for _ in range(5):
-        with gateway.log.engine.connect() as conn:
-            last = conn.execute(
-                select(func.max(entries.c.seq)).where(entries.c.device_id == REGISTRY_DEVICE)
-            ).scalar_one()
-        submission = REGISTRY.submission(
-            signer=gateway.registry_key,
-            seq=(last or 0) + 1,
-            action=action,
-            subject=subject,
-            at=_now(),
-        )
-        [verdict] = await gateway.writer.request(Record(submissions=[submission]))
-        if verdict.recorded in ("accepted", "duplicate"):
-            tag: str = verdict.result["log_tag_id"]
-            return tag
-    raise Problem(
-        503,
-        "Busy",
-        "the registry is being written concurrently; retry",
-        headers={"Retry-After": "1"},
-    )
+async def change(gateway: Any, action: Action, subject: dict[str, Any]) -> tuple[str, Any]:
+    """Have the writer record a registry change (entry and directory row in one commit):
+    the entry's log tag id and what it recorded; a refusal becomes its problem."""
+    [verdict] = await gateway.writer.request(RegistryChange(action, subject, _now()))
+    gateway.directory.forget(subject["id"])
+    result = verdict.result
+    if verdict.recorded != "accepted":
+        headers = {"Retry-After": "1"} if result["code"] == 503 else None
+        raise Problem(result["code"], verdict.title or "Refused", result["error"], headers=headers)
+    assert verdict.response is not None
+    return result["log_tag_id"], verdict.response
 
 
 @router.post("/communities", status_code=201, summary="Create a community")
 async def create_community(
     body: CommunityCreate, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
-    with gateway.log.engine.connect() as conn:
-        if conn.execute(select(communities.c.id).where(communities.c.id == body.id)).first():
-            raise Problem(409, "Conflict", f"community {body.id!r} already exists")
-    tag = await record(gateway, "register_community", {"id": body.id, "name": body.name})
-    try:
-        with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-            conn.execute(communities.insert().values(id=body.id, name=body.name, created_at=_now()))
-    except IntegrityError as exc:
-        raise Problem(409, "Conflict", f"community {body.id!r} already exists") from exc
-    return {"id": body.id, "name": body.name, "log_tag_id": tag}
+    subject = {"id": body.id, "name": body.name, "time_zone": body.time_zone}
+    tag, _recorded = await change(gateway, "register_community", subject)
+    return {**subject, "log_tag_id": tag}
+
+
+@router.post("/communities/{community_id}/settings", summary="Change a community's settings")
+async def change_community_settings(
+    community_id: str, body: CommunitySettings, gateway: GatewayDep, _: AdminDep
+) -> dict[str, Any]:
+    subject = {"id": community_id, "time_zone": body.time_zone}
+    tag, _recorded = await change(gateway, "set_community_settings", subject)
+    return {**subject, "log_tag_id": tag}
 
 
 @router.post("/devices", status_code=201, summary="Register a device and its public key")
 async def create_device(body: DeviceCreate, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
-    with gateway.log.engine.connect() as conn:
-        if not conn.execute(
-            select(communities.c.id).where(communities.c.id == body.community_id)
-        ).first():
-            raise Problem(404, "Not found", f"no community {body.community_id!r}")
-        if conn.execute(select(devices.c.id).where(devices.c.id == body.id)).first():
-            raise Problem(409, "Conflict", f"device {body.id!r} already exists")
-    subject = {"id": body.id, "community_id": body.community_id, "public_key": body.public_key}
-    tag = await record(gateway, "register_device", subject)
-    now = _now()
-    try:
-        with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-            conn.execute(
-                devices.insert().values(
-                    id=body.id,
-                    community_id=body.community_id,
-                    public_key=body.public_key,
-                    created_at=now,
-                )
-            )
-            conn.execute(
-                device_keys.insert().values(
-                    device_id=body.id, public_key=body.public_key, created_at=now
-                )
-            )
-            conn.execute(device_changes.insert().values(device_id=body.id))
-    except IntegrityError as exc:
-        raise Problem(409, "Conflict", f"device {body.id!r} already exists") from exc
-    gateway.directory.forget(body.id)
+    subject = {
+        "id": body.id,
+        "community_id": body.community_id,
+        "public_key": body.public_key,
+        "profile": body.declared(),
+    }
+    tag, _recorded = await change(gateway, "register_device", subject)
     return {**subject, "revoked": False, "log_tag_id": tag}
 
 
-def _device(gateway: Any, device_id: str) -> Any:
-    with gateway.log.engine.connect() as conn:
-        row = conn.execute(select(devices).where(devices.c.id == device_id)).first()
-    if row is None:
-        raise Problem(404, "Not found", f"no device {device_id!r}")
-    return row
+@router.post("/devices/{device_id}/profile", summary="Declare what a device's readings measure")
+async def change_device_profile(
+    device_id: str, body: ProfileChange, gateway: GatewayDep, _: AdminDep
+) -> dict[str, Any]:
+    subject = {"id": device_id, "profile": body.declared()}
+    tag, _recorded = await change(gateway, "set_device_profile", subject)
+    return {**subject, "log_tag_id": tag}
 
 
 @router.post("/devices/{device_id}/revoke", summary="Revoke a device's key")
 async def revoke_device(device_id: str, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
-    row = _device(gateway, device_id)
-    if row.revoked_at is not None:
-        return {"id": device_id, "revoked": True, "revoked_at": row.revoked_at}
-    tag = await record(gateway, "revoke_device", {"id": device_id, "public_key": row.public_key})
-    now = _now()
-    with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-        conn.execute(devices.update().where(devices.c.id == device_id).values(revoked_at=now))
-        conn.execute(device_changes.insert().values(device_id=device_id))
-    gateway.directory.forget(device_id)
-    return {"id": device_id, "revoked": True, "revoked_at": now, "log_tag_id": tag}
+    tag, recorded = await change(gateway, "revoke_device", {"id": device_id})
+    return {"id": device_id, "revoked": True, "revoked_at": recorded["at"], "log_tag_id": tag}
 
 
 @router.post("/devices/{device_id}/rotate", summary="Replace a device's key")
 async def rotate_device(
     device_id: str, body: PublicKey, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
-    row = _device(gateway, device_id)
-    if row.revoked_at is not None:
-        raise Problem(409, "Conflict", f"device {device_id!r} is revoked; register a new one")
-    tag = await record(
-        gateway,
-        "rotate_device_key",
-        {"id": device_id, "old_public_key": row.public_key, "public_key": body.public_key},
-    )
-    now = _now()
-    with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-        conn.execute(
-            devices.update().where(devices.c.id == device_id).values(public_key=body.public_key)
-        )
-        conn.execute(
-            device_keys.insert().values(
-                device_id=device_id, public_key=body.public_key, created_at=now
-            )
-        )
-        conn.execute(device_changes.insert().values(device_id=device_id))
-    gateway.directory.forget(device_id)
+    subject = {"id": device_id, "public_key": body.public_key}
+    tag, _recorded = await change(gateway, "rotate_device_key", subject)
     return {"id": device_id, "public_key": body.public_key, "log_tag_id": tag}
+
+
+@router.get("/registry", summary="The registry's entries in log order (audit)")
+async def registry_entries(
+    gateway: GatewayDep,
+    caller: CallerDep,
+    after: Annotated[int, Query(ge=-1, le=MAX_INDEX, description="the previous page's next")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> dict[str, Any]:
+    """Every `registry@1` entry after log index `after`: what `patio audit` replays to check
+    the directory, each entry provable with GET /v1/proofs/inclusion."""
+    if not caller.audits:
+        raise Problem(
+            401 if caller.app_id is None else 403,
+            "Audit only",
+            "the registry's entries need the admin token or an app key with the audit scope",
+        )
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(
+            select(entries.c.idx, entries.c.leaf_hash, entries.c.entry)
+            .where(entries.c.device_id == REGISTRY_DEVICE, entries.c.idx > after)
+            .order_by(entries.c.seq)
+            .limit(limit + 1)
+        ).all()
+    items = [
+        {
+            "index": row.idx,
+            "log_tag_id": log_tag_id(bytes(row.leaf_hash)),
+            "entry": parse_json(bytes(row.entry), what="entry"),
+        }
+        for row in rows[:limit]
+    ]
+    return {"entries": items, "next": items[-1]["index"] if len(rows) > limit else None}
 
 
 @router.post("/apps", status_code=201, summary="Create an app key (shown once)")

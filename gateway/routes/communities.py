@@ -1,22 +1,116 @@
-"""Reads for people and apps: the latest minute of every device of a community."""
+"""Reads for people and apps: the communities and devices a key may read, and the latest
+minute of every device of a community."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from sqlalchemy import func, select
+from fastapi import APIRouter, Query
+from sqlalchemy import ColumnElement, Select, func, select
 
+from contracts.device_types import roles
+from gateway.auth import Caller
 from gateway.deps import GatewayDep, ReaderDep
 from gateway.problems import Problem
-from gateway.store import communities, readings
+from gateway.routes.admin import ID_PATTERN
+from gateway.store import communities, devices, readings
+from ledger.encoding import parse_json
 
 router = APIRouter(prefix="/v1", tags=["communities"])
 
-# Reading names that say which side of the meter they are on.
-GENERATION = ("solar", "pv", "gen")
-CONSUMPTION = ("load", "consumption", "house", "grid_import", "cons")
+PAGE_LIMIT = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+AFTER = Annotated[
+    str | None,
+    Query(pattern=ID_PATTERN, description="the last id of the previous page (its `next`)"),
+]
+
+
+def _by_id(query: Select[Any], column: Any, after: str | None, limit: int, postgres: bool) -> Any:
+    """One page ordered by id in byte order (PostgreSQL's default collation may differ
+    from SQLite's), one row more than asked to know whether another page follows."""
+    key = column.collate("C") if postgres else column
+    if after is not None:
+        query = query.where(key > after)
+    return query.order_by(key).limit(limit + 1)
+
+
+def _page(rows: list[Any], limit: int, item: Any) -> dict[str, Any]:
+    items = [item(row) for row in rows[:limit]]
+    return {"items": items, "next": items[-1]["id"] if len(rows) > limit else None}
+
+
+def _readable(caller: Caller, column: Any) -> ColumnElement[bool] | None:
+    """The filter to a scoped key's communities; None for the admin and audit keys."""
+    readable = caller.readable
+    return None if readable is None else column.in_(sorted(readable))
+
+
+def _community(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "time_zone": row.time_zone,
+        "created_at": row.created_at,
+    }
+
+
+def _device(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "community_id": row.community_id,
+        "public_key": row.public_key,
+        "revoked": row.revoked_at is not None,
+        "revoked_at": row.revoked_at,
+        "created_at": row.created_at,
+        "profile": None if row.profile is None else parse_json(row.profile, what="profile"),
+    }
+
+
+@router.get("/communities", summary="Communities this key may read, by id")
+async def list_communities(
+    gateway: GatewayDep, caller: ReaderDep, limit: PAGE_LIMIT = 100, after: AFTER = None
+) -> dict[str, Any]:
+    """A page of communities ordered by id; a scoped app key sees only its communities."""
+    query = select(communities)
+    if (only := _readable(caller, communities.c.id)) is not None:
+        query = query.where(only)
+    postgres = gateway.log.engine.dialect.name == "postgresql"
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(_by_id(query, communities.c.id, after, limit, postgres)).all()
+    return _page(rows, limit, _community)
+
+
+@router.get("/devices", summary="Devices this key may read, by id")
+async def list_devices(
+    gateway: GatewayDep,
+    caller: ReaderDep,
+    community: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="only this community's devices")
+    ] = None,
+    limit: PAGE_LIMIT = 100,
+    after: AFTER = None,
+) -> dict[str, Any]:
+    """A page of devices ordered by id, with their current key; a scoped app key sees only
+    its communities' devices, and a community it may not read is answered 404."""
+    query = select(devices)
+    if community is not None:
+        with gateway.log.engine.connect() as conn:
+            known = conn.execute(
+                select(communities.c.id).where(communities.c.id == community)
+            ).first()
+        if known is None or not caller.can_read(community):
+            raise Problem(404, "Not found", f"no community {community!r}")
+        query = query.where(devices.c.community_id == community)
+    elif (only := _readable(caller, devices.c.community_id)) is not None:
+        query = query.where(only)
+    postgres = gateway.log.engine.dialect.name == "postgresql"
+    with gateway.log.engine.connect() as conn:
+        rows = conn.execute(_by_id(query, devices.c.id, after, limit, postgres)).all()
+    return _page(rows, limit, _device)
+
+
+POWER_ROLES = ("generation", "consumption", "grid_import", "grid_export")
 
 
 def average_watts(reading: Any) -> float | None:
@@ -31,17 +125,15 @@ def average_watts(reading: Any) -> float | None:
     return watts if math.isfinite(watts) else None
 
 
-def side(name: str) -> str | None:
-    """'generation', 'consumption' or None, from a reading's name."""
-    lowered = name.lower()
-    if lowered.startswith(GENERATION):
-        return "generation"
-    if lowered.startswith(CONSUMPTION):
-        return "consumption"
-    return None
-
-
-@router.get("/communities/{community_id}/latest", summary="Latest minute per device and sensor")
+@router.get(
+    "/communities/{community_id}/latest",
+    summary="Latest minute per device and sensor",
+    description="Power sums each reading by the role its device's profile declares "
+    "(generation, consumption, grid_import, grid_export): W and kW gauges by their average, "
+    "Wh counters by their minute's sum times 60; readings without a declared role, or in "
+    "other units (VA is apparent power), are listed but not summed. "
+    "net_w = generation_w - consumption_w.",
+)
 async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
     if not caller.can_read(community_id):
         raise Problem(403, "Forbidden", f"this key may not read community {community_id!r}")
@@ -64,10 +156,18 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
             )
             .group_by(readings.c.device_id, readings.c.start)
         ).all()
+        declared = {
+            row.id: roles(None if row.profile is None else parse_json(row.profile, what="profile"))
+            for row in conn.execute(
+                select(devices.c.id, devices.c.profile).where(
+                    devices.c.community_id == community_id
+                )
+            )
+        }
     stored = gateway.log.entries_at([r.idx for r in rows])
     devices_out = []
-    totals = {"generation": 0.0, "consumption": 0.0}
-    seen = {"generation": False, "consumption": False}
+    totals = dict.fromkeys(POWER_ROLES, 0.0)
+    seen = dict.fromkeys(POWER_ROLES, False)
     for row in sorted(rows, key=lambda r: r.device_id):
         entry = stored[row.idx]
         payload = entry.entry_object()["payload"]
@@ -81,9 +181,11 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
                     "type": data.get("type"),
                 }
             }
+        # Only what the device declared counts (its profile), never a guess from a name.
+        device_roles = declared.get(row.device_id, {})
         for name, reading in (readings_ or {}).items():
-            which, watts = side(name), average_watts(reading)
-            if which and watts is not None:
+            which, watts = device_roles.get(name), average_watts(reading)
+            if which in totals and watts is not None:
                 totals[which] += watts
                 seen[which] = True
         devices_out.append(
@@ -92,11 +194,12 @@ async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> d
                 "start": row.start,
                 "log_tag_id": entry.log_tag_id,
                 "readings": readings_,
+                "roles": {name: device_roles[name] for name in readings_ or {}
+                          if name in device_roles},
             }
-        )
+        )  # fmt: skip
     power: dict[str, float | None] = {
-        "generation_w": totals["generation"] if seen["generation"] else None,
-        "consumption_w": totals["consumption"] if seen["consumption"] else None,
+        f"{role}_w": totals[role] if seen[role] else None for role in POWER_ROLES
     }
     power["net_w"] = (
         totals["generation"] - totals["consumption"]

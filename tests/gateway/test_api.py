@@ -264,6 +264,11 @@ def test_apps_read_only_their_communities(gateway: Gateway) -> None:
 def test_queries_by_community_device_and_time(gateway: Gateway) -> None:
     community = unique("hoa")
     one, two = gateway.device(unique("m"), community), gateway.device(unique("m"), community)
+    declared = {"sensors": {"solar_pv": {"role": "generation", "unit": "Wh"},
+                            "load": {"role": "consumption", "unit": "W"}}}  # fmt: skip
+    for device in (one, two):  # /latest sums power by the roles devices declare
+        path = f"/v1/devices/{device.name}/profile"
+        assert gateway.admin.post(path, json={"profile": declared}).status_code == 200
     submit(gateway, *(envelope(one, minute(one.name, s)) for s in range(1, 6)))
     submit(gateway, envelope(two, minute(two.name, 1)))
     reader = gateway.app_key(f"read:{community}")
@@ -290,7 +295,13 @@ def test_queries_by_community_device_and_time(gateway: Gateway) -> None:
     assert {d["device_id"] for d in latest["devices"]} == {one.name, two.name}
     newest_one = next(d for d in latest["devices"] if d["device_id"] == one.name)
     assert newest_one["start"] == starts[-1].replace("Z", ".000Z")
-    assert latest["power"] == {"generation_w": 2400.0, "consumption_w": 1200.0, "net_w": 1200.0}
+    assert latest["power"] == {
+        "generation_w": 2400.0,
+        "consumption_w": 1200.0,
+        "grid_import_w": None,
+        "grid_export_w": None,
+        "net_w": 1200.0,
+    }
 
 
 def test_revoked_and_rotated_keys(gateway: Gateway) -> None:

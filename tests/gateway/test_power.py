@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.routes.communities import average_watts, side
+from gateway.routes.communities import average_watts
 
 
 @pytest.mark.parametrize(
@@ -22,13 +22,3 @@ from gateway.routes.communities import average_watts, side
 )
 def test_average_watts(reading: object, watts: float | None) -> None:
     assert average_watts(reading) == watts
-
-
-def test_sides_from_names() -> None:
-    assert [side(n) for n in ("solar_pv", "PV2", "load", "house_main", "boiler")] == [
-        "generation",
-        "generation",
-        "consumption",
-        "consumption",
-        None,
-    ]
