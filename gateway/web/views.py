@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import zoneinfo
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from contracts.device_types import catalog as device_types
 from gateway.web.i18n import COOKIE, LANGUAGES, catalog, language_of
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -28,6 +31,16 @@ class Page:
     path: str
     name: str
     in_nav: bool = True
+    # What the template needs besides the strings, computed per request.
+    context: Callable[[], Mapping[str, Any]] = field(default=dict)
+
+
+def _admin_context() -> Mapping[str, Any]:
+    """The shipped device types and time zones, for the admin's pickers."""
+    return {
+        "device_types": sorted(device_types().values(), key=lambda t: t.name),
+        "time_zones": sorted(zoneinfo.available_timezones()),
+    }
 
 
 # A new page is one row here, `templates/<name>.html` and `static/<name>.js`.
@@ -35,7 +48,7 @@ PAGES = (
     Page(path="/", name="overview"),
     Page(path="/proof", name="proof"),
     Page(path="/timeline", name="timeline"),
-    Page(path="/admin", name="admin"),
+    Page(path="/admin", name="admin", context=_admin_context),
     Page(path="/signin", name="signin", in_nav=False),
 )
 
@@ -57,6 +70,7 @@ def render(request: Request, page: Page) -> HTMLResponse:
             "t": strings.__getitem__,
             # </script> cannot occur: json.dumps escapes no '<', so escape it here.
             "catalog_json": json.dumps(strings, ensure_ascii=False).replace("<", "\\u003c"),
+            **page.context(),
         },
     )
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

@@ -27,6 +27,21 @@ from tests.web.conftest import PHONE, Tab, require_chromium
 PAGES = ("/", "/proof", "/timeline", "/admin", "/signin")
 
 
+# What submit()'s readings measure, declared as the registry asks (nothing is guessed).
+PROFILE = {
+    "sensors": {
+        "solar_pv": {"role": "generation", "unit": "W"},
+        "load": {"role": "consumption", "unit": "W"},
+        "pump": {"role": "switch", "unit": "bool"},
+    }
+}
+
+
+def declare(gateway: Gateway, device: str) -> None:
+    """Declare PROFILE for a device."""
+    gateway.admin.post(f"/v1/devices/{device}/profile", json={"profile": PROFILE}).raise_for_status()
+
+
 def submit(gateway: Gateway, key: NamedKey, device: str, seq: int, *, ago: int = 1) -> str:
     """A signed minute aggregate (1.5 kW solar, 0.6 kW load) through POST /v1/entries."""
     start = (datetime.now(UTC) - timedelta(minutes=ago)).replace(second=0, microsecond=0)
@@ -190,6 +205,7 @@ def test_every_page_loads_without_console_errors(tab: Tab, web_gateway: Gateway)
 
 def test_overview_shows_a_new_submission_live(tab: Tab, web_gateway: Gateway) -> None:
     key = web_gateway.device("live-meter", "live-hoa")
+    declare(web_gateway, "live-meter")
     first = submit(web_gateway, key, "live-meter", 1, ago=3)
     tab.sign_in(web_gateway.admin_token)
     page = tab.open("/?community=live-hoa")
@@ -344,14 +360,35 @@ def test_the_admin_registers_a_device_that_then_submits(tab: Tab, web_gateway: G
     page = tab.open("/admin")
     page.fill("#community-form input[name=id]", "adm-hoa")
     page.fill("#community-form input[name=name]", "Calle Mayor 5")
+    page.fill("#community-form input[name=time_zone]", "Europe/Madrid")
     page.click("#community-form button[type=submit]")
-    page.wait_for_selector("#communities tr[data-community='adm-hoa']")
+    page.wait_for_selector("#communities tr[data-community='adm-hoa'] td:text('Europe/Madrid')")
+    page.once("dialog", lambda dialog: dialog.accept("Atlantic/Canary"))
+    page.click("#communities tr[data-community='adm-hoa'] button.zone")
+    page.wait_for_selector("#communities tr[data-community='adm-hoa'] td:text('Atlantic/Canary')")
     page.select_option("#device-community", "adm-hoa")
     key = NamedKey.generate("adm-meter")
     page.fill("#device-form input[name=id]", "adm-meter")
     page.fill("#device-form input[name=public_key]", key.public_key_b64)
+    page.select_option("#device-type", "tasmota_plug")
+    page.fill("#device-form input[name=sensor]", "meter")
     page.click("#device-form button[type=submit]")
-    page.wait_for_selector("#devices tr[data-device='adm-meter']")
+    page.wait_for_selector("#devices tr[data-device='adm-meter'] td:has-text('meter_w consumption W')")
+    solar = NamedKey.generate("adm-solar")
+    page.fill("#device-form input[name=id]", "adm-solar")
+    page.fill("#device-form input[name=public_key]", solar.public_key_b64)
+    page.fill(
+        "#device-form textarea[name=profile]",
+        '{"sensors": {"pv_w": {"role": "generation", "unit": "W"}}}',
+    )
+    page.click("#device-form button[type=submit]")
+    page.wait_for_selector("#devices tr[data-device='adm-solar'] td:text('pv_w generation W')")
+    with web_gateway.client(web_gateway.admin_token) as client:
+        listed = client.get("/v1/devices", params={"community": "adm-hoa"}).json()["items"]
+    assert {d["id"]: (d["profile"] or {}).get("type") for d in listed} == {
+        "adm-meter": "tasmota_plug",
+        "adm-solar": None,
+    }
     tag = submit(web_gateway, key, "adm-meter", 1)
 
     page.fill("#app-form input[name=name]", "board")

@@ -1,7 +1,7 @@
 // Admin: communities, devices (register, rotate, revoke) and apps (create with scopes,
 // the key shown once, rotate). Needs the admin token.
 
-import { api, el, ready, say, t, whoAmI } from "./app.js";
+import { api, el, listAll, ready, say, t, whoAmI } from "./app.js";
 
 const status = document.getElementById("status");
 const communityForm = document.getElementById("community-form");
@@ -19,10 +19,12 @@ function failed(error) {
 }
 
 async function loadCommunities() {
-  const { communities } = await api("/v1/communities");
+  const communities = await listAll("/v1/communities");
   document.querySelector("#communities tbody").replaceChildren(...communities.map((c) =>
     el("tr", { dataset: { community: c.id } },
-      el("td", {}, c.id), el("td", {}, c.name), el("td", { class: "num" }, String(c.devices)))));
+      el("td", {}, c.id), el("td", {}, c.name), el("td", { class: "zone" }, c.time_zone),
+      el("td", { class: "actions" }, el("div", {},
+        el("button", { type: "button", class: "zone", onclick: () => changeZone(c) }, t("admin.change_zone")))))));
   const chosen = deviceCommunity.value;
   deviceCommunity.replaceChildren(...communities.map((c) => el("option", { value: c.id }, c.id)));
   if (communities.some((c) => c.id === chosen)) deviceCommunity.value = chosen;
@@ -36,16 +38,36 @@ async function loadDevices() {
     body.replaceChildren();
     return;
   }
-  const { devices } = await api(`/v1/communities/${encodeURIComponent(community)}/devices`);
+  const devices = await listAll("/v1/devices", { community });
   body.replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.id } },
     el("td", {}, d.id),
     el("td", {}, el("code", { class: "hash" }, d.public_key)),
+    el("td", { class: "profile" }, describeProfile(d.profile)),
     el("td", {}, d.revoked_at ? t("admin.revoked_at", { at: d.revoked_at }) : t("admin.active")),
     el("td", { class: "actions" }, d.revoked_at ? null : el("div", {},
       el("button", { type: "button", class: "rotate", onclick: () => rotateDevice(d.id) }, t("admin.rotate")),
       el("button", { type: "button", class: "revoke danger", onclick: () => revokeDevice(d.id) }, t("admin.revoke")),
     )),
   )));
+}
+
+/** "tasmota_plug: plug_w consumption W, ..." or "none declared". */
+function describeProfile(profile) {
+  if (!profile) return t("admin.no_profile");
+  const sensors = Object.entries(profile.sensors).map(([name, s]) => `${name} ${s.role} ${s.unit}`).join(", ");
+  return profile.type ? `${profile.type}: ${sensors}` : sensors;
+}
+
+async function changeZone(community) {
+  const zone = prompt(t("admin.zone_prompt", { id: community.id }), community.time_zone);
+  if (!zone) return;
+  try {
+    await api(`/v1/communities/${encodeURIComponent(community.id)}/settings`, { method: "POST", body: { time_zone: zone.trim() } });
+    done(t("admin.zone_changed", { id: community.id, zone: zone.trim() }));
+    await loadCommunities();
+  } catch (error) {
+    failed(error);
+  }
 }
 
 async function rotateDevice(id) {
@@ -111,7 +133,7 @@ function submit(form, action) {
 }
 
 submit(communityForm, async (data) => {
-  const body = { id: data.get("id").trim(), name: data.get("name").trim() };
+  const body = { id: data.get("id").trim(), name: data.get("name").trim(), time_zone: data.get("time_zone").trim() };
   await api("/v1/communities", { method: "POST", body });
   done(t("admin.community_created", { id: body.id }));
   await loadCommunities();
@@ -119,6 +141,16 @@ submit(communityForm, async (data) => {
 
 submit(deviceForm, async (data) => {
   const body = { id: data.get("id").trim(), community_id: deviceCommunity.value, public_key: data.get("public_key").trim() };
+  // A device type (one word), an explicit profile, or both: POST /v1/devices says which wins.
+  if (data.get("type")) body.type = data.get("type");
+  if (data.get("sensor").trim()) body.sensor = data.get("sensor").trim();
+  if (data.get("profile").trim()) {
+    try {
+      body.profile = JSON.parse(data.get("profile"));
+    } catch (error) {
+      throw new Error(t("admin.profile_not_json", { detail: error.message }));
+    }
+  }
   await api("/v1/devices", { method: "POST", body });
   done(t("admin.device_registered", { id: body.id }));
   await loadCommunities();
