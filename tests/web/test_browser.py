@@ -39,7 +39,9 @@ PROFILE = {
 
 def declare(gateway: Gateway, device: str) -> None:
     """Declare PROFILE for a device."""
-    gateway.admin.post(f"/v1/devices/{device}/profile", json={"profile": PROFILE}).raise_for_status()
+    gateway.admin.post(
+        f"/v1/devices/{device}/profile", json={"profile": PROFILE}
+    ).raise_for_status()
 
 
 def submit(gateway: Gateway, key: NamedKey, device: str, seq: int, *, ago: int = 1) -> str:
@@ -373,7 +375,9 @@ def test_the_admin_registers_a_device_that_then_submits(tab: Tab, web_gateway: G
     page.select_option("#device-type", "tasmota_plug")
     page.fill("#device-form input[name=sensor]", "meter")
     page.click("#device-form button[type=submit]")
-    page.wait_for_selector("#devices tr[data-device='adm-meter'] td:has-text('meter_w consumption W')")
+    page.wait_for_selector(
+        "#devices tr[data-device='adm-meter'] td:has-text('meter_w consumption W')"
+    )
     solar = NamedKey.generate("adm-solar")
     page.fill("#device-form input[name=id]", "adm-solar")
     page.fill("#device-form input[name=public_key]", solar.public_key_b64)
