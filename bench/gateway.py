@@ -1,7 +1,7 @@
 """Gateway load benchmark: real `patio gateway serve` processes on SQLite and PostgreSQL.
 
 Run: .venv/bin/python -m bench.gateway [--duration 8] [--connections 32] [--rate 1000]
-     [--backend sqlite|postgresql|all] [--readings 8]
+     [--backend sqlite|postgresql|all] [--readings 8] [--batches-only] [--no-rollups]
 
 Three figures per backend, each on envelopes signed before the clock starts (signing is the
 device's cost, not the gateway's) and each envelope sent once, so every one can be accepted:
@@ -16,7 +16,9 @@ device's cost, not the gateway's) and each envelope sent once, so every one can 
 Durable commits with the server's defaults (SQLite WAL synchronous=FULL; PostgreSQL as
 configured, its synchronous_commit is printed); the disk's own fdatasync latency is
 printed first, as the floor under every commit's. Accepted counts come from the gateway's own
-`patio_submissions_total` metric. Nothing here asserts a time.
+`patio_submissions_total` metric. Nothing here asserts a time. `--no-rollups` starts the
+gateway with PATIO_ROLLUPS=0 (its writer then skips the hourly rollups; they are caught up at
+the next start), to measure what rollups cost at ingest; `--batches-only` runs figure 3 alone.
 """
 
 from __future__ import annotations
@@ -294,11 +296,13 @@ def postgres_reachable() -> bool:
 
 
 @contextmanager
-def gateway(backend: str, data_dir: Path) -> Iterator[tuple[Gateway, str]]:
+def gateway(backend: str, data_dir: Path, *, rollups: bool) -> Iterator[tuple[Gateway, str]]:
     """A gateway on `backend` (PostgreSQL: a fresh schema, dropped afterwards), its durability."""
     from sqlalchemy import create_engine, text
 
     env = {"PATIO_SEAL_INTERVAL": "5"}  # the server's default; the test helper sets an hour
+    if not rollups:
+        env["PATIO_ROLLUPS"] = "0"
     if backend == "sqlite":
         server = start_gateway(data_dir, extra_env=env)
         try:
@@ -354,13 +358,16 @@ def bench_backend(
     singles, paced, batch_envelopes = pools
     data_dir = work / backend
     data_dir.mkdir()
-    with gateway(backend, data_dir) as (server, durability):
+    with gateway(backend, data_dir, rollups=args.rollups) as (server, durability):
         server.community(COMMUNITY)
         for key in keys:
             body = {"id": key.name, "community_id": COMMUNITY, "public_key": key.public_key_b64}
             reply = server.admin.post("/v1/devices", json=body)
             reply.raise_for_status()
-        print(f"[{backend}] storage: {durability}; 1 uvicorn worker (`patio gateway serve`)")
+        print(
+            f"[{backend}] storage: {durability}; 1 uvicorn worker (`patio gateway serve`); "
+            f"rollups {'on' if args.rollups else 'off (PATIO_ROLLUPS=0)'}"
+        )
         singles_file = write_lines(
             work / f"{backend}-single.txt",
             ['{"contract":"energy_minute","envelopes":[' + e + "]}" for e in singles],
@@ -374,6 +381,9 @@ def bench_backend(
         ]
         batch_file = write_lines(work / f"{backend}-batch.txt", batches)
 
+        if args.batches_only:
+            run_batches(server, backend, batch_file, len(batches), args)
+            return
         s = run_wrk(server, singles_file, connections=args.connections, duration=args.duration)
         rate = s["accepted"] / (s["duration_us"] / 1e6)
         print(
@@ -403,20 +413,27 @@ def bench_backend(
             + cpu_note(p["cpu"], p["elapsed"], p["accepted"], "submission")
         )
         time.sleep(args.settle)
-        b = run_wrk(server, batch_file, connections=args.batch_connections, duration=args.duration)
-        seconds = b["duration_us"] / 1e6
-        envelopes = b["accepted"] / seconds
-        print(
-            f"[{backend}] batches of {args.batch}: {envelopes:,.0f} readings/s "
-            f"{versus(envelopes, 15000)} (reading = one envelope = one device-minute aggregate); "
-            f"{envelopes * args.readings:,.0f} sensor readings/s "
-            f"{versus(envelopes * args.readings, 15000)} ({args.readings} inside each payload); "
-            f"{b['requests'] / seconds:,.0f} requests/s, p50 {b['p50_us'] / 1000:.1f} ms, "
-            f"p99 {b['p99_us'] / 1000:.1f} ms (wrk 1 thread, {args.batch_connections} "
-            f"connections, {seconds:.1f} s, {b['status']} non-2xx"
-            f"{EXHAUSTED if b['requests'] > len(batches) else ''}); "
-            + cpu_note(b["cpu"], seconds, b["accepted"], "envelope")
-        )
+        run_batches(server, backend, batch_file, len(batches), args)
+
+
+def run_batches(
+    server: Gateway, backend: str, batch_file: Path, batches: int, args: argparse.Namespace
+) -> None:
+    """Figure 3: batches from wrk, closed loop."""
+    b = run_wrk(server, batch_file, connections=args.batch_connections, duration=args.duration)
+    seconds = b["duration_us"] / 1e6
+    envelopes = b["accepted"] / seconds
+    print(
+        f"[{backend}] batches of {args.batch}: {envelopes:,.0f} readings/s "
+        f"{versus(envelopes, 15000)} (reading = one envelope = one device-minute aggregate); "
+        f"{envelopes * args.readings:,.0f} sensor readings/s "
+        f"{versus(envelopes * args.readings, 15000)} ({args.readings} inside each payload); "
+        f"{b['requests'] / seconds:,.0f} requests/s, p50 {b['p50_us'] / 1000:.1f} ms, "
+        f"p99 {b['p99_us'] / 1000:.1f} ms (wrk 1 thread, {args.batch_connections} "
+        f"connections, {seconds:.1f} s, {b['status']} non-2xx"
+        f"{EXHAUSTED if b['requests'] > batches else ''}); "
+        + cpu_note(b["cpu"], seconds, b["accepted"], "envelope")
+    )
 
 
 def main() -> None:
@@ -447,6 +464,13 @@ def main() -> None:
         help="pool size: batched envelopes signed per second of --duration",
     )
     parser.add_argument("--settle", type=float, default=2.0, help="pause between phases, s")
+    parser.add_argument("--batches-only", action="store_true", help="only figure 3 (batches)")
+    parser.add_argument(
+        "--no-rollups",
+        dest="rollups",
+        action="store_false",
+        help="the writer skips hourly rollups (PATIO_ROLLUPS=0): their ingest cost",
+    )
     args = parser.parse_args()  # fmt: skip
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
@@ -461,8 +485,8 @@ def main() -> None:
         f"load average before: {os.getloadavg()[0]:.2f}"
     )
     sizes = [
-        int(args.max_single_rate * args.duration),
-        int(args.rate * args.rate_duration),
+        0 if args.batches_only else int(args.max_single_rate * args.duration),
+        0 if args.batches_only else int(args.rate * args.rate_duration),
         int(args.max_batch_rate * args.duration) // args.batch * args.batch,
     ]
     keys = [NamedKey.generate(f"bench-{n:03d}") for n in range(args.devices)]

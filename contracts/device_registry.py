@@ -23,6 +23,7 @@ Action = Literal[
     "rotate_device_key",
     "set_device_profile",
     "set_community_settings",
+    "set_community_tariff",
 ]
 
 

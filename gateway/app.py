@@ -21,6 +21,7 @@ from gateway.directory import Directory
 from gateway.events import EventFeed
 from gateway.metrics import Metrics
 from gateway.readings import ReadingIndex
+from gateway.rollups import Rollups
 from gateway.sealer import Sealer
 from gateway.store import upgrade
 from gateway.submissions import Submissions, Verdict
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         directory = Directory(ledger_log.engine, registry_key=registry_key.public_key_b64)
         readings = ReadingIndex(ledger_log.engine, directory)
         readings.catch_up(ledger_log)
+        Rollups(ledger_log.engine, directory).catch_up()
 
         def on_seal(checkpoint: StoredCheckpoint) -> None:
             metrics.tree_size.set(checkpoint.tree_size)
@@ -219,11 +221,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     problems.install(app)
 
-    from gateway.routes import admin, checkpoints, communities, contracts, entries, health, stream
+    from gateway.routes import (
+        admin,
+        checkpoints,
+        communities,
+        contracts,
+        entries,
+        health,
+        reports,
+        stream,
+        tariffs,
+    )
     from gateway.routes.entries import SubmitFastPath
 
     # Routes match in order: the submission path first, it is what devices hit all day.
-    for module in (entries, contracts, checkpoints, communities, stream, admin, health):
+    for module in (entries, contracts, checkpoints, communities, stream, admin, health,
+                   reports, tariffs):  # fmt: skip
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
     from gateway import web
 

@@ -145,6 +145,8 @@ class TableView:
         """Make a change the rules accepted (`check_change`), in the registry entry's
         transaction."""
         execute, subject_id = self.cursor.execute, subject["id"]
+        if action == "set_community_tariff":
+            return  # kept on the log only: reports replay it (gateway/routes/tariffs.py)
         if action == "register_community":
             execute(
                 "INSERT INTO communities (id, name, created_at, time_zone) VALUES (?, ?, ?, ?)",

@@ -1,4 +1,4 @@
-"""The gateway's own tables (communities, devices, apps, tokens, the reading index)."""
+"""The gateway's own tables (communities, devices, apps, tokens, the reading index, rollups)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,37 @@ readings = Table(
     Index("readings_community_start", "community_id", "start"),
     Index("readings_device_start", "device_id", "start"),
 )
+
+# -- rollups (gateway/rollups.py) --------------------------------------------------------
+# Hourly per-device, per-sensor sums of energy_minute entries, derived from the ledger and
+# written in the append's transaction. Times are Unix seconds (UTC); energy in mWh, power
+# in mW, as in contracts/energy/hourly.py. On PostgreSQL the migration leaves 30% of each
+# page free (fillfactor 70) so that updates stay HOT.
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("sensor", String(64), primary_key=True),
+    Column("community_id", String(64), nullable=False),
+    Column("minutes", Integer, nullable=False),
+    Column("energy_mwh", BigInteger),
+    Column("peak_mw", BigInteger),
+    Column("peak_minute", BigInteger),
+    Column("first_idx", BigInteger, nullable=False),
+    Column("last_idx", BigInteger, nullable=False),
+    # A community's hours in order, each hour's rows by device and sensor (the read API's).
+    Index("rollups_community_hour", "community_id", "hour", "device_id", "sensor"),
+)
+
+# One row: every entry up to `through_idx` is in `rollups` (-1: none yet).
+rollup_progress = Table(
+    "rollup_progress",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("through_idx", BigInteger, nullable=False),
+)
+# -- end of rollups ------------------------------------------------------------------------
 
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 VERSION_TABLE = "gateway_alembic_version"

@@ -34,11 +34,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from sqlalchemy import Connection
+
 from contracts.base import Directory
 from contracts.device_registry import RegistryChange
 from gateway.submissions import Admit, Verdict, WriteFailed, change_registry, decide
+from ledger.errors import ConflictError
 from ledger.keys import NamedKey
-from ledger.log import Log, Within
+from ledger.log import Appended, Log, Submission, Within
 
 Request = Admit | RegistryChange
 AfterCommit = Callable[[Sequence[Verdict]], None]
@@ -48,7 +51,11 @@ MAX_COMMIT = 2_000  # envelopes per commit; what arrives beyond waits for the ne
 SOCKET_BUFFER = 4 << 20
 RESTART_MAX_DELAY = 5.0  # seconds between attempts to start a writer that keeps failing
 URL_VARIABLE = "PATIO_WRITER_DATABASE_URL"  # not argv: a password would show in `ps`
-REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"  # the key file's text: the writer signs
+# The registry key file's text: the writer signs registry entries. A process's environment
+# is readable by its own user only, as the key file is.
+REGISTRY_VARIABLE = "PATIO_WRITER_REGISTRY_KEY"
+# Benchmarks only (bench/gateway.py --no-rollups): "0" leaves rollups to the next catch-up.
+ROLLUPS_VARIABLE = "PATIO_ROLLUPS"
 log = logging.getLogger(__name__)
 
 
@@ -176,10 +183,25 @@ def serve(
             sock.sendall(_frame(replies))
 
 
+def within_all(*hooks: Within) -> Within:
+    """One `within` hook that runs each of `hooks` in turn, in the append's transaction."""
+
+    def within(
+        conn: Connection,
+        submissions: Sequence[Submission],
+        outcomes: list[Appended | ConflictError],
+    ) -> None:
+        for hook in hooks:
+            hook(conn, submissions, outcomes)
+
+    return within
+
+
 def main() -> None:
     """`python -m gateway.writer FD`: serve on the inherited socket FD."""
     from gateway.directory import Directory as GatewayDirectory
     from gateway.readings import ReadingIndex
+    from gateway.rollups import Rollups
     from ledger.storage import open_engine
 
     logging.basicConfig(level=logging.INFO, format="writer: %(levelname)s %(message)s")
@@ -197,7 +219,10 @@ def main() -> None:
     directory = GatewayDirectory(engine, registry_key=signer.public_key_b64)
     gc.freeze()  # as in the HTTP process: collections skip what was built at start
     try:
-        serve(sock, ledger_log, directory, ReadingIndex(engine, directory).write, signer)
+        hooks = [ReadingIndex(engine, directory).write]
+        if os.environ.get(ROLLUPS_VARIABLE) != "0":
+            hooks.append(Rollups(engine, directory).write)
+        serve(sock, ledger_log, directory, within_all(*hooks), signer)
     finally:
         engine.dispose()
 

@@ -29,6 +29,7 @@ ACTIONS = (
     "rotate_device_key",
     "set_device_profile",
     "set_community_settings",
+    "set_community_tariff",
 )
 DEFAULT_TIME_ZONE = "UTC"  # of a community registered before communities had one
 MAX_FINDINGS = 100
@@ -98,6 +99,14 @@ def _profile(subject: Mapping[str, Any]) -> dict[str, Any] | None:
     return profile
 
 
+def _tariff(subject: Mapping[str, Any]) -> None:
+    # The document itself is validated where it is read (contracts/energy/tariff.py): the
+    # registry only keeps it on the log, so that a report's inputs are provable.
+    for name in ("tariff", "contracted_kW"):
+        if not isinstance(subject.get(name), dict):
+            raise RegistryError(f"the change's {name!r} must be an object", status=422)
+
+
 def check_change(action: str, subject: Mapping[str, Any], view: RegistryView) -> None:
     """Refuse a change the registry cannot take in its current state (RegistryError)."""
     if action not in ACTIONS:
@@ -112,6 +121,11 @@ def check_change(action: str, subject: Mapping[str, Any], view: RegistryView) ->
             raise RegistryError(f"community {subject_id!r} already exists", status=409)
         return
     if action == "set_community_settings":
+        if view.community(subject_id) is None:
+            raise RegistryError(f"no community {subject_id!r}", status=404)
+        return
+    if action == "set_community_tariff":
+        _tariff(subject)
         if view.community(subject_id) is None:
             raise RegistryError(f"no community {subject_id!r}", status=404)
         return
@@ -144,6 +158,9 @@ class Registry:
     def __init__(self) -> None:
         self.communities: dict[str, CommunityState] = {}
         self.devices: dict[str, DeviceState] = {}
+        # A community's tariff change as recorded ({"id", "tariff", "contracted_kW"}); not
+        # part of the directory tables, so `compare` does not look at it.
+        self.tariffs: dict[str, dict[str, Any]] = {}
 
     def community(self, community_id: str) -> CommunityState | None:
         """The community, or None."""
@@ -163,6 +180,8 @@ class Registry:
             )
         elif action == "set_community_settings":
             self.communities[subject_id].time_zone = subject["time_zone"]
+        elif action == "set_community_tariff":
+            self.tariffs[subject_id] = dict(subject)
         elif action == "register_device":
             key = subject["public_key"]
             self.devices[subject_id] = DeviceState(

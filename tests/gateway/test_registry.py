@@ -201,15 +201,16 @@ def test_a_refused_change_leaves_the_log_as_it_was(gateway: Gateway) -> None:
     assert log_size(gateway) == before
 
 
+def _engine(gateway: Gateway) -> Any:
+    """An engine on the gateway's own database, behind its back."""
+    url = gateway.env.get("PATIO_DATABASE_URL")
+    return create_engine(url or f"sqlite:///{gateway.data_dir / 'ledger.sqlite3'}")
+
+
 @contextmanager
 def tampered(gateway: Gateway, statement: str, **params: Any) -> Iterator[None]:
     """Change the directory behind the gateway's back, and put it back afterwards."""
-    url = gateway.env.get("PATIO_DATABASE_URL")
-    if url:
-        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    else:
-        url = f"sqlite:///{gateway.data_dir / 'ledger.sqlite3'}"
-    engine = create_engine(url)
+    engine = _engine(gateway)
     with engine.begin() as conn:
         row = conn.execute(
             text("SELECT public_key FROM devices WHERE id = :id"), {"id": params["id"]}
@@ -278,3 +279,45 @@ def test_two_gateway_processes_racing_on_one_database(
     gateways[0].seal()
     audit = patio("audit", "--local", "--log-key", log_key, env=gateways[0].env, check=False)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_failed_commit_leaves_nothing_and_a_retry_records_once(gateway: Gateway) -> None:
+    """The database refuses the directory row (a trigger stands in for any failure there):
+    the request fails with a 503, the registry entry went with it, and the retry records
+    exactly one."""
+    community = unique("hoa")
+    engine = _engine(gateway)
+    postgres = engine.dialect.name == "postgresql"
+    create = (
+        [
+            "CREATE FUNCTION refuse_community() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.id = '{community}' THEN RAISE EXCEPTION 'refused'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_community BEFORE INSERT ON communities "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_community()",
+        ]
+        if postgres
+        else [
+            "CREATE TRIGGER refuse_community BEFORE INSERT ON communities "
+            f"WHEN NEW.id = '{community}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+    )
+    drop = ["DROP TRIGGER refuse_community" + (" ON communities" if postgres else "")]
+    drop += ["DROP FUNCTION refuse_community()"] if postgres else []
+    before = log_size(gateway)
+    with engine.begin() as conn:
+        for statement in create:
+            conn.execute(text(statement))
+    try:
+        failed = post(gateway, "/v1/communities", {"id": community, "name": "x"})
+    finally:
+        with engine.begin() as conn:
+            for statement in drop:
+                conn.execute(text(statement))
+        engine.dispose()
+    assert is_problem(failed, 503) and failed.headers["retry-after"]
+    assert log_size(gateway) == before
+    assert registry_changes(gateway, community) == []
+    assert post(gateway, "/v1/communities", {"id": community, "name": "x"}).status_code == 201
+    assert post(gateway, "/v1/communities", {"id": community, "name": "x"}).status_code == 409
+    assert len(registry_changes(gateway, community)) == 1

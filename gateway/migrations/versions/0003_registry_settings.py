@@ -22,8 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop them."""
-    with op.batch_alter_table("devices") as table:
-        table.drop_column("profile")
-    with op.batch_alter_table("communities") as table:
-        table.drop_column("time_zone")
+    """Drop them (in place: rebuilding a table that others reference breaks their keys)."""
+    op.execute("ALTER TABLE devices DROP COLUMN profile")  # SQLite 3.35 and later
+    op.execute("ALTER TABLE communities DROP COLUMN time_zone")

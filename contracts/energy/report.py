@@ -1,0 +1,560 @@
+"""An energy report from hourly rollups: per bucket, in total, per device, with costs.
+
+`build_report` returns a JSON-ready dict (format `patio-report/v1`; `docs/reports.md`
+documents every field). Numbers that are summed are exact decimal strings: energy in kWh
+with 6 decimals (integer mWh scaled), money in the tariff's minor unit. Its shape::
+
+    {"format": "patio-report/v1",
+     "period": {"kind", "label", "from", "to", "time_zone", "bucket", "start", "end"},
+     "as_of": UTC instant up to which minutes are expected and charges accrue,
+     "billed_role": "grid_import" | "consumption",
+     "tariff": {"id", "currency", "minor_unit_digits", "rounding", "contracted_kW"} | null,
+     "buckets": [{"start", "end", **metrics}],     # local ISO 8601 with offsets
+     "total": metrics,
+     "devices": [{"device_id", "buckets": [{"start", "end", **device_metrics}],
+                  "total": device_metrics}],
+     "community_charges": {"buckets": [{"start", "end", "power_term", "fixed"}],
+                           "total": {"power_term", "fixed"}} | null,
+     "comparison": {"previous": comparison, "year_before": comparison}}
+
+metrics: `generated_kWh`, `consumed_kWh`, `grid_import_kWh`, `grid_export_kWh`, `net_kWh`,
+`self_consumption`, `self_sufficiency` ({"ratio", "reason"}), `peak_demand`,
+`peak_generation` ({"kW", "at", "device_id", "sensor"} or null), `expected_minutes`,
+`missing_minutes`, `cost` ({"energy": {period: amount}, "power_term", "fixed",
+"export_compensation", "total"} or null without a tariff).
+
+Definitions (Home Assistant's energy dashboard, https://www.home-assistant.io/dashboards/energy/
+and its gauge cards `hui-energy-solar-consumed-gauge-card.ts`,
+`hui-energy-self-sufficiency-gauge-card.ts` in home-assistant/frontend):
+
+- self-consumed solar = max(0, generated − grid_export) / generated; null when nothing was
+  generated or no grid_export sensor is declared.
+- self-sufficiency = 1 − min(1, grid_import / consumption), where consumption is the
+  measured `consumption` sensors when any is declared, otherwise grid_import + generated −
+  grid_export (Home Assistant's "used total"); null without a grid_import sensor or when
+  consumption is not positive.
+- net = grid_import − grid_export (positive: the community drew from the grid).
+- missing minutes = expected device-sensor-minutes − minutes present, over the sensors with
+  an energy role (generation, consumption, grid_import, grid_export), counting only
+  minutes before `as_of`. Missing minutes are never filled with zero.
+- billed energy: grid_import when any device declares a grid_import sensor, otherwise
+  consumption (a community of plug meters); exported energy earns the export price.
+- rounding: each cost part (a device's energy of one period, a device's export
+  compensation, the community's power term, its fixed charges) is rounded to the minor unit
+  once over the whole report, half away from zero, and that rounded amount is spread over
+  the buckets by largest remainder (`cost.allocate`); every other total is a sum of those
+  parts, so buckets and the per-device breakdown add up exactly to the totals.
+- comparison: percent change = (current − earlier) / |earlier| × 100, 2 decimals; null with
+  a reason when the earlier period has no readings, the earlier value is zero, or its cost
+  cannot be computed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from contracts.energy.cost import (
+    COMMUNITY,
+    EXPORT,
+    ROUNDING_RULE,
+    bucket_costs,
+    costing_start,
+    round_money,
+)
+from contracts.energy.errors import ReportError, TariffError
+from contracts.energy.hourly import HourlyRollup
+from contracts.energy.periods import HOUR, Bucket, Period
+from contracts.energy.tariff import Tariff
+
+FORMAT = "patio-report/v1"
+ENERGY_ROLES = ("generation", "consumption", "grid_import", "grid_export")
+ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the declared sensor roles
+COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
+MINUTE = timedelta(minutes=1)
+
+Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
+
+
+def kwh(mwh: int) -> str:
+    """Integer milliwatt-hours as exact kWh text with 6 decimals."""
+    return f"{Decimal(mwh).scaleb(-6):f}"
+
+
+def rollup_ranges(period: Period, tariff: Tariff | None) -> list[tuple[datetime, datetime]]:
+    """The UTC ranges `[start, end)` of the rollups `build_report` needs, merged, in order.
+
+    One per period computed (the period, the previous one, the year before), each reaching
+    back to the first of its month when the tariff prices energy by monthly blocks.
+    """
+    spans = []
+    for target in (period, period.previous(), period.year_before()):
+        start = target.utc_start
+        if tariff is not None:
+            start = costing_start(tariff, period.zone, start)
+        spans.append((start, target.utc_end))
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+@dataclass
+class _Peak:
+    mw: int
+    minute: datetime | None
+    device_id: str
+    sensor: str
+
+    def beats(self, other: _Peak | None) -> bool:
+        """Higher power wins; ties go to the earliest minute, then device and sensor."""
+        if other is None:
+            return True
+        mine = (-self.mw, self.minute or datetime.max.replace(tzinfo=UTC), self.device_id)
+        theirs = (-other.mw, other.minute or datetime.max.replace(tzinfo=UTC), other.device_id)
+        return (mine, self.sensor) < (theirs, other.sensor)
+
+
+@dataclass
+class _Tally:
+    """Sums for one device (or the community) over one bucket."""
+
+    mwh: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENERGY_ROLES, 0))
+    present: int = 0
+    expected: int = 0
+    peak_demand: _Peak | None = None
+    peak_generation: _Peak | None = None
+
+    def add(self, other: _Tally) -> None:
+        for role in ENERGY_ROLES:
+            self.mwh[role] += other.mwh[role]
+        self.present += other.present
+        self.expected += other.expected
+        for name in ("peak_demand", "peak_generation"):
+            peak = getattr(other, name)
+            if peak is not None and peak.beats(getattr(self, name)):
+                setattr(self, name, peak)
+
+
+class _Computed:
+    """Everything about one period before it is written out."""
+
+    def __init__(
+        self,
+        *,
+        period: Period,
+        rollups: Mapping[datetime, list[HourlyRollup]],
+        roles: Roles,
+        tariff: Tariff | None,
+        contracted_kw: Mapping[str, Decimal],
+        as_of: datetime,
+    ) -> None:
+        self.period = period
+        self.buckets = period.buckets()
+        self.tariff = tariff
+        self.devices = sorted(
+            device
+            for device, sensors in roles.items()
+            if any(role in ENERGY_ROLES for role in sensors.values())
+        )
+        declared = {role for sensors in roles.values() for role in sensors.values()}
+        self.declared = declared
+        self.billed_role = "grid_import" if "grid_import" in declared else "consumption"
+        self.tallies = [{device: _Tally() for device in self.devices} for _ in self.buckets]
+        bucket_of = {hour: i for i, b in enumerate(self.buckets) for hour in b.hours()}
+
+        for i, bucket in enumerate(self.buckets):
+            minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
+            for device in self.devices:
+                sensors = sum(role in ENERGY_ROLES for role in roles[device].values())
+                self.tallies[i][device].expected = sensors * minutes
+
+        billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
+        exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
+        role_of = {
+            (device, sensor): role
+            for device, sensors in roles.items()
+            for sensor, role in sensors.items()
+            if role in ENERGY_ROLES
+        }
+        elapsed = {hour: _elapsed_minutes(hour, hour + HOUR, as_of) for hour in bucket_of}
+        first = (
+            period.utc_start
+            if tariff is None
+            else costing_start(tariff, period.zone, period.utc_start)
+        )
+        last = period.utc_end
+        self.readings = 0
+        in_range = (
+            rollup for hour in _hours_between(first, last) for rollup in rollups.get(hour, ())
+        )
+        for rollup in in_range:
+            hour = rollup.hour
+            device = rollup.device_id
+            role = role_of.get((device, rollup.sensor))
+            if role is None:
+                continue
+            energy = rollup.energy_mwh or 0
+            if role == self.billed_role:
+                billed[device][hour] += energy
+            elif role == "grid_export":
+                exported[device][hour] += energy
+            index = bucket_of.get(hour)
+            if index is None:
+                continue  # an hour before the period, needed only to fill tariff blocks
+            tally = self.tallies[index][device]
+            tally.mwh[role] += energy
+            tally.present += min(rollup.minutes, elapsed[hour])
+            self.readings += rollup.minutes
+            if rollup.peak_mw is None or role == "grid_export":
+                continue
+            name = "peak_generation" if role == "generation" else "peak_demand"
+            best = getattr(tally, name)
+            if best is None or rollup.peak_mw > best.mw:
+                setattr(
+                    tally, name, _Peak(rollup.peak_mw, rollup.peak_minute, device, rollup.sensor)
+                )
+            elif rollup.peak_mw == best.mw and (
+                best.minute is None
+                or (rollup.peak_minute is not None and rollup.peak_minute <= best.minute)
+            ):
+                peak = _Peak(rollup.peak_mw, rollup.peak_minute, device, rollup.sensor)
+                if peak.beats(best):
+                    setattr(tally, name, peak)
+
+        # Rounded cost parts: (device, part) -> one amount per bucket; part is an energy
+        # period or "export_compensation"; the community's under device "".
+        self.parts: dict[tuple[str, str], list[Decimal]] | None = None
+        if tariff is not None:
+            costs = bucket_costs(
+                tariff=tariff,
+                zone=period.zone,
+                buckets=self.buckets,
+                billed=billed,
+                exported=exported,
+                contracted_kw=contracted_kw,
+                as_of=as_of,
+            )
+            self.parts = costs.rounded(tariff.minor_unit_digits)
+            self.zero = Decimal(0).scaleb(-tariff.minor_unit_digits)
+            self.energy_parts: dict[str, list[tuple[str, list[Decimal]]]] = defaultdict(list)
+            for (owner, part), amounts in sorted(self.parts.items()):
+                if owner != COMMUNITY and part != EXPORT:
+                    self.energy_parts[owner].append((part, amounts))
+
+    def device_cost(self, index: int, device: str) -> dict[str, Any] | None:
+        """A device's rounded cost parts in one bucket."""
+        if self.parts is None:
+            return None
+        energy = {part: amounts[index] for part, amounts in self.energy_parts.get(device, [])}
+        export = self.parts.get((device, EXPORT))
+        return {"energy": energy, "export_compensation": export[index] if export else self.zero}
+
+    def community_cost(self, index: int) -> dict[str, Decimal] | None:
+        """The community's rounded charges in one bucket."""
+        if self.parts is None:
+            return None
+        return {name: self.parts[(COMMUNITY, name)][index] for name in ("power_term", "fixed")}
+
+
+def _hours_between(start: datetime, end: datetime) -> Iterable[datetime]:
+    """The UTC hours from `start` up to `end` (exclusive)."""
+    hour = start
+    while hour < end:
+        yield hour
+        hour += HOUR
+
+
+def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
+    """Minutes of `[start, end)` before `as_of`."""
+    return max(0, (min(end, as_of) - start) // MINUTE)
+
+
+def _ratio(numerator: Fraction, denominator: Fraction) -> str:
+    return f"{round_money(numerator / denominator, 4):f}"
+
+
+def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, str | None]]:
+    generated, exported = mwh["generation"], mwh["grid_export"]
+    imported, measured = mwh["grid_import"], mwh["consumption"]
+    consumption: dict[str, str | None]
+    production: dict[str, str | None]
+    if "generation" not in declared:
+        production = {"ratio": None, "reason": "no generation sensor is declared"}
+    elif "grid_export" not in declared:
+        production = {"ratio": None, "reason": "no grid_export sensor is declared"}
+    elif generated <= 0:
+        production = {"ratio": None, "reason": "nothing was generated"}
+    else:
+        used = Fraction(max(0, generated - exported))
+        production = {
+            "ratio": _ratio(min(used, Fraction(generated)), Fraction(generated)),
+            "reason": None,
+        }
+    used_total = measured if "consumption" in declared else imported + generated - exported
+    if "grid_import" not in declared:
+        consumption = {"ratio": None, "reason": "no grid_import sensor is declared"}
+    elif used_total <= 0:
+        consumption = {"ratio": None, "reason": "no consumption"}
+    else:
+        drawn = min(Fraction(imported, used_total), Fraction(1))
+        consumption = {"ratio": _ratio(1 - drawn, Fraction(1)), "reason": None}
+    return {"self_consumption": production, "self_sufficiency": consumption}
+
+
+def _peak_json(peak: _Peak | None, period: Period) -> dict[str, str | None] | None:
+    if peak is None:
+        return None
+    return {
+        "kW": kwh(peak.mw),  # mW / 10^6 = kW, the same scaling as mWh to kWh
+        "at": peak.minute.astimezone(period.zone).isoformat() if peak.minute else None,
+        "device_id": peak.device_id,
+        "sensor": peak.sensor,
+    }
+
+
+def _energy_json(tally: _Tally, period: Period) -> dict[str, Any]:
+    mwh = tally.mwh
+    return {
+        "generated_kWh": kwh(mwh["generation"]),
+        "consumed_kWh": kwh(mwh["consumption"]),
+        "grid_import_kWh": kwh(mwh["grid_import"]),
+        "grid_export_kWh": kwh(mwh["grid_export"]),
+        "net_kWh": kwh(mwh["grid_import"] - mwh["grid_export"]),
+        "peak_demand": _peak_json(tally.peak_demand, period),
+        "peak_generation": _peak_json(tally.peak_generation, period),
+        "expected_minutes": tally.expected,
+        "missing_minutes": tally.expected - tally.present,
+    }
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:f}"
+
+
+def _cost_json(parts: Iterable[dict[str, Any]], charges: dict[str, Decimal] | None) -> Any:
+    """The sum of rounded device cost parts and community charges, as JSON."""
+    energy: dict[str, Decimal] = defaultdict(Decimal)
+    export = Decimal(0)
+    for part in parts:
+        for period, amount in part["energy"].items():
+            energy[period] += amount
+        export += part["export_compensation"]
+    power_term = charges["power_term"] if charges else Decimal(0)
+    fixed = charges["fixed"] if charges else Decimal(0)
+    total = sum(energy.values(), Decimal(0)) + export + power_term + fixed
+    out: dict[str, Any] = {"energy": {p: _money(a) for p, a in sorted(energy.items())}}
+    out["export_compensation"] = _money(export)
+    if charges is not None:
+        out["power_term"] = _money(power_term)
+        out["fixed"] = _money(fixed)
+    out["total"] = _money(total)
+    return out
+
+
+def _add_cost(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for period, amount in part["energy"].items():
+        into["energy"][period] = into["energy"].get(period, Decimal(0)) + amount
+    into["export_compensation"] += part["export_compensation"]
+
+
+class _Written:
+    """A period written out: bucket rows, total, devices, community charges."""
+
+    def __init__(self, computed: _Computed) -> None:
+        period, devices = computed.period, computed.devices
+        costed = computed.parts is not None
+        self.buckets: list[dict[str, Any]] = []
+        self.device_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
+        device_totals = {d: _Tally() for d in devices}
+        device_cost_totals: dict[str, dict[str, Any]] = {
+            d: {"energy": {}, "export_compensation": Decimal(0)} for d in devices
+        }
+        charges_rows: list[dict[str, Any]] = []
+        charges_total = {"power_term": Decimal(0), "fixed": Decimal(0)}
+        grand = _Tally()
+        all_parts: list[dict[str, Any]] = []
+        for index, bucket in enumerate(computed.buckets):
+            times = _times(bucket)
+            tally = _Tally()
+            parts: list[dict[str, Any]] = []
+            for device in devices:
+                device_tally = computed.tallies[index][device]
+                tally.add(device_tally)
+                device_totals[device].add(device_tally)
+                device_row: dict[str, Any] = {**times, **_energy_json(device_tally, period)}
+                part = computed.device_cost(index, device)
+                if part is not None:
+                    parts.append(part)
+                    _add_cost(device_cost_totals[device], part)
+                device_row["cost"] = None if part is None else _cost_json([part], None)
+                self.device_rows[device].append(device_row)
+            charges = computed.community_cost(index)
+            if charges is not None:
+                charges_rows.append({**times, **{k: _money(v) for k, v in charges.items()}})
+                for key, value in charges.items():
+                    charges_total[key] += value
+            grand.add(tally)
+            all_parts.extend(parts)
+            row: dict[str, Any] = {**times, **_energy_json(tally, period)}
+            row.update(_ratios(tally.mwh, computed.declared))
+            row["cost"] = _cost_json(parts, charges) if costed else None
+            self.buckets.append(row)
+        self.total: dict[str, Any] = {**_energy_json(grand, period)}
+        self.total.update(_ratios(grand.mwh, computed.declared))
+        self.total["cost"] = _cost_json(all_parts, charges_total) if costed else None
+        self.devices: list[dict[str, Any]] = []
+        for device in devices:
+            total: dict[str, Any] = _energy_json(device_totals[device], period)
+            total["cost"] = _cost_json([device_cost_totals[device]], None) if costed else None
+            self.devices.append(
+                {"device_id": device, "buckets": self.device_rows[device], "total": total}
+            )
+        self.community_charges = (
+            {"buckets": charges_rows, "total": {k: _money(v) for k, v in charges_total.items()}}
+            if costed
+            else None
+        )
+        self.readings = computed.readings
+        self.mwh = grand.mwh
+
+
+def _times(bucket: Bucket) -> dict[str, str]:
+    return {"start": bucket.local_start.isoformat(), "end": bucket.local_end.isoformat()}
+
+
+def _period_json(period: Period) -> dict[str, str]:
+    return {
+        "kind": period.kind.value,
+        "label": period.label(),
+        "from": period.first.isoformat(),
+        "to": period.last.isoformat(),
+        "time_zone": period.zone.key,
+        "bucket": period.bucket_size.value,
+        "start": period.utc_start.astimezone(period.zone).isoformat(),
+        "end": period.utc_end.astimezone(period.zone).isoformat(),
+    }
+
+
+def _change(current: Decimal, earlier: Decimal) -> dict[str, str | None]:
+    if earlier == 0:
+        return {"pct": None, "reason": "the earlier value is zero"}
+    pct = (Fraction(current) - Fraction(earlier)) / abs(Fraction(earlier)) * 100
+    return {"pct": f"{round_money(pct, 2):f}", "reason": None}
+
+
+def _comparison(current: _Written, earlier_period: Period, compute: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"period": _period_json(earlier_period)}
+    cost_error: str | None = None
+    try:
+        earlier = _Written(compute(earlier_period, with_tariff=True))
+    except TariffError as exc:  # e.g. no holiday data that year: energy still compares
+        cost_error = f"the earlier cost cannot be computed: {exc}"
+        earlier = _Written(compute(earlier_period, with_tariff=False))
+    values = {key: Decimal(earlier.total[key]) for key in COMPARED}
+    out["total"] = {key: earlier.total[key] for key in COMPARED}
+    earlier_cost = earlier.total["cost"]
+    out["total"]["cost_total"] = earlier_cost["total"] if earlier_cost else None
+    changes: dict[str, dict[str, str | None]] = {}
+    for key in COMPARED:
+        if earlier.readings == 0:
+            changes[key] = {"pct": None, "reason": "no readings in the earlier period"}
+        else:
+            changes[key] = _change(Decimal(current.total[key]), values[key])
+    current_cost = current.total["cost"]
+    if current_cost is None:
+        changes["cost_total"] = {"pct": None, "reason": "no tariff"}
+    elif cost_error is not None:
+        changes["cost_total"] = {"pct": None, "reason": cost_error}
+    elif earlier.readings == 0:
+        changes["cost_total"] = {"pct": None, "reason": "no readings in the earlier period"}
+    else:
+        changes["cost_total"] = _change(
+            Decimal(current_cost["total"]), Decimal(earlier_cost["total"])
+        )
+    out["change"] = changes
+    return out
+
+
+def build_report(
+    *,
+    rollups: Iterable[HourlyRollup],
+    roles: Roles,
+    period: Period,
+    tariff: Tariff | None,
+    contracted_kw: Mapping[str, Decimal] | None = None,
+    as_of: datetime,
+) -> dict[str, Any]:
+    """The report of `period` (see the module docstring) from rollups in `rollup_ranges`."""
+    if as_of.tzinfo is None:
+        raise ReportError("as_of must be an aware datetime")
+    for device, sensors in roles.items():
+        for sensor, role in sensors.items():
+            if role not in ROLES:
+                raise ReportError(f"device {device} sensor {sensor} has unknown role {role!r}")
+    for power_period, power in (contracted_kw or {}).items():
+        if power < 0:
+            raise ReportError(f"contracted power for {power_period} is negative ({power} kW)")
+    by_hour: dict[datetime, list[HourlyRollup]] = defaultdict(list)
+    seen: set[tuple[str, str, datetime]] = set()
+    for rollup in rollups:
+        key = (rollup.device_id, rollup.sensor, rollup.hour)
+        if key in seen:  # it would count that hour's energy twice
+            raise ReportError(
+                f"two rollups for device {rollup.device_id} sensor {rollup.sensor} "
+                f"at {rollup.hour.isoformat()}"
+            )
+        seen.add(key)
+        by_hour[rollup.hour].append(rollup)
+    kw = contracted_kw or {}
+    computed: dict[tuple[date, date, bool], _Computed] = {}
+
+    def compute(target: Period, *, with_tariff: bool) -> _Computed:
+        key = (target.first, target.last, with_tariff)  # a year's previous is its year before
+        if key not in computed:
+            computed[key] = _Computed(
+                period=target,
+                rollups=by_hour,
+                roles=roles,
+                tariff=tariff if with_tariff else None,
+                contracted_kw=kw,
+                as_of=as_of,
+            )
+        return computed[key]
+
+    written = _Written(compute(period, with_tariff=True))
+    return {
+        "format": FORMAT,
+        "period": _period_json(period),
+        "as_of": as_of.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "billed_role": "grid_import" if _declares(roles, "grid_import") else "consumption",
+        "tariff": None
+        if tariff is None
+        else {
+            "id": tariff.id,
+            "currency": tariff.currency,
+            "minor_unit_digits": tariff.minor_unit_digits,
+            "rounding": ROUNDING_RULE,
+            "contracted_kW": {p: f"{v:f}" for p, v in sorted((contracted_kw or {}).items())},
+        },
+        "buckets": written.buckets,
+        "total": written.total,
+        "devices": written.devices,
+        "community_charges": written.community_charges,
+        "comparison": {
+            "previous": _comparison(written, period.previous(), compute),
+            "year_before": _comparison(written, period.year_before(), compute),
+        },
+    }
+
+
+def _declares(roles: Roles, role: str) -> bool:
+    return any(role in sensors.values() for sensors in roles.values())

@@ -1,0 +1,285 @@
+"""Energy reports: a community's period from its rollups, bound to one signed checkpoint.
+
+A report is exactly "the log up to tree size N", N the newest checkpoint's: everything is
+read in one snapshot (SQLite's read transaction, PostgreSQL's REPEATABLE READ); the inputs
+come from the registry entries below N (contracts/energy/provenance.py); rollups built only
+from entries below N (`last_idx < N`) are used as they are, and the few touched by an entry
+at N or later (the hour in progress, a late minute) are recomputed from their entries below
+N with the same arithmetic (contracts/energy/minute.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import Connection
+
+from contracts.energy.csv import render_csv
+from contracts.energy.errors import EnergyError
+from contracts.energy.hourly import HourlyRollup
+from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry, hourly_rollup
+from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
+from contracts.energy.provenance import (
+    PROVENANCE_FORMAT,
+    CommunityInputs,
+    community_inputs,
+    entries_digest,
+)
+from contracts.energy.report import build_report, rollup_ranges
+from gateway.deps import GatewayDep, ReaderDep
+from gateway.problems import Problem
+from gateway.rollups import Rollups
+from ledger.bundle import log_tag_id
+from ledger.encoding import canonical_json, parse_json
+from ledger.errors import FormatError
+from ledger.registry_replay import REGISTRY_DEVICE, RegistryEntry, replay
+from ledger.storage import DriverCursor
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+
+DESCRIPTION = """\
+A community's energy over a day, ISO week, month or year (`period` and `date`), or a custom
+range (`from` and `to`, both inclusive: up to 2 days in hourly rows, up to 35 days daily,
+longer monthly), in the community's IANA time zone: a day has 24 hourly rows (23 and 25 on
+DST change days), a week 7 daily rows from Monday, a month a row per day, a year 12 rows.
+Per row and in total: generated, consumed, grid import and export, net (kWh, exact decimal
+strings), self-consumption and self-sufficiency, peak power and its minute, expected and
+missing minutes, cost under the community's tariff; a per-device breakdown that adds up
+exactly to the totals; the previous period and the same period a year before, with percent
+changes (`null` and a reason when the earlier value is zero or has no readings).
+
+Definitions (Home Assistant's energy dashboard):
+
+* net = grid import − grid export
+* self-consumption = max(0, generated − grid export) / generated (`null` when nothing was
+  generated or no generation or grid_export sensor is declared)
+* self-sufficiency = 1 − min(1, grid import / consumption), consumption being the measured
+  `consumption` sensors if any is declared, else grid import + generated − grid export
+  (`null` without a grid_import sensor or when consumption is not positive)
+
+`Accept: text/csv` gives the same report as CSV (one row per bucket and a total row).
+`provenance` names the signed checkpoint the report was computed against (its note and tree
+size N) and every input taken from the registry below N; `entries=true` also counts the
+energy_minute entries used and digests their log tag ids (SHA-256 over the tag ids in log
+order, each followed by a newline), which reads every one of them.
+`patio report verify` recomputes the report from the log (docs/reports.md).
+"""
+
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+SNAPSHOT = {"postgresql": "REPEATABLE READ"}
+ROLLUPS = (
+    "SELECT device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, "
+    "last_idx FROM rollups WHERE community_id = ? AND hour >= ? AND hour < ?"
+)
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _registry(cursor: DriverCursor, tree_size: int) -> list[RegistryEntry]:
+    rows = cursor.execute(
+        "SELECT idx, entry FROM entries WHERE device_id = ? AND idx < ? ORDER BY idx",
+        (REGISTRY_DEVICE, tree_size),
+    ).fetchall()
+    found = []
+    for index, data in rows:
+        try:
+            payload = parse_json(bytes(data), what=f"entry {index}").get("payload")
+        except (FormatError, AttributeError):
+            payload = None
+        found.append(RegistryEntry(index=index, payload=payload))
+    return found
+
+
+def _rollups(
+    cursor: DriverCursor, inputs: CommunityInputs, ranges: list[tuple[datetime, datetime]],
+    tree_size: int,
+) -> list[HourlyRollup]:  # fmt: skip
+    """The community's rollups in `ranges` as the log up to `tree_size` builds them."""
+    clean: list[HourlyRollup] = []
+    dirty: set[HourKey] = set()
+    first_dirty = tree_size
+    for start, end in ranges:
+        rows = cursor.execute(
+            ROLLUPS, (inputs.community_id, int(start.timestamp()), int(end.timestamp()))
+        ).fetchall()
+        for device, sensor, hour, minutes, mwh, peak, peak_at, first, last in rows:
+            if last >= tree_size:  # touched by an entry the checkpoint does not cover
+                dirty.add((device, sensor, hour))
+                first_dirty = min(first_dirty, first)
+                continue
+            clean.append(HourlyRollup(
+                device_id=device, sensor=sensor, hour=_utc(hour), minutes=minutes,
+                energy_mwh=mwh, peak_mw=peak,
+                peak_minute=None if peak_at is None else _utc(peak_at),
+                first_idx=first, last_idx=last,
+            ))  # fmt: skip
+    if not dirty:
+        return clean
+    devices = sorted({device for device, _, _ in dirty})
+    marks = ", ".join("?" * len(devices))
+    totals: dict[HourKey, HourTotals] = {}
+    for index, device, data in cursor.execute(
+        f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
+        f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
+        (first_dirty, tree_size, CONTRACT, *devices),
+    ):
+        try:
+            payload = parse_json(bytes(data), what="entry").get("payload")
+        except (FormatError, AttributeError):
+            continue
+        add_entry(totals, index, device, payload)
+    return clean + [hourly_rollup(key, totals[key]) for key in sorted(dirty) if key in totals]
+
+
+def _entries_used(
+    cursor: DriverCursor, inputs: CommunityInputs, ranges: list[tuple[datetime, datetime]],
+    tree_size: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Count and digest of the energy_minute entries below `tree_size` the report reads."""
+    indexes: set[int] = set()
+    for start, end in ranges:
+        for (index,) in cursor.execute(
+            "SELECT r.idx FROM readings r JOIN entries e ON e.idx = r.idx "
+            "WHERE r.community_id = ? AND r.start >= ? AND r.start < ? AND r.idx < ? "
+            "AND e.contract = ?",
+            (inputs.community_id, _minute_text(start), _minute_text(end), tree_size, CONTRACT),
+        ):
+            indexes.add(index)
+    tags = []
+    ordered = sorted(indexes)
+    for offset in range(0, len(ordered), 1000):
+        chunk = ordered[offset : offset + 1000]
+        marks = ", ".join("?" * len(chunk))
+        rows = cursor.execute(
+            f"SELECT idx, leaf_hash FROM entries WHERE idx IN ({marks}) ORDER BY idx", chunk
+        ).fetchall()
+        tags += [log_tag_id(bytes(leaf)) for _, leaf in rows]
+    count, digest = entries_digest(tags)
+    return {"count": count, "digest": digest}
+
+
+def _minute_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def compute(
+    gateway: Any, community_id: str, period_args: dict[str, Any], *, with_entries: bool
+) -> dict[str, Any]:
+    """The report, read in one snapshot of the database."""
+    engine = gateway.log.engine
+    options = {"isolation_level": SNAPSHOT[engine.dialect.name]} if (
+        engine.dialect.name in SNAPSHOT) else {}  # fmt: skip
+    for attempt in range(2):
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            report = _compute_in(conn, community_id, period_args, with_entries=with_entries)
+        if report is not None:
+            return report
+        if attempt == 0:  # entries were appended without the rollup hook: fold them in
+            Rollups(engine, gateway.directory).catch_up()
+    raise Problem(503, "Busy", "the rollups are catching up with the log; retry",
+                  headers={"Retry-After": "1"})  # fmt: skip
+
+
+def _compute_in(
+    conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool
+) -> dict[str, Any] | None:
+    cursor = DriverCursor(conn)
+    row = cursor.execute(
+        "SELECT tree_size, root_hash, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise Problem(409, "Not sealed yet", "the log has no signed checkpoint yet",
+                      headers={"Retry-After": "1"})  # fmt: skip
+    tree_size, root_hash, note = int(row[0]), bytes(row[1]), str(row[2])
+    through = cursor.scalar("SELECT through_idx FROM rollup_progress WHERE id = 1")
+    if through is None or through < tree_size - 1:
+        return None
+    registry, _findings = replay(_registry(cursor, tree_size))
+    inputs = community_inputs(registry, community_id)
+    if inputs is None:
+        detail = f"no community {community_id!r} in the log up to checkpoint {tree_size}"
+        raise Problem(404, "Not found", detail)
+    zone = zone_named(inputs.time_zone)
+    if "date" in period_args:
+        period = period_of(period_args["kind"], period_args["date"], zone)
+    else:
+        period = custom_period(period_args["from"], period_args["to"], zone)
+    ranges = rollup_ranges(period, inputs.tariff)
+    rollups = _rollups(cursor, inputs, ranges, tree_size)
+    as_of = datetime.now(UTC).replace(second=0, microsecond=0)
+    report = build_report(
+        rollups=rollups, roles=inputs.roles, period=period, tariff=inputs.tariff,
+        contracted_kw=inputs.contracted_kw, as_of=as_of,
+    )  # fmt: skip
+    report["provenance"] = {
+        "format": PROVENANCE_FORMAT,
+        "checkpoint": note,
+        "tree_size": tree_size,
+        "root_hash": root_hash.hex(),
+        "entries": _entries_used(cursor, inputs, ranges, tree_size) if with_entries else None,
+        "inputs": inputs.json(),
+    }
+    return report
+
+
+def _date(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        if DATE.fullmatch(value):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise Problem(422, "Invalid request", f"{name} must be a date YYYY-MM-DD, not {value!r}")
+
+
+@router.get(
+    "/reports",
+    summary="A community's energy report (JSON, or CSV with Accept: text/csv)",
+    description=DESCRIPTION,
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
+async def report(
+    request: Request,
+    gateway: GatewayDep,
+    caller: ReaderDep,
+    community: Annotated[str, Query(min_length=1, max_length=64)],
+    period: Annotated[PeriodKind | None, Query(description="day, week, month or year")] = None,
+    on: Annotated[str | None, Query(alias="date", description="a local date in the period")] = None,
+    first: Annotated[str | None, Query(alias="from", description="custom range start")] = None,
+    last: Annotated[
+        str | None, Query(alias="to", description="custom range end (inclusive)")
+    ] = None,
+    entries: Annotated[bool, Query(description="count and digest the entries used")] = False,
+) -> Response:
+    if not caller.can_read(community):
+        raise Problem(403, "Forbidden", f"this key may not read community {community!r}")
+    period_args: dict[str, Any]
+    if period is not None or on is not None:
+        if first is not None or last is not None:
+            raise Problem(422, "Invalid request", "give period and date, or from and to, not both")
+        if period is None or period is PeriodKind.CUSTOM or on is None:
+            raise Problem(422, "Invalid request",
+                          "period (day, week, month or year) and date go together")  # fmt: skip
+        period_args = {"kind": period, "date": _date(on, "date")}
+    elif first is not None and last is not None:
+        period_args = {"from": _date(first, "from"), "to": _date(last, "to")}
+    else:
+        raise Problem(422, "Invalid request", "give period and date, or from and to")
+    try:
+        body = await asyncio.to_thread(
+            compute, gateway, community, period_args, with_entries=entries
+        )
+    except EnergyError as exc:  # a range too long, a year the tariff cannot price, ...
+        raise Problem(422, "Cannot compute this report", str(exc)) from exc
+    accept = request.headers.get("accept", "")
+    if "text/csv" in accept:
+        return Response(render_csv(body), media_type="text/csv; charset=utf-8")
+    return Response(canonical_json(body), media_type="application/json")

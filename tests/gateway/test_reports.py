@@ -1,0 +1,288 @@
+"""GET /v1/reports and the tariff admin API against a real gateway; `patio report verify`
+against it and against a saved export, passing and failing on each tamper. SQLite and
+PostgreSQL (the `gateway` fixture)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from contracts.energy import verify as verify_module
+from ledger.keys import NamedKey
+from tests.gateway.server import Gateway, patio
+
+TARIFFS = Path(verify_module.__file__).parent / "tariffs"
+DAY = datetime(2026, 3, 10, tzinfo=UTC)  # a Tuesday; Europe/Madrid is UTC+1
+METER = {"sensors": {"import_wh": {"role": "grid_import", "unit": "Wh"},
+                     "export_wh": {"role": "grid_export", "unit": "Wh"}}}  # fmt: skip
+PANEL = {"sensors": {"pv_w": {"role": "generation", "unit": "W"}}}
+
+
+def envelope(key: NamedKey, device_id: str, minute: datetime, seq: int, rng: random.Random
+             ) -> dict[str, Any]:  # fmt: skip
+    """One signed minute of a meter or a panel."""
+    if device_id.startswith("meter"):
+        readings = {
+            "import_wh": {"unit": "Wh", "sum": round(rng.uniform(0, 30), 3), "n": 12, "missing": 0},
+            "export_wh": {"unit": "Wh", "sum": round(rng.uniform(0, 5), 3), "n": 12, "missing": 0},
+        }
+    else:
+        avg = round(rng.uniform(0, 3000), 2)
+        readings = {"pv_w": {"unit": "W", "n": 12, "missing": 0, "avg": avg, "min": avg,
+                             "max": avg}}  # fmt: skip
+    payload = {"device_id": device_id, "seq": seq, "start": minute.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "period_s": 60, "readings": readings}  # fmt: skip
+    return {"payload": payload, "sig": key.sign_payload(payload)}
+
+
+def post(gateway: Gateway, envelopes: list[dict[str, Any]]) -> None:
+    """Submit in batches of 100."""
+    with gateway.client() as client:
+        for i in range(0, len(envelopes), 100):
+            reply = client.post(
+                "/v1/entries",
+                json={"contract": "energy_minute", "envelopes": envelopes[i : i + 100]},
+            )
+            assert reply.status_code in (200, 201), reply.text
+
+
+@pytest.fixture(scope="module")
+def community(gateway: Gateway) -> dict[str, Any]:
+    """A Madrid community with a meter and a panel, the 2.0TD tariff, six hours of minutes
+    on 2026-03-10 (some missing), sealed."""
+    reply = gateway.admin.post("/v1/communities", json={"id": "hoa-rep", "name": "Reports HOA",
+                                                        "time_zone": "Europe/Madrid"})  # fmt: skip
+    assert reply.status_code == 201, reply.text
+    keys = {}
+    for device_id, profile in (("meter-1", METER), ("panel-1", PANEL)):
+        keys[device_id] = NamedKey.generate(device_id)
+        reply = gateway.admin.post("/v1/devices", json={
+            "id": device_id, "community_id": "hoa-rep",
+            "public_key": keys[device_id].public_key_b64, "profile": profile})  # fmt: skip
+        assert reply.status_code == 201, reply.text
+    env = {**gateway.env, "PATIO_API_KEY": gateway.admin_token}
+    done = patio("tariff", "set", "hoa-rep", str(TARIFFS / "es-2.0td.json"), "--contracted",
+                 "P1=4.6", "--contracted", "P2=4.6", "--gateway", gateway.url, env=env)  # fmt: skip
+    assert json.loads(done.stdout)["log_tag_id"]
+    rng = random.Random(11)
+    envelopes = []
+    for device_id, key in keys.items():
+        seq = 0
+        for minute in range(7 * 60, 13 * 60):  # 08:00 to 14:00 local: P3, P2, P1
+            seq += 1
+            if rng.random() < 0.03:
+                continue  # never measured: a missing minute
+            at = DAY + timedelta(minutes=minute)
+            envelopes.append(envelope(key, device_id, at, seq, rng))
+    rng.shuffle(envelopes)
+    post(gateway, envelopes)
+    gateway.seal()
+    return {"keys": keys, "envelopes": len(envelopes)}
+
+
+def get_report(gateway: Gateway, token: str | None = None, **params: Any) -> httpx.Response:
+    with gateway.client(token or gateway.admin_token) as client:
+        return client.get("/v1/reports", params={"community": "hoa-rep", **params})
+
+
+def test_day_report(gateway: Gateway, community: dict[str, Any]) -> None:
+    reply = get_report(gateway, period="day", date="2026-03-10", entries="true")
+    assert reply.status_code == 200, reply.text
+    report = reply.json()
+    assert report["period"]["time_zone"] == "Europe/Madrid"
+    assert len(report["buckets"]) == 24
+    provenance = report["provenance"]
+    note = gateway.admin.get("/v1/checkpoint").text
+    assert provenance["checkpoint"] == note
+    assert provenance["tree_size"] == int(note.split("\n")[1])
+    assert provenance["entries"]["count"] == community["envelopes"]
+    assert provenance["inputs"]["roles"]["meter-1"]["import_wh"] == "grid_import"
+    assert report["tariff"]["id"] == "es-2.0td"
+    total = report["total"]
+    assert float(total["grid_import_kWh"]) > 0 and float(total["generated_kWh"]) > 0
+    # 08:00-14:00 local on a Tuesday: 08-10 is P2, 10-14 P1.
+    assert set(total["cost"]["energy"]) == {"P1", "P2"}
+    assert total["missing_minutes"] > 0
+    csv = httpx.get(f"{gateway.url}/v1/reports", params={"community": "hoa-rep", "period": "day",
+                    "date": "2026-03-10"}, headers={"Accept": "text/csv",
+                    "Authorization": f"Bearer {gateway.admin_token}"})  # fmt: skip
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().splitlines()
+    assert len(lines) == 1 + 24 + 1 and lines[-1].startswith("total,")
+
+
+def test_report_is_the_log_up_to_its_checkpoint(
+    gateway: Gateway, community: dict[str, Any]
+) -> None:
+    """Entries appended after the checkpoint change neither the rollups used nor the numbers."""
+    before = get_report(gateway, period="day", date="2026-03-10").json()
+    key = community["keys"]["meter-1"]
+    late = envelope(key, "meter-1", DAY + timedelta(hours=9, minutes=30), 100_000,
+                    random.Random(5))  # fmt: skip
+    post(gateway, [late])  # a late minute of a sealed hour, not in any checkpoint yet
+    after = get_report(gateway, period="day", date="2026-03-10").json()
+    assert after["provenance"]["tree_size"] == before["provenance"]["tree_size"]
+    assert after["total"]["grid_import_kWh"] == before["total"]["grid_import_kWh"]
+    gateway.seal()
+    sealed = get_report(gateway, period="day", date="2026-03-10").json()
+    assert sealed["provenance"]["tree_size"] == before["provenance"]["tree_size"] + 1
+    assert sealed["total"]["grid_import_kWh"] != before["total"]["grid_import_kWh"]
+
+
+def test_scopes_and_bad_parameters(gateway: Gateway, community: dict[str, Any]) -> None:
+    mine = gateway.app_key("read:hoa-rep")
+    other = gateway.app_key("read:somewhere-else")
+    assert get_report(gateway, mine, period="month", date="2026-03-01").status_code == 200
+    refused = get_report(gateway, other, period="month", date="2026-03-01")
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    with httpx.Client(base_url=gateway.url) as anonymous:
+        assert anonymous.get("/v1/reports", params={"community": "hoa-rep"}).status_code == 401
+    for params in (
+        {"period": "day"},
+        {"period": "fortnight", "date": "2026-03-10"},
+        {"period": "day", "date": "2026-02-30"},
+        {"period": "day", "date": "10/03/2026"},
+        {"from": "2026-03-10"},
+        {"from": "2026-03-10", "to": "2026-03-01"},
+        {"from": "2026-03-10", "to": "2026-03-11", "period": "day", "date": "2026-03-10"},
+        {"period": "custom", "date": "2026-03-10"},
+        {"period": "year", "date": "2024-06-01"},  # no tariff version before 2025
+        {"from": "1000-01-01", "to": "2026-01-01"},
+    ):
+        reply = get_report(gateway, mine, **params)
+        assert reply.status_code == 422, (params, reply.text)
+        assert reply.headers["content-type"] == "application/problem+json"
+
+
+def test_tariff_api(gateway: Gateway, community: dict[str, Any]) -> None:
+    reader = gateway.app_key("read:hoa-rep")
+    with gateway.client(reader) as client:
+        shown = client.get("/v1/communities/hoa-rep/tariff")
+        assert shown.status_code == 200 and shown.json()["tariff"]["id"] == "es-2.0td"
+        assert client.put("/v1/communities/hoa-rep/tariff", json={}).status_code == 403
+    document = json.loads((TARIFFS / "es-2.0td.json").read_text())
+    broken = copy.deepcopy(document)
+    broken["versions"][0]["calendar"]["schedules"]["workday"][0]["end"] = 7  # a gap at 07:00
+    for body, field in (
+        ({"tariff": broken, "contracted_kW": {"P1": "4.6", "P2": "4.6"}}, "versions"),
+        ({"tariff": document, "contracted_kW": {"P1": "4.6"}}, "contracted_kW.P2"),
+        ({"tariff": document, "contracted_kW": {"P1": 4.6, "P2": "4.6"}}, "contracted_kW.P1"),
+        ({"tariff": document}, "contracted_kW.P1"),
+    ):
+        reply = gateway.admin.put("/v1/communities/hoa-rep/tariff", json=body)
+        assert reply.status_code == 422, reply.text
+        assert field in reply.json()["detail"], reply.text
+    # Changing a price already in force is refused: it would rewrite past costs.
+    past = copy.deepcopy(document)
+    past["versions"][0]["energy"]["P1"]["price_per_kWh"] = "0.999"
+    power = {"P1": "4.6", "P2": "4.6"}
+    reply = gateway.admin.put(
+        "/v1/communities/hoa-rep/tariff", json={"tariff": past, "contracted_kW": power}
+    )
+    assert reply.status_code == 409, reply.text
+    assert gateway.admin.put("/v1/communities/nowhere/tariff",
+                             json={"tariff": document, "contracted_kW": {"P1": "1", "P2": "1"}}
+                             ).status_code == 404  # fmt: skip
+    evn = json.loads((TARIFFS / "mk-evn-home.json").read_text())
+    gateway.admin.post("/v1/communities", json={"id": "hoa-mk", "name": "Skopje",
+                                                "time_zone": "Europe/Skopje"})  # fmt: skip
+    reply = gateway.admin.put("/v1/communities/hoa-mk/tariff", json={"tariff": evn})
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.fixture(scope="module")
+def audit_key(gateway: Gateway) -> str:
+    return gateway.app_key("audit")
+
+
+def save_export(gateway: Gateway, key: str, path: Path) -> None:
+    """GET /v1/export page by page into one {entries: [...]} file."""
+    entries: list[Any] = []
+    start: int | None = 0
+    with gateway.client(key) as client:
+        while start is not None:
+            body = client.get("/v1/export", params={"start": start, "limit": 5000}).json()
+            entries += body["entries"]
+            start = body["next"]
+    path.write_text(json.dumps({"entries": entries}))
+
+
+def verify(gateway: Gateway, report: Path, *extra: str, key: str) -> Any:
+    log_key = httpx.get(f"{gateway.url}/v1/log-key").text.strip()
+    return patio("report", "verify", str(report), "--log-key", log_key, *extra,
+                 env={**gateway.env, "PATIO_API_KEY": key}, check=False)  # fmt: skip
+
+
+def test_verify_passes_and_names_each_tamper(
+    gateway: Gateway, community: dict[str, Any], audit_key: str, tmp_path: Path
+) -> None:
+    gateway.seal()
+    report = get_report(gateway, period="day", date="2026-03-10", entries="true").json()
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    online = verify(gateway, path, "--gateway", gateway.url, key=audit_key)
+    assert online.returncode == 0, online.stderr
+    assert "report verified" in online.stdout
+    export = tmp_path / "export.json"
+    save_export(gateway, audit_key, export)
+    offline = verify(gateway, path, "--export", str(export), key="")
+    assert offline.returncode == 0, offline.stderr
+
+    # A changed total in the report.
+    edited = copy.deepcopy(report)
+    edited["buckets"][9]["grid_import_kWh"] = "99.000000"
+    path.write_text(json.dumps(edited))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 1 and "buckets[9].grid_import_kWh" in failed.stderr, failed.stderr
+    path.write_text(json.dumps(report))
+
+    body = json.loads(export.read_text())
+    size = report["provenance"]["tree_size"]
+    energy = [i for i, e in enumerate(body["entries"])
+              if e["entry"]["contract"] == "energy_minute@1" and e["index"] < size]  # fmt: skip
+    victim = energy[len(energy) // 2]
+    index = body["entries"][victim]["index"]
+
+    # An entry dropped from the export.
+    dropped = {"entries": body["entries"][:victim] + body["entries"][victim + 1 :]}
+    export.write_text(json.dumps(dropped))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 1 and f"entry {index} is missing" in failed.stderr, failed.stderr
+
+    # An entry added to the export (a copy slipped in before the victim).
+    added = copy.deepcopy(body)
+    extra = copy.deepcopy(added["entries"][victim])
+    added["entries"].insert(victim, extra)
+    for later in added["entries"][victim + 1 :]:
+        later["index"] += 1
+    export.write_text(json.dumps(added))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 1 and "TAMPER DETECTED" in failed.stderr, failed.stderr
+
+    # A reading changed in the export: its signature no longer verifies.
+    changed = copy.deepcopy(body)
+    readings = changed["entries"][victim]["entry"]["payload"]["readings"]
+    first = next(iter(readings.values()))
+    first["sum" if "sum" in first else "avg"] = 1234.5
+    export.write_text(json.dumps(changed))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 1 and f"entry {index} does not hash" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    del changed["entries"][victim]["log_tag_id"]  # no tag to compare: the signature fails
+    export.write_text(json.dumps(changed))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 1, failed.stderr
+    assert f"entry {index} has a bad device signature" in failed.stderr, failed.stderr
+
+    # Unusable input: exit 2 with one line.
+    (tmp_path / "junk.json").write_text("not json")
+    unusable = verify(gateway, tmp_path / "junk.json", "--export", str(export), key="")
+    assert unusable.returncode == 2 and len(unusable.stderr.strip().splitlines()) == 1

@@ -1,0 +1,362 @@
+"""Rollups follow the log: through a real gateway, late minutes, resends, restarts, rebuild."""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from contracts.energy.hourly import HourlyRollup
+from contracts.energy.minute import CONTRACT, rollups
+from gateway.directory import Directory
+from gateway.rollups import Rollups, rollups_for, rollups_for_device
+from gateway.store import upgrade
+from ledger.keys import NamedKey
+from ledger.log import Log, Submission
+from ledger.storage import database_url as database_url_for
+from ledger.storage import open_engine
+from tests.conftest import POSTGRES_ADMIN_URL, require_service
+from tests.gateway.server import Gateway, patio, start_gateway
+
+FIRST_HOUR = datetime(2026, 11, 20, 6, tzinfo=UTC)
+EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+COMMUNITIES = {"north-1": "hoa-north", "north-2": "hoa-north", "south-1": "hoa-south"}
+
+
+@dataclass
+class Place:
+    """Where a gateway keeps its data: a directory, and a PostgreSQL schema or not."""
+
+    data_dir: Path
+    database_url: str | None
+
+    def engine(self) -> Engine:
+        """An engine on the gateway's database (already migrated by the gateway)."""
+        return open_engine(database_url_for(self.database_url, self.data_dir), migrate=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    """A fresh SQLite file, then a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield Place(tmp_path, None)
+        return
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"r_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield Place(tmp_path, f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def reading(rng: random.Random, minute: int) -> dict[str, Any]:
+    """Readings of one minute: PV power, a meter, a temperature, a switch; some missing."""
+    values: dict[str, Any] = {}
+    if rng.random() > 0.1:  # the power sensor misses some minutes altogether
+        avg = None if rng.random() < 0.1 else round(rng.uniform(-50, 4000), rng.randint(0, 4))
+        n = 0 if avg is None else 12
+        values["pv_w"] = {"unit": "W", "n": n, "missing": 12 - n, "avg": avg, "min": avg,
+                          "max": avg}  # fmt: skip
+    n = rng.choice([12, 12, 12, 0])
+    values["meter_wh"] = {"unit": "Wh", "sum": round(rng.uniform(0, 70), 4) if n else 0,
+                          "n": n, "missing": 12 - n}  # fmt: skip
+    values["water"] = {"unit": "Cel", "n": 12, "missing": 0, "avg": 40 + minute % 7,
+                       "min": 40.0, "max": 47.0}  # fmt: skip
+    values["pump"] = {"unit": "bool", "any": True, "on_fraction": 0.5}
+    return values
+
+
+@dataclass
+class Fleet:
+    """Devices and the minutes they have measured, signed on demand."""
+
+    rng: random.Random
+    keys: dict[str, NamedKey] = field(default_factory=dict)
+    next_minute: dict[str, int] = field(default_factory=dict)
+
+    def envelope(self, device_id: str, minute: int) -> dict[str, Any]:
+        """The device's aggregate of a minute (seq = the minute: late minutes keep theirs)."""
+        start = FIRST_HOUR + timedelta(minutes=minute)
+        payload = {
+            "device_id": device_id,
+            "seq": minute + 1,
+            "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "period_s": 60,
+            "readings": reading(self.rng, minute),
+        }
+        return {"payload": payload, "sig": self.keys[device_id].sign_payload(payload)}
+
+    def minutes(self, count: int) -> list[dict[str, Any]]:
+        """The next `count` minutes of every device, shuffled: late minutes arrive last."""
+        out = []
+        for device_id in self.keys:
+            first = self.next_minute.get(device_id, 0)
+            # Gaps: some minutes are never measured at all.
+            taken = [m for m in range(first, first + count) if self.rng.random() > 0.05]
+            out += [self.envelope(device_id, m) for m in taken]
+            self.next_minute[device_id] = first + count
+        self.rng.shuffle(out)
+        return out
+
+
+def submit(server: Gateway, envelopes: list[dict[str, Any]], rng: random.Random) -> list[str]:
+    """POST in random batch sizes (some over 100, which go to the writer in chunks)."""
+    statuses = []
+    with server.client() as client:
+        while envelopes:
+            size = rng.choice([1, 7, 40, 150])
+            batch, envelopes = envelopes[:size], envelopes[size:]
+            reply = client.post(
+                "/v1/entries", json={"contract": "energy_minute", "envelopes": batch}
+            )
+            assert reply.status_code in (200, 201, 207, 409), reply.text
+            statuses += [result["status"] for result in reply.json()["results"]]
+    return statuses
+
+
+def append_directly(place: Place, envelopes: list[dict[str, Any]]) -> None:
+    """Append without the gateway (no rollup hook), as `patio log append` does."""
+    engine = place.engine()
+    try:
+        Log(engine=engine, signer=None, origin="test").append(
+            [
+                Submission(
+                    contract=CONTRACT,
+                    payload=e["payload"],
+                    sig=e["sig"],
+                    device_id=e["payload"]["device_id"],
+                    seq=e["payload"]["seq"],
+                )
+                for e in envelopes
+            ]
+        )
+    finally:
+        engine.dispose()
+
+
+def recomputed(place: Place) -> list[HourlyRollup]:
+    """From scratch: the pure fold over every logged energy_minute entry of our devices."""
+    engine = place.engine()
+    try:
+        log = Log(engine=engine, signer=None, origin="test")
+        logged, start = [], 0
+        while chunk := log.entries(start=start, limit=1000):
+            for entry in chunk:
+                if entry.contract == CONTRACT and entry.device_id in COMMUNITIES:
+                    logged.append((entry.index, entry.device_id, entry.entry_object()["payload"]))
+            start = chunk[-1].index + 1
+    finally:
+        engine.dispose()
+    return rollups(logged)
+
+
+def stored(place: Place) -> list[HourlyRollup]:
+    """What the gateway keeps, through the read API, by community."""
+    engine = place.engine()
+    try:
+        found = []
+        for community in sorted(set(COMMUNITIES.values())):
+            found += rollups_for(engine, community, *EVER)
+        for rollup in found:
+            assert rollup.device_id in COMMUNITIES, rollup
+        by_device = [r for d in COMMUNITIES for r in rollups_for_device(engine, d, *EVER)]
+    finally:
+        engine.dispose()
+    key = lambda r: (r.device_id, r.sensor, r.hour)  # noqa: E731
+    assert sorted(by_device, key=key) == sorted(found, key=key)
+    return sorted(found, key=key)
+
+
+def raw_rows(place: Place) -> list[tuple[Any, ...]]:
+    """Every column of every rollup row, and the progress mark."""
+    engine = place.engine()
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT * FROM rollups ORDER BY device_id, hour, sensor"))
+            through = conn.execute(text("SELECT through_idx FROM rollup_progress")).all()
+            return [tuple(row) for row in rows] + [tuple(r) for r in through]
+    finally:
+        engine.dispose()
+
+
+def test_rollups_equal_a_recomputation(place: Place) -> None:
+    rng = random.Random(2026)
+    fleet = Fleet(rng)
+    server = start_gateway(place.data_dir, database_url=place.database_url)
+    try:
+        for device_id, community in COMMUNITIES.items():
+            fleet.keys[device_id] = server.device(device_id, community)
+        # Random batches, late minutes shuffled among current ones.
+        first = fleet.minutes(70)
+        statuses = submit(server, list(first), rng)
+        assert set(statuses) == {"accepted"}
+        assert stored(place) == recomputed(place)
+        assert all(r.minutes <= 60 for r in stored(place))
+
+        # Resends count once; a conflicting resend (same seq, other bytes) never counts.
+        before = stored(place)
+        resent = rng.sample(first, 30)
+        conflicting = [fleet.envelope(e["payload"]["device_id"], e["payload"]["seq"] - 1)
+                       for e in rng.sample(first, 10)]  # fmt: skip
+        conflicting = [e for e in conflicting if e["payload"] not in [f["payload"] for f in first]]
+        statuses = submit(server, resent + conflicting, rng)
+        assert statuses.count("duplicate") == 30
+        assert statuses.count("rejected") == len(conflicting) > 0
+        assert stored(place) == before == recomputed(place)
+
+        # Entries appended beside the gateway leave a gap the next commit fills.
+        append_directly(place, fleet.minutes(20))
+        submit(server, fleet.minutes(15), rng)
+        assert stored(place) == recomputed(place)
+    finally:
+        server.stop()
+
+    # Stopped: more minutes, late ones into hours already rolled up, an unregistered device.
+    outage = fleet.minutes(45)
+    ghost = NamedKey.generate("ghost")
+    fleet.keys["ghost"] = ghost
+    outage += [fleet.envelope("ghost", m) for m in range(5)]
+    del fleet.keys["ghost"]
+    append_directly(place, outage)
+    assert stored(place) != recomputed(place)
+    server = start_gateway(place.data_dir, database_url=place.database_url)  # catches up
+    try:
+        caught_up = stored(place)
+        assert caught_up == recomputed(place)
+        assert {r.hour for r in caught_up} >= {FIRST_HOUR + timedelta(hours=h) for h in range(3)}
+        # Missing minutes are counted, never filled with zero: some hours lack minutes.
+        assert any(r.minutes < 60 for r in caught_up if r.hour < FIRST_HOUR + timedelta(hours=2))
+        rows = raw_rows(place)
+
+        # `patio reports rebuild` recomputes the same rows while the gateway runs.
+        result = patio("reports", "rebuild", env=server.env)
+        assert result.stdout.startswith(f"rebuilt {len(caught_up)} hourly rollups from "), result
+        assert raw_rows(place) == rows
+        submit(server, fleet.minutes(10), rng)
+        assert stored(place) == recomputed(place)
+    finally:
+        server.stop()
+
+
+def test_peak_and_late_minute_in_sql(place: Place) -> None:
+    """Hand-computed: the upsert adds a late minute to its hour, the higher peak wins, and
+    of equal peaks the earlier minute, whatever order they come in."""
+    engine = open_engine(database_url_for(place.database_url, place.data_dir))
+    try:
+        upgrade(engine)
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            conn.execute(text("INSERT INTO communities VALUES ('hoa', 'hoa', 'x')"))
+            key = NamedKey.generate("d1").public_key_b64
+            conn.execute(text(f"INSERT INTO devices VALUES ('d1', 'hoa', '{key}', NULL, 'x')"))
+
+        log = Log(engine=engine, signer=None, origin="test")
+        hook = Rollups(engine, Directory(engine, registry_key="")).write
+
+        def minute(seq: int, start: str, watts: float) -> Submission:
+            power = {"unit": "W", "n": 1, "missing": 0, "avg": watts}
+            payload = {"device_id": "d1", "seq": seq, "start": start, "period_s": 60,
+                       "readings": {"p": power}}  # fmt: skip
+            return Submission(contract=CONTRACT, payload=payload, sig="s", device_id="d1", seq=seq)
+
+        log.append([minute(3, "2026-11-20T06:30:00Z", 120.0)], within=hook)
+        log.append([minute(4, "2026-11-20T06:40:00Z", 60.0)], within=hook)
+        log.append([minute(1, "2026-11-20T06:10:00Z", 120.0)], within=hook)  # late, equal peak
+        log.append([minute(2, "2026-11-20T06:20:00Z", 30.0)], within=hook)  # late
+        [hour] = rollups_for(engine, "hoa", *EVER)
+    finally:
+        engine.dispose()
+    # 120 + 60 + 120 + 30 W for a minute each: (2000 + 1000 + 2000 + 500) mWh.
+    assert (hour.minutes, hour.energy_mwh, hour.peak_mw) == (4, 5500, 120_000)
+    assert hour.peak_minute == datetime(2026, 11, 20, 6, 10, tzinfo=UTC)
+    assert (hour.first_idx, hour.last_idx) == (0, 3)
+
+
+def test_rebuild_errors_are_one_line(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PATIO_DATA_DIR": str(tmp_path),
+           "PATIO_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}  # fmt: skip
+    # The installed `patio` script, as a user runs it.
+    script = str(Path(sys.executable).with_name("patio"))
+    result = subprocess.run(
+        [script, "reports", "rebuild"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("patio: database: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_concurrent_writers_and_a_rebuild(place: Place) -> None:
+    """HTTP clients, an appender beside the gateway and a rebuild, all at once: nothing is
+    counted twice or left out (each step that moves the progress mark holds the append lock)."""
+    rng = random.Random(7)
+    fleet = Fleet(rng)
+    server = start_gateway(place.data_dir, database_url=place.database_url)
+    try:
+        for device_id, community in COMMUNITIES.items():
+            fleet.keys[device_id] = server.device(device_id, community)
+        envelopes = fleet.minutes(120)
+        beside = envelopes[::5]  # appended directly: a fifth of every device's minutes
+        http = [e for e in envelopes if e not in beside]
+        parts = [http[i::4] for i in range(4)]
+        engine = place.engine()
+        try:
+            rebuilder = Rollups(engine, Directory(engine, registry_key=""))
+            with ThreadPoolExecutor(6) as pool:
+                sent = [pool.submit(submit, server, part, random.Random(i))
+                        for i, part in enumerate(parts)]  # fmt: skip
+                direct = [pool.submit(append_directly, place, beside[i : i + 10])
+                          for i in range(0, len(beside), 10)]  # fmt: skip
+                rebuilt = pool.submit(rebuilder.rebuild)
+                statuses = [s for future in sent for s in future.result()]
+                for future in direct:
+                    future.result()
+                assert rebuilt.result().entries > 0
+        finally:
+            engine.dispose()
+        assert set(statuses) == {"accepted"}
+        submit(server, fleet.minutes(1), rng)  # a commit after the direct appends
+        assert stored(place) == recomputed(place)
+    finally:
+        server.stop()
+
+
+def test_the_docs_command_runs(place: Place, tmp_path: Path) -> None:
+    """docs/rollups.md's shell block, run as written in a directory with a gateway's var/."""
+    doc = (Path(__file__).parents[2] / "docs" / "rollups.md").read_text()
+    block = doc.split("```sh\n", 1)[1].split("```", 1)[0]
+    command, shown = (line for line in block.splitlines() if line.strip())
+    work = tmp_path / "work"
+    (work / "var").mkdir(parents=True)
+    (work / ".venv").symlink_to(Path(sys.executable).parents[1])
+    rng = random.Random(3)
+    fleet = Fleet(rng)
+    server = start_gateway(work / "var", database_url=place.database_url)
+    try:
+        for device_id, community in COMMUNITIES.items():
+            fleet.keys[device_id] = server.device(device_id, community)
+        submit(server, fleet.minutes(30), rng)
+    finally:
+        server.stop()
+    env = {k: v for k, v in server.env.items() if k != "PATIO_DATA_DIR"}
+    result = subprocess.run(
+        command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    # The same line as the doc shows, with this run's numbers.
+    pattern = re.escape(shown.lstrip("# ")).replace(r"\ ", " ")
+    assert re.fullmatch(re.sub(r"\d+", r"\\d+", pattern), result.stdout.strip()), result.stdout
