@@ -9,6 +9,7 @@ continues on the same edge database in real time."""
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import os
 import signal
@@ -18,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +31,10 @@ from ledger.keys import NamedKey
 BACK_FILL_SECONDS_PER_FLUSH = 1000 * 60  # a batch of 1,000 minutes per POST /v1/entries
 COMMUNITY = {"id": "demo-hoa", "name": "Calle Mayor 5", "time_zone": "Europe/Madrid"}
 HISTORY = timedelta(days=30)
-SAMPLE_INTERVAL_S = 20
+TARIFF = "es-2.0td"  # shipped in contracts/energy/tariffs/
+CONTRACTED_KW = {"P1": "15", "P2": "15"}
+SAMPLE_INTERVAL_S = 20  # the live agents'
+BACK_FILL_STEP_S = 60  # history: one sample a minute (a third of the work of every 20 s)
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 LIVE_WITHIN = timedelta(minutes=3)  # a device whose newest minute is this recent is live
@@ -188,6 +193,14 @@ def register(demo: Demo, client: httpx.Client) -> None:
             "sensor": device.sensor,
         }
         created(client.post("/v1/devices", json=body))
+    tariff_path = f"/v1/communities/{COMMUNITY['id']}/tariff"
+    if client.get(tariff_path).status_code == 404:  # not set by an earlier run
+        document = json.loads(
+            (resources.files("contracts.energy") / "tariffs" / f"{TARIFF}.json").read_text()
+        )
+        reply = client.put(tariff_path, json={"tariff": document, "contracted_kW": CONTRACTED_KW})
+        if reply.status_code != 200:
+            raise CommandError(f"{tariff_path}: {reply.status_code} {reply.text}")
 
 
 def read_key(client: httpx.Client) -> str:
@@ -305,7 +318,7 @@ def run(data_dir: Path, host: str, port: int) -> int:
 
 def back_fill(config_path: Path) -> int:
     """Step one device's edge agent through its missing history at full speed: sample every
-    SAMPLE_INTERVAL_S of simulated time, aggregate each closed minute, sign, and deliver a
+    BACK_FILL_STEP_S of simulated time, aggregate each closed minute, sign, and deliver a
     batch of 1,000 minutes per POST; from the agent's cursor (a restart fills the gap) or
     30 days ago, up to now."""
     from edge.agent import CURSOR, Agent
@@ -321,17 +334,17 @@ def back_fill(config_path: Path) -> int:
     try:
         cursor = agent.store.get_state(CURSOR)
         since = int(cursor) / 1000 if cursor else time.time() - HISTORY.total_seconds()
-        t = math.ceil(max(since, time.time() - HISTORY.total_seconds()) / SAMPLE_INTERVAL_S)
-        t *= SAMPLE_INTERVAL_S
+        t = math.ceil(max(since, time.time() - HISTORY.total_seconds()) / BACK_FILL_STEP_S)
+        t *= BACK_FILL_STEP_S
         next_flush = t + BACK_FILL_SECONDS_PER_FLUSH
-        while t <= time.time() - SAMPLE_INTERVAL_S:
+        while t <= time.time() - BACK_FILL_STEP_S:
             agent.sample(t)
             if t % 60 == 0:  # a minute ended: aggregate it (and sign it into the outbox)
                 agent.aggregate(t)
             if t >= next_flush:
                 deliver(agent, t)
                 next_flush = t + BACK_FILL_SECONDS_PER_FLUSH
-            t += SAMPLE_INTERVAL_S
+            t += BACK_FILL_STEP_S
         deliver(agent, time.time())
     finally:
         agent.close()

@@ -6,6 +6,7 @@ import json
 import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,22 @@ class Page:
     context: Callable[[], Mapping[str, Any]] = field(default=dict)
 
 
+def _shipped_tariffs() -> list[dict[str, Any]]:
+    """The tariff documents shipped in contracts/energy/tariffs/, by id."""
+    folder = resources.files("contracts.energy") / "tariffs"
+    found = [json.loads(f.read_text()) for f in folder.iterdir() if f.name.endswith(".json")]
+    return sorted(found, key=lambda document: document["id"])
+
+
 def _admin_context() -> Mapping[str, Any]:
-    """The shipped device types and time zones, for the admin's pickers."""
+    """The shipped device types, time zones and tariffs, for the admin's pickers."""
+    tariffs = _shipped_tariffs()
     return {
         "device_types": sorted(device_types().values(), key=lambda t: t.name),
         "time_zones": sorted(zoneinfo.available_timezones()),
+        "tariffs": tariffs,
+        # Inert data for admin.js (type application/json is never run); '<' escaped as above.
+        "tariffs_json": json.dumps(tariffs, ensure_ascii=False).replace("<", "\\u003c"),
     }
 
 
@@ -47,6 +59,7 @@ def _admin_context() -> Mapping[str, Any]:
 PAGES = (
     Page(path="/", name="overview"),
     Page(path="/proof", name="proof"),
+    Page(path="/reports", name="reports"),
     Page(path="/timeline", name="timeline"),
     Page(path="/admin", name="admin", context=_admin_context),
     Page(path="/signin", name="signin", in_nav=False),

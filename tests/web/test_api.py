@@ -62,7 +62,7 @@ def test_apps_list_names_and_scopes_never_keys(gateway: Gateway) -> None:  # noq
 
 def test_pages_are_served_with_a_strict_policy(gateway: Gateway) -> None:  # noqa: F811
     with gateway.client() as client:
-        for path in ("/", "/proof", "/timeline", "/admin", "/signin"):
+        for path in ("/", "/proof", "/reports", "/timeline", "/admin", "/signin"):
             reply = client.get(path)
             assert reply.status_code == 200, path
             assert reply.headers["content-type"].startswith("text/html")

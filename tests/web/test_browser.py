@@ -24,7 +24,7 @@ from ledger.verify import verify_bundle
 from tests.gateway.server import Gateway, start_gateway
 from tests.web.conftest import PHONE, Tab, require_chromium
 
-PAGES = ("/", "/proof", "/timeline", "/admin", "/signin")
+PAGES = ("/", "/proof", "/reports", "/timeline", "/admin", "/signin")
 
 
 # What submit()'s readings measure, declared as the registry asks (nothing is guessed).
@@ -387,8 +387,17 @@ def test_the_admin_registers_a_device_that_then_submits(tab: Tab, web_gateway: G
     )
     page.click("#device-form button[type=submit]")
     page.wait_for_selector("#devices tr[data-device='adm-solar'] td:text('pv_w generation W')")
+    page.select_option("#tariff-community", "adm-hoa")
+    page.wait_for_selector("#tariff-current[data-tariff='']")
+    page.select_option("#tariff-shipped", "es-2.0td")
+    page.fill("#tariff-form input[name=contracted]", "P1=4.6 P2=3.45")
+    page.click("#tariff-form button[type=submit]")
+    page.wait_for_selector("#tariff-current[data-tariff='es-2.0td']")
+    assert "P2 3.45 kW" in page.inner_text("#tariff-current")
     with web_gateway.client(web_gateway.admin_token) as client:
+        tariff = client.get("/v1/communities/adm-hoa/tariff").json()
         listed = client.get("/v1/devices", params={"community": "adm-hoa"}).json()["items"]
+    assert tariff["contracted_kW"] == {"P1": "4.6", "P2": "3.45"}
     assert {d["id"]: (d["profile"] or {}).get("type") for d in listed} == {
         "adm-meter": "tasmota_plug",
         "adm-solar": None,
@@ -459,7 +468,7 @@ def test_a_phone_renders_every_page_without_horizontal_scrolling(
             tab.screenshot(
                 "phone-" + (path.strip("/").replace("?", "-").replace("=", "-")[:40] or "overview")
             )
-        assert tab.errors == []
+        assert tab.unexpected_errors == [], tab.errors
     finally:
         context.close()
 

@@ -9,6 +9,9 @@ const deviceForm = document.getElementById("device-form");
 const appForm = document.getElementById("app-form");
 const deviceCommunity = document.getElementById("device-community");
 const shownKey = document.getElementById("app-key");
+const tariffForm = document.getElementById("tariff-form");
+const tariffCommunity = document.getElementById("tariff-community");
+const shippedTariffs = JSON.parse(document.getElementById("shipped-tariffs").textContent);
 
 function done(text) {
   say(status, text, "ok");
@@ -28,7 +31,10 @@ async function loadCommunities() {
   const chosen = deviceCommunity.value;
   deviceCommunity.replaceChildren(...communities.map((c) => el("option", { value: c.id }, c.id)));
   if (communities.some((c) => c.id === chosen)) deviceCommunity.value = chosen;
-  await loadDevices();
+  const chosenForTariff = tariffCommunity.value;
+  tariffCommunity.replaceChildren(...communities.map((c) => el("option", { value: c.id }, c.id)));
+  if (communities.some((c) => c.id === chosenForTariff)) tariffCommunity.value = chosenForTariff;
+  await Promise.all([loadDevices(), loadTariff()]);
 }
 
 async function loadDevices() {
@@ -49,6 +55,37 @@ async function loadDevices() {
       el("button", { type: "button", class: "revoke danger", onclick: () => revokeDevice(d.id) }, t("admin.revoke")),
     )),
   )));
+}
+
+/** The community's current tariff (GET /v1/communities/{id}/tariff), or that it has none. */
+async function loadTariff() {
+  const community = tariffCommunity.value;
+  const current = document.getElementById("tariff-current");
+  if (!community) {
+    current.textContent = "";
+    return;
+  }
+  try {
+    const recorded = await api(`/v1/communities/${encodeURIComponent(community)}/tariff`);
+    const power = Object.entries(recorded.contracted_kW).map(([p, kw]) => `${p} ${kw} kW`).join(", ");
+    current.textContent = t("admin.tariff_current", { id: recorded.tariff.id, power: power || "—", sha: recorded.tariff_sha256.slice(0, 12) });
+    current.dataset.tariff = recorded.tariff.id;
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    current.textContent = t("admin.tariff_none");
+    current.dataset.tariff = "";
+  }
+}
+
+/** "P1=4.6 P2=4.6" as {"P1": "4.6", "P2": "4.6"}. */
+function contracted(text) {
+  const power = {};
+  for (const part of text.split(/[\s,;]+/).filter(Boolean)) {
+    const [period, kw] = part.split("=");
+    if (!period || kw === undefined) throw new Error(t("admin.contracted_bad", { part }));
+    power[period.trim()] = kw.trim();
+  }
+  return power;
 }
 
 /** "tasmota_plug: plug_w consumption W, ..." or "none declared". */
@@ -156,6 +193,24 @@ submit(deviceForm, async (data) => {
   await loadCommunities();
 });
 
+submit(tariffForm, async (data) => {
+  const community = tariffCommunity.value;
+  let tariff = shippedTariffs.find((doc) => doc.id === data.get("shipped"));
+  const file = data.get("file");
+  if (!tariff) {
+    if (!file || !file.size) throw new Error(t("admin.tariff_pick"));
+    try {
+      tariff = JSON.parse(await file.text());
+    } catch (error) {
+      throw new Error(t("admin.profile_not_json", { detail: error.message }));
+    }
+  }
+  const body = { tariff, contracted_kW: contracted(data.get("contracted")) };
+  await api(`/v1/communities/${encodeURIComponent(community)}/tariff`, { method: "PUT", body });
+  done(t("admin.tariff_set", { id: tariff.id, community }));
+  await loadTariff();
+});
+
 submit(appForm, async (data) => {
   const scopes = data.get("scopes").split(/[\s,]+/).filter(Boolean);
   const app = await api("/v1/apps", { method: "POST", body: { name: data.get("name").trim(), scopes } });
@@ -164,6 +219,7 @@ submit(appForm, async (data) => {
 });
 
 deviceCommunity.addEventListener("change", () => loadDevices().catch(failed));
+tariffCommunity.addEventListener("change", () => loadTariff().catch(failed));
 
 async function main() {
   await ready;
