@@ -212,7 +212,12 @@ class _Computed:
                 continue  # an hour before the period, needed only to fill tariff blocks
             tally = self.tallies[index][device]
             tally.mwh[role] += energy
-            tally.present += min(rollup.minutes, elapsed[hour])
+            # Only an hour that has not fully elapsed caps its minutes (a summed unit of
+            # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
+            minutes_elapsed = elapsed[hour]
+            tally.present += (
+                rollup.minutes if minutes_elapsed == 60 else min(rollup.minutes, minutes_elapsed)
+            )
             self.readings += rollup.minutes
             if rollup.peak_mw is None or role == "grid_export":
                 continue

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 
+from contracts.energy.aggregate import add, units
 from contracts.energy.csv import render_csv
 from contracts.energy.errors import EnergyError
 from contracts.energy.hourly import HourlyRollup
@@ -72,14 +73,26 @@ order, each followed by a newline), which reads every one of them.
 
 DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 SNAPSHOT = {"postgresql": "REPEATABLE READ"}
-ROLLUPS = (
-    "SELECT device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, "
-    "last_idx FROM rollups WHERE community_id = ? AND hour >= ? AND hour < ?"
+# The rollups below the checkpoint summed per unit (contracts/energy/aggregate.py) in the
+# database: sums, the highest peak, and the earliest minute that reached it.
+AGGREGATE = """
+WITH j AS (
+  SELECT r.device_id, r.sensor, u.unit, r.minutes, r.energy_mwh, r.peak_mw, r.peak_minute,
+         r.first_idx, r.last_idx
+  FROM rollups r JOIN {units} ON u.hour = r.hour
+  WHERE r.community_id = ? AND r.hour >= ? AND r.hour < ? AND r.last_idx < ?
+), a AS (
+  SELECT device_id, sensor, unit, SUM(minutes) AS minutes,
+         CAST(SUM(energy_mwh) AS BIGINT) AS energy, MAX(peak_mw) AS peak,
+         MIN(first_idx) AS first, MAX(last_idx) AS last
+  FROM j GROUP BY device_id, sensor, unit
 )
-
-
-def _utc(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+SELECT a.device_id, a.sensor, a.unit, a.minutes, a.energy, a.peak, MIN(j.peak_minute),
+       a.first, a.last
+FROM a LEFT JOIN j ON j.device_id = a.device_id AND j.sensor = a.sensor
+     AND j.unit = a.unit AND j.peak_mw = a.peak
+GROUP BY a.device_id, a.sensor, a.unit, a.minutes, a.energy, a.peak, a.first, a.last
+"""
 
 
 def _registry(cursor: DriverCursor, tree_size: int) -> list[RegistryEntry]:
@@ -97,45 +110,71 @@ def _registry(cursor: DriverCursor, tree_size: int) -> list[RegistryEntry]:
     return found
 
 
+def _units_table(
+    cursor: DriverCursor, unit_of: dict[int, int], postgres: bool
+) -> tuple[str, list[Any]]:
+    """The hour -> unit mapping as something to join: (SQL, its parameters)."""
+    if postgres:
+        hours = list(unit_of)
+        return "unnest(?::bigint[], ?::bigint[]) AS u(hour, unit)", [
+            hours, [unit_of[h] for h in hours]
+        ]  # fmt: skip
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS report_units (hour INTEGER PRIMARY KEY, unit INTEGER)"
+    )
+    cursor.execute("DELETE FROM report_units")
+    cursor.executemany("INSERT INTO report_units VALUES (?, ?)", list(unit_of.items()))
+    return "report_units u", []
+
+
 def _rollups(
-    cursor: DriverCursor, inputs: CommunityInputs, ranges: list[tuple[datetime, datetime]],
-    tree_size: int,
+    cursor: DriverCursor, inputs: CommunityInputs, unit_of: dict[int, int], tree_size: int,
+    postgres: bool,
 ) -> list[HourlyRollup]:  # fmt: skip
-    """The community's rollups in `ranges` as the log up to `tree_size` builds them."""
-    clean: list[HourlyRollup] = []
-    dirty: set[HourKey] = set()
-    first_dirty = tree_size
-    for start, end in ranges:
-        rows = cursor.execute(
-            ROLLUPS, (inputs.community_id, int(start.timestamp()), int(end.timestamp()))
-        ).fetchall()
-        for device, sensor, hour, minutes, mwh, peak, peak_at, first, last in rows:
-            if last >= tree_size:  # touched by an entry the checkpoint does not cover
-                dirty.add((device, sensor, hour))
-                first_dirty = min(first_dirty, first)
+    """The community's rollups summed per unit, as the log up to `tree_size` builds them."""
+    if not unit_of:
+        return []
+    units_sql, units_params = _units_table(cursor, unit_of, postgres)
+    sums: dict[HourKey, HourTotals] = {}
+    rows = cursor.execute(
+        AGGREGATE.format(units=units_sql),
+        (*units_params, inputs.community_id, min(unit_of), max(unit_of) + 1, tree_size),
+    ).fetchall()
+    for device, sensor, unit, minutes, mwh, peak, peak_at, first, last in rows:
+        sums[(device, sensor, unit)] = HourTotals(
+            int(minutes), None if mwh is None else int(mwh), peak, peak_at, first, last
+        )
+    # Rollups touched by an entry the checkpoint does not cover: recomputed from the log.
+    dirty = cursor.execute(
+        "SELECT device_id, sensor, hour, first_idx FROM rollups WHERE community_id = ? "
+        "AND hour >= ? AND hour < ? AND last_idx >= ?",
+        (inputs.community_id, min(unit_of), max(unit_of) + 1, tree_size),
+    ).fetchall()
+    wanted = {(device, sensor, hour) for device, sensor, hour, _ in dirty if hour in unit_of}
+    if wanted:
+        devices = sorted({device for device, _, _ in wanted})
+        marks = ", ".join("?" * len(devices))
+        totals: dict[HourKey, HourTotals] = {}
+        for index, device, data in cursor.execute(
+            f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
+            f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
+            (min(first for *_, first in dirty), tree_size, CONTRACT, *devices),
+        ):
+            try:
+                payload = parse_json(bytes(data), what="entry").get("payload")
+            except (FormatError, AttributeError):
                 continue
-            clean.append(HourlyRollup(
-                device_id=device, sensor=sensor, hour=_utc(hour), minutes=minutes,
-                energy_mwh=mwh, peak_mw=peak,
-                peak_minute=None if peak_at is None else _utc(peak_at),
-                first_idx=first, last_idx=last,
-            ))  # fmt: skip
-    if not dirty:
-        return clean
-    devices = sorted({device for device, _, _ in dirty})
-    marks = ", ".join("?" * len(devices))
-    totals: dict[HourKey, HourTotals] = {}
-    for index, device, data in cursor.execute(
-        f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
-        f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
-        (first_dirty, tree_size, CONTRACT, *devices),
-    ):
-        try:
-            payload = parse_json(bytes(data), what="entry").get("payload")
-        except (FormatError, AttributeError):
-            continue
-        add_entry(totals, index, device, payload)
-    return clean + [hourly_rollup(key, totals[key]) for key in sorted(dirty) if key in totals]
+            add_entry(totals, index, device, payload)
+        for key in sorted(wanted & totals.keys()):
+            device, sensor, hour = key
+            unit_key = (device, sensor, unit_of[hour])
+            known = sums.get(unit_key)
+            part = hourly_rollup(key, totals[key])
+            if known is None:
+                known = sums[unit_key] = HourTotals(0, None, None, None, part.first_idx,
+                                                    part.last_idx)  # fmt: skip
+            add(known, part)
+    return [hourly_rollup(key, sums[key]) for key in sorted(sums)]
 
 
 def _entries_used(
@@ -212,8 +251,10 @@ def _compute_in(
     else:
         period = custom_period(period_args["from"], period_args["to"], zone)
     ranges = rollup_ranges(period, inputs.tariff)
-    rollups = _rollups(cursor, inputs, ranges, tree_size)
     as_of = datetime.now(UTC).replace(second=0, microsecond=0)
+    unit_of = units(period, inputs.tariff, as_of)
+    postgres = conn.dialect.name == "postgresql"
+    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres)
     report = build_report(
         rollups=rollups, roles=inputs.roles, period=period, tariff=inputs.tariff,
         contracted_kw=inputs.contracted_kw, as_of=as_of,

@@ -1,0 +1,97 @@
+"""Rollups summed to the coarsest grain a report can use, so a year is a few thousand rows.
+
+`build_report` reads hourly rollups, but it only ever needs, per device and sensor, the sums
+over hours that fall in the same bucket of each period it computes (the period, the
+previous one, the year before), in the same local month (tariff blocks fill per month), in
+the same tariff period and version. Hours sharing all of that form one *unit*; a unit is
+represented by its first hour, and the rollups of its hours summed into one rollup at that
+hour give `build_report` exactly the same report (a test holds the two paths equal):
+
+- energy and minutes are sums; the peak is the highest with the earliest minute, as
+  `build_report` picks among rollups of one device and sensor;
+- a unit's hours are contiguous in time within each tariff period and month, so monthly
+  blocks fill in the same amounts;
+- the hour that contains `as_of` and any later one stay units of their own: only there are
+  minutes capped by the time elapsed.
+
+The gateway sends `units(...)` (UTC hour -> its unit's first hour, Unix seconds) to the
+database and lets it GROUP BY; `merge` does the same in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from contracts.energy.errors import TariffError
+from contracts.energy.hourly import HourlyRollup
+from contracts.energy.minute import HourTotals, hourly_rollup
+from contracts.energy.periods import HOUR, Period
+from contracts.energy.report import rollup_ranges
+from contracts.energy.tariff import Tariff, price_hour
+
+
+def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, int]:
+    """Every UTC hour `build_report` reads for `period` -> the first hour of its unit."""
+    periods = (period, period.previous(), period.year_before())
+    bucket_of = [
+        {hour: i for i, bucket in enumerate(p.buckets()) for hour in bucket.hours()}
+        for p in periods
+    ]
+    hourly = [p.bucket_size.value == "hour" for p in periods]
+    partial = as_of.replace(minute=0, second=0, microsecond=0)
+    first_of: dict[tuple[object, ...], int] = {}
+    out: dict[int, int] = {}
+    for start, end in rollup_ranges(period, tariff):
+        hour = start
+        while hour < end:
+            seconds = int(hour.timestamp())
+            buckets = tuple(b.get(hour, -1) for b in bucket_of)
+            if hour >= partial or any(
+                flag and index >= 0 for flag, index in zip(hourly, buckets, strict=True)
+            ):
+                out[seconds] = seconds  # an hour of its own
+            else:
+                local = hour.astimezone(period.zone)
+                key: tuple[object, ...] = (buckets, local.year, local.month)
+                try:
+                    if tariff is not None:
+                        priced = price_hour(tariff, local)
+                        key += (id(priced.version), priced.period)
+                except TariffError:  # build_report decides what an unpriced hour means
+                    key = (seconds,)
+                out[seconds] = first_of.setdefault(key, seconds)
+            hour += HOUR
+    return out
+
+
+def add(totals: HourTotals, rollup: HourlyRollup) -> None:
+    """Fold one rollup (or partial sum) into a unit's totals."""
+    totals.minutes += rollup.minutes
+    if rollup.energy_mwh is not None:
+        totals.energy_mwh = (totals.energy_mwh or 0) + rollup.energy_mwh
+    if rollup.peak_mw is not None and rollup.peak_minute is not None:
+        minute = int(rollup.peak_minute.timestamp())
+        if (
+            totals.peak_mw is None
+            or totals.peak_minute is None
+            or (rollup.peak_mw, -minute) > (totals.peak_mw, -totals.peak_minute)
+        ):
+            totals.peak_mw, totals.peak_minute = rollup.peak_mw, minute
+    totals.first_idx = min(totals.first_idx, rollup.first_idx)
+    totals.last_idx = max(totals.last_idx, rollup.last_idx)
+
+
+def merge(rollups: Iterable[HourlyRollup], unit_of: Mapping[int, int]) -> list[HourlyRollup]:
+    """Rollups summed per (device, sensor, unit); hours outside `unit_of` are dropped."""
+    totals: dict[tuple[str, str, int], HourTotals] = {}
+    for rollup in rollups:
+        unit = unit_of.get(int(rollup.hour.timestamp()))
+        if unit is None:
+            continue
+        key = (rollup.device_id, rollup.sensor, unit)
+        known = totals.get(key)
+        if known is None:
+            known = totals[key] = HourTotals(0, None, None, None, rollup.first_idx, rollup.last_idx)
+        add(known, rollup)
+    return [hourly_rollup(key, totals[key]) for key in sorted(totals)]
