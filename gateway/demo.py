@@ -185,13 +185,19 @@ def register(demo: Demo, client: httpx.Client) -> None:
     for seed, device in enumerate(DEVICES, start=1):
         config = edge_config(demo, device, seed)
         key = NamedKey.load(config.parent / "device.key")
-        body = {
+        body: dict[str, Any] = {
             "id": device.id,
             "community_id": COMMUNITY["id"],
             "public_key": key.public_key_b64,
             "type": device.type,
             "sensor": device.sensor,
         }
+        if device.kind != "boiler":
+            # The simulator types declare both the W gauge and the Wh counter of one sensor
+            # with the energy role, so reports and /latest would count its energy twice:
+            # the counter is the energy, the gauge is shown but not summed.
+            gauge = {"role": "other", "unit": "W"}
+            body["profile"] = {"sensors": {f"{device.sensor}_w": gauge}}
         created(client.post("/v1/devices", json=body))
     tariff_path = f"/v1/communities/{COMMUNITY['id']}/tariff"
     if client.get(tariff_path).status_code == 404:  # not set by an earlier run

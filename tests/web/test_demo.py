@@ -72,7 +72,17 @@ def test_make_run_shows_a_live_community_with_30_days_of_reports(
             }
             assert set(newest) == {device.id for device in DEVICES}
             assert min(newest.values()) >= now - LIVE_WITHIN - timedelta(minutes=1)
-            assert latest["power"]["consumption_w"] > 0
+            # Each sensor's energy counts once: its Wh counter (the W gauge is declared other).
+            minute_w = {
+                d["device_id"]: sum(
+                    r["sum"] * 60 for name, r in d["readings"].items() if name.endswith("_wh")
+                )
+                for d in latest["devices"]
+            }
+            power = latest["power"]
+            assert power["generation_w"] == pytest.approx(minute_w["solar-roof"])
+            flats = sum(w for device, w in minute_w.items() if device.startswith("flat-"))
+            assert power["consumption_w"] == pytest.approx(flats) and flats > 0
             # Every day of the last 30 has energy in the community's report, and costs.
             today = now.date()
             report = client.get(
