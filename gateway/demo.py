@@ -151,31 +151,30 @@ def created(reply: httpx.Response) -> None:
 
 
 def edge_config(demo: Demo, device: DemoDevice, seed: int) -> Path:
-    """The device's key and edge.toml (written once: a restart continues its timeline)."""
+    """The device's key (kept across runs, as its edge database is) and edge.toml."""
     folder = demo.data_dir / "edge" / device.id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_file = folder / "device.key"
     if not key_file.exists():
         NamedKey.generate(device.id).save(key_file)
-    config = folder / "edge.toml"
-    if not config.exists():
-        config.write_text(
-            f'device_id = "{device.id}"\n'
-            f'community = "{COMMUNITY["id"]}"\n'
-            'key_file = "device.key"\n'
-            'data_dir = "."\n'
-            "[delivery]\n"
-            'transport = "http"\n'
-            f'url = "{demo.url}"\n'
-            "batch_size = 1000\n"
-            "[[sensor]]\n"
-            'driver = "simulator"\n'
-            f'name = "{device.sensor}"\n'
-            f'kind = "{device.kind}"\n'
-            f"seed = {seed}\n"
-            f"interval_s = {SAMPLE_INTERVAL_S}\n"
-            f"{device.options}\n"
-        )
+    config = folder / "edge.toml"  # rewritten each run: the port may differ
+    config.write_text(
+        f'device_id = "{device.id}"\n'
+        f'community = "{COMMUNITY["id"]}"\n'
+        'key_file = "device.key"\n'
+        'data_dir = "."\n'
+        "[delivery]\n"
+        'transport = "http"\n'
+        f'url = "{demo.url}"\n'
+        "batch_size = 1000\n"
+        "[[sensor]]\n"
+        'driver = "simulator"\n'
+        f'name = "{device.sensor}"\n'
+        f'kind = "{device.kind}"\n'
+        f"seed = {seed}\n"
+        f"interval_s = {SAMPLE_INTERVAL_S}\n"
+        f"{device.options}\n"
+    )
     return config
 
 

@@ -9,9 +9,7 @@ import math
 import random
 import struct
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from ledger.encoding import canonical_json, parse_json
 from ledger.errors import FormatError, VerificationError
 from ledger.keys import NamedKey
 from ledger.verify import verify_bundle
+from tests.docs.fenced import REPO, session
 from tests.gateway.server import Gateway, start_gateway
 from tests.web.conftest import PHONE, Tab, require_chromium
 
@@ -554,26 +553,17 @@ def test_jcs_in_the_browser_is_byte_identical_to_the_ledgers(tab: Tab) -> None:
 
 
 def test_the_documented_bench_command_runs() -> None:
-    """docs/dashboard.md shows `python -m bench.web`; run it, small."""
+    """docs/dashboard.md's bench command, as written there, run small."""
     require_chromium()
+    [command] = session(REPO / "docs" / "dashboard.md", "bench-web").splitlines()
+    assert command == ".venv/bin/python -m bench.web"
+    small = "--devices 2 --minutes 3 --loads 1 --commits 2"
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.web",
-            "--devices",
-            "2",
-            "--minutes",
-            "3",
-            "--loads",
-            "1",
-            "--commits",
-            "2",
-        ],
+        ["bash", "-c", f"{command} {small}"],
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     assert run.returncode == 0, run.stderr
     assert "to first render: median" in run.stdout
