@@ -135,12 +135,14 @@ function renderDevices(report) {
 
 const COLOURS = { generated: "#2f6f4f", consumed: "#b5651d", net: "#3b5b92", cost: "#7a3b92" };
 
-function chart(id, series, data) {
+function chart(id, series, data, zone) {
   const box = document.getElementById(id);
   const width = Math.max(280, box.clientWidth);
   charts[id]?.destroy();
   charts[id] = new uPlot({
     width, height: 220,
+    // The axis in the community's time zone, as the report's buckets are.
+    tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), zone),
     series: [{}, ...series],
     axes: [{}, { size: 70 }],
   }, data, box);
@@ -153,14 +155,15 @@ function renderCharts(report) {
     return value === null || value === undefined ? null : Number(value);
   });
   const bars = uPlot.paths.bars({ size: [0.7, 60] });
+  const zone = report.period.time_zone;
   chart("chart-energy", [
     { label: t("reports.generated"), stroke: COLOURS.generated, fill: `${COLOURS.generated}33`, width: 2 },
     { label: t("reports.consumed"), stroke: COLOURS.consumed, fill: `${COLOURS.consumed}33`, width: 2 },
-  ], [times, values((b) => b.generated_kWh), values((b) => b.consumed_kWh)]);
+  ], [times, values((b) => b.generated_kWh), values((b) => b.consumed_kWh)], zone);
   chart("chart-net", [{ label: t("reports.net"), stroke: COLOURS.net, fill: `${COLOURS.net}55`, paths: bars }],
-    [times, values((b) => b.net_kWh)]);
+    [times, values((b) => b.net_kWh)], zone);
   chart("chart-cost", [{ label: t("reports.cost"), stroke: COLOURS.cost, fill: `${COLOURS.cost}55`, paths: bars }],
-    [times, values((b) => b.cost?.total)]);
+    [times, values((b) => b.cost?.total)], zone);
   document.getElementById("cost-caption").textContent = report.tariff
     ? `${t("reports.chart_cost")} (${report.tariff.currency}, ${report.tariff.id})` : t("reports.no_tariff");
 }
