@@ -374,7 +374,8 @@ def _add_cost(into: dict[str, Any], part: dict[str, Any]) -> None:
 class _Written:
     """A period written out: bucket rows, total, devices, community charges."""
 
-    def __init__(self, computed: _Computed) -> None:
+    def __init__(self, computed: _Computed, *, detail: bool = True) -> None:
+        """`detail=False` (a comparison): only `total`, `readings` and `mwh` are filled."""
         period, devices = computed.period, computed.devices
         costed = computed.parts is not None
         self.buckets: list[dict[str, Any]] = []
@@ -394,11 +395,14 @@ class _Written:
             for device in devices:
                 device_tally = computed.tallies[index][device]
                 tally.add(device_tally)
-                device_totals[device].add(device_tally)
-                device_row: dict[str, Any] = {**times, **_energy_json(device_tally, period)}
                 part = computed.device_cost(index, device)
                 if part is not None:
                     parts.append(part)
+                if not detail:
+                    continue
+                device_totals[device].add(device_tally)
+                device_row: dict[str, Any] = {**times, **_energy_json(device_tally, period)}
+                if part is not None:
                     _add_cost(device_cost_totals[device], part)
                 device_row["cost"] = None if part is None else _cost_json([part], None)
                 self.device_rows[device].append(device_row)
@@ -409,6 +413,8 @@ class _Written:
                     charges_total[key] += value
             grand.add(tally)
             all_parts.extend(parts)
+            if not detail:
+                continue
             row: dict[str, Any] = {**times, **_energy_json(tally, period)}
             row.update(_ratios(tally.mwh, computed.declared))
             row["cost"] = _cost_json(parts, charges) if costed else None
@@ -460,10 +466,10 @@ def _comparison(current: _Written, earlier_period: Period, compute: Any) -> dict
     out: dict[str, Any] = {"period": _period_json(earlier_period)}
     cost_error: str | None = None
     try:
-        earlier = _Written(compute(earlier_period, with_tariff=True))
+        earlier = _Written(compute(earlier_period, with_tariff=True), detail=False)
     except TariffError as exc:  # e.g. no holiday data that year: energy still compares
         cost_error = f"the earlier cost cannot be computed: {exc}"
-        earlier = _Written(compute(earlier_period, with_tariff=False))
+        earlier = _Written(compute(earlier_period, with_tariff=False), detail=False)
     values = {key: Decimal(earlier.total[key]) for key in COMPARED}
     out["total"] = {key: earlier.total[key] for key in COMPARED}
     earlier_cost = earlier.total["cost"]

@@ -261,9 +261,16 @@ def test_peak_and_late_minute_in_sql(place: Place) -> None:
     try:
         upgrade(engine)
         with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-            conn.execute(text("INSERT INTO communities VALUES ('hoa', 'hoa', 'x')"))
+            conn.execute(
+                text("INSERT INTO communities (id, name, created_at) VALUES ('hoa', 'hoa', 'x')")
+            )
             key = NamedKey.generate("d1").public_key_b64
-            conn.execute(text(f"INSERT INTO devices VALUES ('d1', 'hoa', '{key}', NULL, 'x')"))
+            conn.execute(
+                text(
+                    "INSERT INTO devices (id, community_id, public_key, revoked_at, created_at) "
+                    f"VALUES ('d1', 'hoa', '{key}', NULL, 'x')"
+                )
+            )
 
         log = Log(engine=engine, signer=None, origin="test")
         hook = Rollups(engine, Directory(engine, registry_key="")).write
