@@ -1,10 +1,11 @@
-# The README's two commands: `make run` (gateway on embedded defaults) and `make test`.
+# The README's commands: `make run` (the demo: gateway, simulated community, dashboard),
+# `make serve` (the bare gateway on embedded defaults) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run serve test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 # .venv with the project and its test extra, without running anything.
 install: $(STAMP)
 
-# The gateway on its embedded defaults: SQLite and keys under ./var, port 8000.
-# `exec`: the gateway replaces the recipe's shell, so the SIGTERM that make forwards to its
-# child when killed (and Ctrl-C) reaches the gateway, which stops its writer.
+# The demo (gateway/demo.py): the gateway on embedded defaults under ./var/demo and a
+# community fed by simulated edge agents with 30 days of history; prints the dashboard URL.
+# `exec`: the command replaces the recipe's shell, so the SIGTERM that make forwards to its
+# child when killed (and Ctrl-C) reaches it, and it stops everything it started.
 run: $(STAMP)
+	exec $(BIN)/patio demo --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+
+# The bare gateway on its embedded defaults: SQLite and keys under ./var, port 8000.
+serve: $(STAMP)
 	exec $(BIN)/patio gateway serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 lint: $(STAMP)

@@ -64,6 +64,17 @@ TRANSFERRED = """() => {
 }"""
 
 
+# What payload()'s readings measure, declared as the registry asks (the overview sums by role).
+PROFILE = {
+    "profile": {
+        "sensors": {
+            "solar_pv": {"role": "generation", "unit": "W"},
+            "load": {"role": "consumption", "unit": "W"},
+        }
+    }
+}
+
+
 def payload(device: str, seq: int, start: datetime) -> dict[str, Any]:
     """A minute aggregate with a generation and a consumption reading."""
     return {
@@ -98,6 +109,7 @@ def fill(
         for number in range(devices):
             device = f"meter-{number:02d}"
             key = gateway.device(device, COMMUNITY)
+            gateway.admin.post(f"/v1/devices/{device}/profile", json=PROFILE).raise_for_status()
             envelopes = []
             for seq in range(1, minutes + 1):
                 body = payload(device, seq, now - timedelta(minutes=minutes + room - seq + 1))

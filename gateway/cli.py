@@ -1,9 +1,10 @@
-"""`patio gateway serve`, `patio admin create-token`, `patio reports rebuild` and
-`patio retention apply|erase`."""
+"""`patio gateway serve`, `patio admin create-token`, `patio reports rebuild`,
+`patio retention apply|erase` and `patio demo`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ledger.cli import EXIT_FAILED, EXIT_OK, CommandError
@@ -24,6 +25,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     admin_actions = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
     token = admin_actions.add_parser("create-token", help="print a new admin token (last line)")
     token.set_defaults(handler=run_create_token)
+
+    demo = commands.add_parser(
+        "demo", help="the gateway and a simulated community with 30 days of history (make run)"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--data-dir", type=Path, default=Path("var/demo"))
+    demo.set_defaults(handler=run_demo)
 
     reports = commands.add_parser("reports", help="the gateway's energy rollups")
     report_actions = reports.add_subparsers(dest="reports_command", required=True, metavar="ACTION")
@@ -68,6 +77,13 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return EXIT_OK
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo until interrupted (gateway/demo.py)."""
+    from gateway import demo
+
+    return demo.run(args.data_dir, args.host, args.port)
 
 
 def run_create_token(args: argparse.Namespace) -> int:

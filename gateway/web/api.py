@@ -1,15 +1,14 @@
-"""The reads the dashboard needs beyond the pinned API: who am I, and lists to choose from."""
+"""The reads the dashboard needs beyond the pinned API: who am I, and the app keys."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from gateway.deps import AdminDep, GatewayDep, ReaderDep
-from gateway.problems import Problem
-from gateway.store import apps, communities, devices
+from gateway.store import apps
 
 router = APIRouter(prefix="/v1", tags=["dashboard"])
 
@@ -24,40 +23,6 @@ async def me(caller: ReaderDep) -> dict[str, Any]:
         "scopes": sorted(caller.scopes),
         "communities": None if readable is None else sorted(readable),
     }
-
-
-@router.get("/communities", summary="The communities this key may read")
-async def list_communities(gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
-    count = (
-        select(devices.c.community_id, func.count().label("devices"))
-        .group_by(devices.c.community_id)
-        .subquery()
-    )
-    query = (
-        select(communities, func.coalesce(count.c.devices, 0).label("devices"))
-        .join(count, count.c.community_id == communities.c.id, isouter=True)
-        .order_by(communities.c.id)
-    )
-    if caller.readable is not None:
-        query = query.where(communities.c.id.in_(caller.readable))
-    with gateway.log.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return {"communities": [dict(row._mapping) for row in rows]}
-
-
-@router.get("/communities/{community_id}/devices", summary="A community's devices and keys")
-async def list_devices(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
-    if not caller.can_read(community_id):
-        raise Problem(403, "Forbidden", f"this key may not read community {community_id!r}")
-    with gateway.log.engine.connect() as conn:
-        if not conn.execute(
-            select(communities.c.id).where(communities.c.id == community_id)
-        ).first():
-            raise Problem(404, "Not found", f"no community {community_id!r}")
-        rows = conn.execute(
-            select(devices).where(devices.c.community_id == community_id).order_by(devices.c.id)
-        ).all()
-    return {"devices": [dict(row._mapping) for row in rows]}
 
 
 @router.get("/apps", summary="App keys (their names and scopes; never the keys)")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import zoneinfo
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from contracts.device_types import catalog as device_types
 from gateway.web.i18n import COOKIE, LANGUAGES, catalog, language_of
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -28,14 +32,36 @@ class Page:
     path: str
     name: str
     in_nav: bool = True
+    # What the template needs besides the strings, computed per request.
+    context: Callable[[], Mapping[str, Any]] = field(default=dict)
+
+
+def _shipped_tariffs() -> list[dict[str, Any]]:
+    """The tariff documents shipped in contracts/energy/tariffs/, by id."""
+    folder = resources.files("contracts.energy") / "tariffs"
+    found = [json.loads(f.read_text()) for f in folder.iterdir() if f.name.endswith(".json")]
+    return sorted(found, key=lambda document: document["id"])
+
+
+def _admin_context() -> Mapping[str, Any]:
+    """The shipped device types, time zones and tariffs, for the admin's pickers."""
+    tariffs = _shipped_tariffs()
+    return {
+        "device_types": sorted(device_types().values(), key=lambda t: t.name),
+        "time_zones": sorted(zoneinfo.available_timezones()),
+        "tariffs": tariffs,
+        # Inert data for admin.js (type application/json is never run); '<' escaped as above.
+        "tariffs_json": json.dumps(tariffs, ensure_ascii=False).replace("<", "\\u003c"),
+    }
 
 
 # A new page is one row here, `templates/<name>.html` and `static/<name>.js`.
 PAGES = (
     Page(path="/", name="overview"),
     Page(path="/proof", name="proof"),
+    Page(path="/reports", name="reports"),
     Page(path="/timeline", name="timeline"),
-    Page(path="/admin", name="admin"),
+    Page(path="/admin", name="admin", context=_admin_context),
     Page(path="/signin", name="signin", in_nav=False),
 )
 
@@ -57,6 +83,7 @@ def render(request: Request, page: Page) -> HTMLResponse:
             "t": strings.__getitem__,
             # </script> cannot occur: json.dumps escapes no '<', so escape it here.
             "catalog_json": json.dumps(strings, ensure_ascii=False).replace("<", "\\u003c"),
+            **page.context(),
         },
     )
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

@@ -78,6 +78,11 @@ def free_port() -> int:
 def fresh_clone(destination: Path) -> Path:
     """The repository's tracked files as they are in the worktree, in a git repository of
     their own (so `git status` shows what a session leaves behind), sharing `.venv`."""
+    stamp, project = REPO / ".venv" / ".installed", REPO / "pyproject.toml"
+    if not stamp.exists() or stamp.stat().st_mtime < project.stat().st_mtime:
+        # The clone's `make install` would reinstall the shared .venv editable from the
+        # clone, a temporary folder: every later `patio` would fail to import.
+        raise RuntimeError("pyproject.toml changed since `make install`: run it first")
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, check=True,

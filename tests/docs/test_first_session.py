@@ -59,7 +59,7 @@ def test_the_first_session_and_the_edge_quick_start_as_pasted(tmp_path: Path) ->
     assert "outbox empty" in out and "dead letters: 0" in out and "pending: 0" in out
     assert '"device_id":"boiler-room-1"' in out
     assert "Traceback" not in err
-    # `kill %1` of make stopped the gateway and its writer.
+    # `kill %1` of make (serve) stopped the gateway and its writer.
     assert wait_until_none_in(clone) == []
     # The keys and the database are the operator's only, and git ignores all of it.
     var = clone / "var"
@@ -149,12 +149,12 @@ def test_a_demo_clock_back_fills_and_never_runs_ahead() -> None:
     assert real - 86_400 <= behind.now() < real - 86_000
 
 
-def test_ctrl_c_stops_make_run_gateway_and_writer(tmp_path: Path) -> None:
+def test_ctrl_c_stops_make_serve_gateway_and_writer(tmp_path: Path) -> None:
     """Ctrl-C at a terminal: SIGINT to make's whole process group."""
     clone = fresh_clone(tmp_path / "patio")
     port = free_port()
     script = (
-        "make run &\n"
+        "make serve &\n"
         f"curl -sS --retry 30 --retry-delay 1 --retry-connrefused -o /dev/null "
         f"http://127.0.0.1:{port}/readyz\n"
         "echo ready\n"

@@ -9,9 +9,7 @@ import math
 import random
 import struct
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +19,28 @@ from ledger.encoding import canonical_json, parse_json
 from ledger.errors import FormatError, VerificationError
 from ledger.keys import NamedKey
 from ledger.verify import verify_bundle
+from tests.docs.fenced import REPO, session
 from tests.gateway.server import Gateway, start_gateway
 from tests.web.conftest import PHONE, Tab, require_chromium
 
-PAGES = ("/", "/proof", "/timeline", "/admin", "/signin")
+PAGES = ("/", "/proof", "/reports", "/timeline", "/admin", "/signin")
+
+
+# What submit()'s readings measure, declared as the registry asks (nothing is guessed).
+PROFILE = {
+    "sensors": {
+        "solar_pv": {"role": "generation", "unit": "W"},
+        "load": {"role": "consumption", "unit": "W"},
+        "pump": {"role": "switch", "unit": "bool"},
+    }
+}
+
+
+def declare(gateway: Gateway, device: str) -> None:
+    """Declare PROFILE for a device."""
+    gateway.admin.post(
+        f"/v1/devices/{device}/profile", json={"profile": PROFILE}
+    ).raise_for_status()
 
 
 def submit(gateway: Gateway, key: NamedKey, device: str, seq: int, *, ago: int = 1) -> str:
@@ -190,6 +206,7 @@ def test_every_page_loads_without_console_errors(tab: Tab, web_gateway: Gateway)
 
 def test_overview_shows_a_new_submission_live(tab: Tab, web_gateway: Gateway) -> None:
     key = web_gateway.device("live-meter", "live-hoa")
+    declare(web_gateway, "live-meter")
     first = submit(web_gateway, key, "live-meter", 1, ago=3)
     tab.sign_in(web_gateway.admin_token)
     page = tab.open("/?community=live-hoa")
@@ -344,14 +361,46 @@ def test_the_admin_registers_a_device_that_then_submits(tab: Tab, web_gateway: G
     page = tab.open("/admin")
     page.fill("#community-form input[name=id]", "adm-hoa")
     page.fill("#community-form input[name=name]", "Calle Mayor 5")
+    page.fill("#community-form input[name=time_zone]", "Europe/Madrid")
     page.click("#community-form button[type=submit]")
-    page.wait_for_selector("#communities tr[data-community='adm-hoa']")
+    page.wait_for_selector("#communities tr[data-community='adm-hoa'] td:text('Europe/Madrid')")
+    page.once("dialog", lambda dialog: dialog.accept("Atlantic/Canary"))
+    page.click("#communities tr[data-community='adm-hoa'] button.zone")
+    page.wait_for_selector("#communities tr[data-community='adm-hoa'] td:text('Atlantic/Canary')")
     page.select_option("#device-community", "adm-hoa")
     key = NamedKey.generate("adm-meter")
     page.fill("#device-form input[name=id]", "adm-meter")
     page.fill("#device-form input[name=public_key]", key.public_key_b64)
+    page.select_option("#device-type", "tasmota_plug")
+    page.fill("#device-form input[name=sensor]", "meter")
     page.click("#device-form button[type=submit]")
-    page.wait_for_selector("#devices tr[data-device='adm-meter']")
+    page.wait_for_selector(
+        "#devices tr[data-device='adm-meter'] td:has-text('meter_w consumption W')"
+    )
+    solar = NamedKey.generate("adm-solar")
+    page.fill("#device-form input[name=id]", "adm-solar")
+    page.fill("#device-form input[name=public_key]", solar.public_key_b64)
+    page.fill(
+        "#device-form textarea[name=profile]",
+        '{"sensors": {"pv_w": {"role": "generation", "unit": "W"}}}',
+    )
+    page.click("#device-form button[type=submit]")
+    page.wait_for_selector("#devices tr[data-device='adm-solar'] td:text('pv_w generation W')")
+    page.select_option("#tariff-community", "adm-hoa")
+    page.wait_for_selector("#tariff-current[data-tariff='']")
+    page.select_option("#tariff-shipped", "es-2.0td")
+    page.fill("#tariff-form input[name=contracted]", "P1=4.6 P2=3.45")
+    page.click("#tariff-form button[type=submit]")
+    page.wait_for_selector("#tariff-current[data-tariff='es-2.0td']")
+    assert "P2 3.45 kW" in page.inner_text("#tariff-current")
+    with web_gateway.client(web_gateway.admin_token) as client:
+        tariff = client.get("/v1/communities/adm-hoa/tariff").json()
+        listed = client.get("/v1/devices", params={"community": "adm-hoa"}).json()["items"]
+    assert tariff["contracted_kW"] == {"P1": "4.6", "P2": "3.45"}
+    assert {d["id"]: (d["profile"] or {}).get("type") for d in listed} == {
+        "adm-meter": "tasmota_plug",
+        "adm-solar": None,
+    }
     tag = submit(web_gateway, key, "adm-meter", 1)
 
     page.fill("#app-form input[name=name]", "board")
@@ -418,7 +467,7 @@ def test_a_phone_renders_every_page_without_horizontal_scrolling(
             tab.screenshot(
                 "phone-" + (path.strip("/").replace("?", "-").replace("=", "-")[:40] or "overview")
             )
-        assert tab.errors == []
+        assert tab.unexpected_errors == [], tab.errors
     finally:
         context.close()
 
@@ -504,26 +553,17 @@ def test_jcs_in_the_browser_is_byte_identical_to_the_ledgers(tab: Tab) -> None:
 
 
 def test_the_documented_bench_command_runs() -> None:
-    """docs/dashboard.md shows `python -m bench.web`; run it, small."""
+    """docs/dashboard.md's bench command, as written there, run small."""
     require_chromium()
+    [command] = session(REPO / "docs" / "dashboard.md", "bench-web").splitlines()
+    assert command == ".venv/bin/python -m bench.web"
+    small = "--devices 2 --minutes 3 --loads 1 --commits 2"
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.web",
-            "--devices",
-            "2",
-            "--minutes",
-            "3",
-            "--loads",
-            "1",
-            "--commits",
-            "2",
-        ],
+        ["bash", "-c", f"{command} {small}"],
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     assert run.returncode == 0, run.stderr
     assert "to first render: median" in run.stdout

@@ -72,6 +72,19 @@ export async function api(path, { method = "GET", body, token } = {}) {
   return data;
 }
 
+/** Every item of a paged listing (`{items, next}`, docs/http-api.md), following `next`. */
+export async function listAll(path, params = {}) {
+  const items = [];
+  let after = null;
+  do {
+    const query = new URLSearchParams({ ...params, limit: "1000", ...(after === null ? {} : { after }) });
+    const page = await api(`${path}?${query}`);
+    items.push(...page.items);
+    after = page.next;
+  } while (after !== null);
+  return items;
+}
+
 let me = null; // one GET /v1/me per page load
 
 /** Who the session key is (GET /v1/me), or null when signed out; sends to sign-in if asked. */

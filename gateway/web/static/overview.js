@@ -1,8 +1,8 @@
 // Community overview: live power over the SSE stream, a card per device, today's
 // self-sufficiency. Every number comes from the JSON API.
 
-import { ago, api, el, follow, kw, number, ready, say, t, whoAmI } from "./app.js";
-import { SelfSufficiency } from "./power.js";
+import { ago, api, el, follow, kw, listAll, number, ready, say, t, whoAmI } from "./app.js";
+import { rolesOf, SelfSufficiency } from "./power.js";
 
 const STALE_SECONDS = 120; // a device silent for 2 minutes is stale
 const status = document.getElementById("status");
@@ -82,7 +82,8 @@ async function refresh(community) {
 async function loadToday(community) {
   const midnight = new Date();
   midnight.setHours(0, 0, 0, 0);
-  sufficiency = new SelfSufficiency(midnight);
+  const devices = await listAll("/v1/devices", { community });
+  sufficiency = new SelfSufficiency(midnight, new Map(devices.map((d) => [d.id, rolesOf(d.profile)])));
   let cursor = -1;
   do {
     const page = await api(`/v1/entries?community=${encodeURIComponent(community)}&from=${midnight.toISOString().replace(/\.\d+Z$/, "Z")}&limit=1000&cursor=${cursor}`);
@@ -136,7 +137,7 @@ async function show(community) {
 async function main() {
   await ready;
   if (!(await whoAmI())) return;
-  const { communities } = await api("/v1/communities");
+  const communities = await listAll("/v1/communities");
   if (!communities.length) {
     say(status, t("overview.no_communities"));
     return;

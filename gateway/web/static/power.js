@@ -1,16 +1,11 @@
-// Which readings are power and on which side of the meter, as gateway/routes/communities.py
-// decides for GET /v1/communities/{id}/latest: the dashboard counts as the API counts.
+// Which readings are power and on which side of the meter: by the role each device's profile
+// declares, as GET /v1/communities/{id}/latest sums them (the dashboard counts as the API).
 
-const GENERATION = ["solar", "pv", "gen"];
-const CONSUMPTION = ["load", "consumption", "house", "grid_import", "cons"];
 const SCALE = { W: ["avg", 1], kW: ["avg", 1000], Wh: ["sum", 60] };
 
-/** "generation", "consumption" or null, from a reading's name. */
-export function side(name) {
-  const lowered = name.toLowerCase();
-  if (GENERATION.some((p) => lowered.startsWith(p))) return "generation";
-  if (CONSUMPTION.some((p) => lowered.startsWith(p))) return "consumption";
-  return null;
+/** {reading name: role} of a device's declared profile (GET /v1/devices), as the API reads it. */
+export function rolesOf(profile) {
+  return Object.fromEntries(Object.entries(profile?.sensors ?? {}).map(([name, sensor]) => [name, sensor.role]));
 }
 
 /** Mean power over the minute in W, or null when the reading says nothing about power. */
@@ -27,8 +22,9 @@ export function averageWatts(reading) {
  * sum(min(generation, consumption)) / sum(consumption), over the community's minutes.
  */
 export class SelfSufficiency {
-  constructor(since) {
+  constructor(since, roles) {
     this.since = since; // Date: local midnight
+    this.roles = roles; // device id -> {reading name -> declared role}
     this.minutes = new Map(); // start -> {generation, consumption} in Wh
     this.seen = new Set(); // log tag ids counted, so a replayed event counts once
   }
@@ -39,10 +35,11 @@ export class SelfSufficiency {
     this.seen.add(logTagId);
     const hours = (payload.period_s ?? 60) / 3600;
     const minute = this.minutes.get(payload.start) ?? { generation: 0, consumption: 0 };
+    const roles = this.roles.get(payload.device_id) ?? {};
     for (const [name, reading] of Object.entries(payload.readings)) {
-      const which = side(name);
+      const which = roles[name];
       const watts = averageWatts(reading);
-      if (which && watts !== null) minute[which] += watts * hours;
+      if (which in minute && watts !== null) minute[which] += watts * hours;
     }
     this.minutes.set(payload.start, minute);
   }
