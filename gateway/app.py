@@ -135,8 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readings = ReadingIndex(ledger_log.engine, directory)
         readings.catch_up(ledger_log)
 
-        def on_seal(checkpoint: StoredCheckpoint) -> None:
+        def on_seal(checkpoint: StoredCheckpoint, seconds: float) -> None:
             metrics.tree_size.set(checkpoint.tree_size)
+            metrics.seal_seconds.observe(seconds)
 
         sealer = Sealer(
             ledger_log,
@@ -151,6 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if verdict.recorded is not None:
                     accepted += verdict.recorded == "accepted"
                     metrics.submissions.labels(verdict.contract, verdict.recorded).inc()
+                else:
+                    code = str(verdict.result["code"])
+                    reason = verdict.title or "Invalid request"
+                    metrics.refusals.labels(verdict.contract, code, reason).inc()
             sealer.appended(accepted)
 
         writer = WriterClient(
@@ -159,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             after_commit=after_commit,
         )
         await writer.start()
+        metrics.writer_queue.set_function(lambda: writer.in_flight)
         gateway = Gateway(
             settings=settings,
             log=ledger_log,
@@ -189,7 +195,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             ingest.start()
         anchor_settings = AnchorSettings.from_env()
-        anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
+        anchoring = (
+            AnchorTask(ledger_log, anchor_settings, on_lag=metrics.anchor_lag.set)
+            if anchor_settings
+            else None
+        )
         if anchoring is not None:
             anchoring.start()
         try:

@@ -23,6 +23,7 @@ from contracts.base import (
     precheck,
 )
 from contracts.registry import CONTRACTS
+from gateway.logs import log_deliveries
 from ledger.errors import ConflictError, LedgerError
 from ledger.log import Appended, Log, Submission, Within
 
@@ -197,7 +198,9 @@ class Submissions:
             community=community,
             verified=self._precheck(checker, envelopes),
         )
-        return [v.result for v in self.writer.submit(request).result()]
+        results = [v.result for v in self.writer.submit(request).result()]
+        log_deliveries(checker.name, envelopes, results)
+        return results
 
     async def submit_async(
         self, contract: str, envelopes: Sequence[Any], *, community: str | None = None
@@ -214,7 +217,9 @@ class Submissions:
         if len(envelopes) <= INLINE_PRECHECK:
             verified = self._precheck(checker, envelopes)
             admit = Admit(checker.name, envelopes, now, community, verified=verified)
-            return [v.result for v in await self.writer.request(admit)]
+            results = [v.result for v in await self.writer.request(admit)]
+            log_deliveries(checker.name, envelopes, results)
+            return results
         sent = []
         for start in range(0, len(envelopes), PRECHECK_CHUNK):
             chunk = envelopes[start : start + PRECHECK_CHUNK]
@@ -226,6 +231,7 @@ class Submissions:
             if isinstance(reply, BaseException):
                 raise reply
             results += [verdict.result for verdict in reply]
+        log_deliveries(checker.name, envelopes, results)
         return results
 
     def _precheck(
@@ -238,6 +244,7 @@ class Submissions:
         admit = Admit(contract=contract.name, envelopes=[request], now=time.time(),
                       restroom=True)  # fmt: skip
         [verdict] = await self.writer.request(admit)
+        log_deliveries(contract.name, [request], [verdict.result])
         if verdict.response is None:
             raise Refused(verdict)
         return verdict.response

@@ -243,6 +243,11 @@ class WriterClient:
         reader, self._stream = await asyncio.open_connection(sock=ours, limit=SOCKET_BUFFER)
         return reader
 
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not answered yet (the writer's queue)."""
+        return len(self._pending)
+
     async def request(self, request: Request) -> list[Verdict]:
         """Its envelopes' verdicts in order, once they are committed (on the event loop)."""
         assert self._loop is not None, "WriterClient.start was not awaited"
