@@ -18,12 +18,12 @@ fi
 root=$(mktemp -d /var/tmp/patio-base.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$MIRROR" >&2
-# Keep apt usable in derived images (PostgreSQL, Mosquitto, nginx install from the mirror),
-# drop the package cache the image does not need.
 if [ ${#LOCAL_CAS[@]} -gt 0 ]; then
   cp "${LOCAL_CAS[@]}" "$root/usr/local/share/ca-certificates/"
   chroot "$root" update-ca-certificates >&2
 fi
+# Keep apt usable in derived images (PostgreSQL, Mosquitto, nginx install from the mirror),
+# drop the package cache the image does not need.
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/tmp/*
 tar -C "$root" -c . | docker import \

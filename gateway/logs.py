@@ -4,25 +4,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 LOG_FORMATS = ("text", "json")
 # Its own logger, so an operator can silence deliveries alone (level WARNING) and keep the rest.
 deliveries = logging.getLogger("patio.deliveries")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# What every LogRecord has; anything else on a record came from `extra=` and is logged.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (RFC 3339 UTC), level, logger, message, the extras.
+
+    Hand-written on orjson: at one line per envelope, python-json-logger's formatter cost
+    60 us an envelope here, more than the gateway's whole budget for one.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS:
+                document[key] = value
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(document, default=str).decode()
 
 
 def log_config(log_format: str, level: str) -> dict[str, Any]:
     """A dictConfig for uvicorn and the gateway: every logger to stderr in one format."""
     if log_format == "json":
-        formatter: dict[str, Any] = {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": JSON_FIELDS,
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            "timestamp": False,
-        }
+        formatter: dict[str, Any] = {"()": JsonFormatter}
     else:
         formatter = {"format": TEXT_FORMAT}
     handler = {"class": "logging.StreamHandler", "formatter": "patio", "stream": "ext://sys.stderr"}
