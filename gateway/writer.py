@@ -171,11 +171,16 @@ def serve(
 
 def main() -> None:
     """`python -m gateway.writer FD`: serve on the inherited socket FD."""
+    import logging.config
+
+    from gateway.config import Settings
     from gateway.directory import Directory as GatewayDirectory
+    from gateway.logs import log_config
     from gateway.readings import ReadingIndex
     from ledger.storage import open_engine
 
-    logging.basicConfig(level=logging.INFO, format="writer: %(levelname)s %(message)s")
+    settings = Settings.from_env()  # checked by the HTTP process that started this one
+    logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
     # Ctrl-C at a terminal and systemd's stop signal reach the whole process group; the
     # writer stops when its parent hangs up instead, after committing what it has read.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
