@@ -42,12 +42,9 @@ done
 
 step "checking through the proxy"
 python docker/smoke.py --proxy "$PROXY" --token "$TOKEN" "${edges[@]}" \
+  --then "${COMPOSE[*]} up -d --no-deps edge-1 edge-2 edge-3" \
   --kill "${COMPOSE[*]} kill -s SIGKILL gateway-1 >/dev/null 2>&1 && echo 'killed gateway-1 (SIGKILL)'" \
-  --before 20 --after 50 &
-smoke=$!
-# The devices deliver meanwhile, through the proxy, across the kill.
-"${COMPOSE[@]}" up -d --no-deps edge-1 edge-2 edge-3
-wait "$smoke"
+  --before 20 --after 50
 
 step "waiting for every edge device to have entries acknowledged"
 for n in 1 2 3; do
