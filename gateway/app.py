@@ -30,6 +30,7 @@ from ledger.log import StoredCheckpoint, open_data_dir
 
 REGISTRY_KEY_FILE = "registry.key"
 log = logging.getLogger(__name__)
+refusals = logging.getLogger("patio.requests")
 
 
 def load_registry_key(settings: Settings) -> NamedKey:
@@ -43,7 +44,8 @@ def load_registry_key(settings: Settings) -> NamedKey:
 
 
 class RequestMetrics:
-    """Latency per route and status, as plain ASGI (no per-request task or body copy)."""
+    """Latency per route and status, as plain ASGI (no per-request task or body copy);
+    one log line per refused request (a whole batch refused is a delivery refused too)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -65,10 +67,19 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            self.metrics.requests.labels(
-                scope["method"], getattr(route, "path", "unmatched"), str(status)
-            ).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )
+            if status >= 400:
+                refusals.info(
+                    "request refused: %s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={"event": "refusal", "method": scope["method"], "path": scope["path"],
+                           "route": route, "code": status},
+                )  # fmt: skip
 
 
 class BodyLimit:

@@ -100,6 +100,8 @@ def test_json_logs_have_one_line_per_delivery(tmp_path: Path) -> None:
             envelope(key, minute(key.name, 1, readings={"m": {"unit": "Wh", "sum": 1.0}})),
         )
         tag = results[0]["log_tag_id"]
+        with gateway.client() as client:
+            assert client.post("/v1/entries", content=b"{").status_code == 422
     finally:
         gateway.stop()
     lines = (tmp_path / next(p.name for p in tmp_path.glob("gateway-*.log"))).read_text()
@@ -114,6 +116,8 @@ def test_json_logs_have_one_line_per_delivery(tmp_path: Path) -> None:
     assert deliveries[0]["log_tag_id"] == tag and deliveries[0]["code"] == 201
     assert deliveries[2]["log_tag_id"] is None and deliveries[2]["error"]
     assert all(r["level"] == "INFO" and r["logger"] == "patio.deliveries" for r in deliveries)
+    [refused] = [r for r in records if r.get("event") == "refusal"]
+    assert (refused["method"], refused["path"], refused["code"]) == ("POST", "/v1/entries", 422)
 
 
 def test_a_bad_log_format_is_one_line_on_stderr(tmp_path: Path) -> None:
