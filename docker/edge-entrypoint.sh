@@ -15,11 +15,16 @@ data_dir = "$DIR"
 time_scale = ${TIME_SCALE:-60}
 
 [delivery]
-transport = "http"
+transport = "${TRANSPORT:-http}"
 url = "${GATEWAY_URL:?set GATEWAY_URL}"
 batch_size = 100
 backoff_base_s = 1
 backoff_max_s = 5
+
+[mqtt]
+host = "127.0.0.1"
+port = ${MQTT_PORT:-1883}
+ack_timeout_s = 10
 
 [[sensor]]
 driver = "simulator"

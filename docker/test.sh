@@ -46,6 +46,12 @@ python docker/smoke.py --proxy "$PROXY" --token "$TOKEN" "${edges[@]}" \
   --kill "${COMPOSE[*]} kill -s SIGKILL gateway-1 >/dev/null 2>&1 && echo 'killed gateway-1 (SIGKILL)'" \
   --before 20 --after 50
 
+# gateway-1 holds the MQTT ingest: edge-3's messages wait in the broker (QoS 1, a persistent
+# session) until it is back, then are acknowledged.
+step "restarting gateway-1"
+"${COMPOSE[@]}" start gateway-1
+curl -sS --fail --retry 60 --retry-delay 1 --retry-connrefused -o /dev/null http://127.0.0.1:18001/readyz
+
 step "waiting for every edge device to have entries acknowledged"
 for n in 1 2 3; do
   for _ in $(seq 60); do
