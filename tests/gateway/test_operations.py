@@ -225,3 +225,15 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
         2,
         f"patio: {tmp_path}/notes.txt is not a SQLite backup\n",
     )
+
+
+def test_the_body_limit_is_a_setting(tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, extra_env={"PATIO_MAX_BODY_BYTES": "2000"})
+    try:
+        key = gateway.device("meter-1", "hoa-1")
+        assert submit(gateway, envelope(key, minute(key.name, 1)))[0]["status"] == "accepted"
+        with gateway.client() as client:
+            reply = client.post("/v1/entries", content=b" " * 2001)
+        assert reply.status_code == 413 and "limited to 2000 bytes" in reply.json()["detail"]
+    finally:
+        gateway.stop()
