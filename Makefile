@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test lint bench clean
+.PHONY: install run serve test lint bench clean docker-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# The Docker images and the compose stack on a real engine (docker/test.sh): build on a local
+# Debian base (cached by docker/base.sh), up, checks through the proxy, a gateway killed, down.
+docker-test: $(STAMP) node_modules/.installed
+	docker/test.sh

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from ledger.errors import LedgerError
 from ledger.log import Log
+from ledger.storage import anchors
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,12 @@ class AnchorSettings:
 class AnchorTask:
     """Runs one anchoring pass every poll interval; RPC failures are retried next pass."""
 
-    def __init__(self, ledger_log: Log, settings: AnchorSettings) -> None:
+    def __init__(
+        self,
+        ledger_log: Log,
+        settings: AnchorSettings,
+        on_lag: Callable[[int], None] | None = None,
+    ) -> None:
         from ledger.anchoring import Anchorer, AnchorPolicy, connect, load_chain_account
 
         self.settings = settings
@@ -65,7 +74,20 @@ class AnchorTask:
             ),
             confirmations=settings.confirmations,
         )
+        self.log = ledger_log
+        self.on_lag = on_lag
         self._task: asyncio.Task[None] | None = None
+
+    def lag(self) -> int:
+        """Entries in the latest checkpoint that no confirmed anchor covers yet."""
+        latest = self.log.latest_checkpoint()
+        with self.log.engine.connect() as conn:
+            anchored: int = conn.execute(
+                select(func.coalesce(func.max(anchors.c.tree_size), 0)).where(
+                    anchors.c.status == "confirmed"
+                )
+            ).scalar_one()
+        return max(0, (latest.tree_size if latest else 0) - anchored)
 
     def start(self) -> None:
         """Run in the current event loop."""
@@ -83,6 +105,8 @@ class AnchorTask:
             try:
                 done = await asyncio.to_thread(self.anchorer.run_once)
                 log.info("anchor pass: %s", done.describe())
+                if self.on_lag is not None:
+                    self.on_lag(await asyncio.to_thread(self.lag))
             except LedgerError as exc:  # RPC down or refusing: the pending anchor is kept
                 log.warning(
                     "anchor pass failed, retrying in %ss: %s", self.settings.poll_seconds, exc

@@ -36,6 +36,7 @@ from ledger.log import StoredCheckpoint, open_data_dir
 
 REGISTRY_KEY_FILE = "registry.key"
 log = logging.getLogger(__name__)
+refusals = logging.getLogger("patio.requests")
 
 
 def load_registry_key(settings: Settings) -> NamedKey:
@@ -49,7 +50,8 @@ def load_registry_key(settings: Settings) -> NamedKey:
 
 
 class RequestMetrics:
-    """Latency per route and status, as plain ASGI (no per-request task or body copy)."""
+    """Latency per route and status, as plain ASGI (no per-request task or body copy);
+    one log line per refused request (a whole batch refused is a delivery refused too)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -71,10 +73,19 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            self.metrics.requests.labels(
-                scope["method"], getattr(route, "path", "unmatched"), str(status)
-            ).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )
+            if status >= 400:
+                refusals.info(
+                    "request refused: %s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={"event": "refusal", "method": scope["method"], "path": scope["path"],
+                           "route": route, "code": status},
+                )  # fmt: skip
 
 
 class BodyLimit:
@@ -142,8 +153,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readings.catch_up(ledger_log)
         Rollups(ledger_log.engine, directory).catch_up()
 
-        def on_seal(checkpoint: StoredCheckpoint) -> None:
+        def on_seal(checkpoint: StoredCheckpoint, seconds: float) -> None:
             metrics.tree_size.set(checkpoint.tree_size)
+            metrics.seal_seconds.observe(seconds)
 
         sealer = Sealer(
             ledger_log,
@@ -158,6 +170,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if verdict.recorded is not None:
                     accepted += verdict.recorded == "accepted"
                     metrics.submissions.labels(verdict.contract, verdict.recorded).inc()
+                else:
+                    code = str(verdict.result["code"])
+                    reason = verdict.title or "Invalid request"
+                    metrics.refusals.labels(verdict.contract, code, reason).inc()
             sealer.appended(accepted)
 
         writer = WriterClient(
@@ -166,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             after_commit=after_commit,
         )
         await writer.start()
+        metrics.writer_queue.set_function(lambda: writer.in_flight)
         gateway = Gateway(
             settings=settings,
             log=ledger_log,
@@ -219,7 +236,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retention_task = RetentionTask(ledger_log, interval=settings.retention_interval)
         retention_task.start()
         anchor_settings = AnchorSettings.from_env()
-        anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
+        anchoring = (
+            AnchorTask(ledger_log, anchor_settings, on_lag=metrics.anchor_lag.set)
+            if anchor_settings
+            else None
+        )
         if anchoring is not None:
             anchoring.start()
         try:

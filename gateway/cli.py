@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", help="overrides PATIO_LOG_LEVEL (default info)")
     serve.set_defaults(handler=run_serve)
 
     admin = commands.add_parser("admin", help="administer the gateway's database")
@@ -58,19 +58,24 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     import uvicorn
 
-    from gateway.config import Settings
+    from gateway.config import LOG_LEVELS, Settings
+    from gateway.logs import log_config
 
     try:
-        Settings.from_env()
+        settings = Settings.from_env()
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    level = (args.log_level or settings.log_level).lower()
+    if level not in LOG_LEVELS:
+        raise CommandError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=args.log_level,
+        log_level=level,
+        log_config=log_config(settings.log_format, level),
         access_log=False,
         # Open event streams would hold a graceful shutdown forever: they are cut after
         # this, and their clients resume with Last-Event-ID.

@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.logs import LOG_FORMATS
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 def _number(name: str, default: float) -> float:
     text = os.environ.get(name)
@@ -20,6 +24,13 @@ def _number(name: str, default: float) -> float:
     return value
 
 
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    text = (os.environ.get(name) or default).lower()
+    if text not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {text!r}")
+    return text
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the gateway needs; the embedded defaults need nothing set."""
@@ -32,11 +43,14 @@ class Settings:
     mqtt_url: str | None = None
     max_body_bytes: int = 1 << 20
     retention_interval: float = 3600.0  # seconds between runs of the retention policies
+    log_format: str = "text"
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls) -> Settings:
         """PATIO_DATA_DIR, PATIO_DATABASE_URL, PATIO_LOG_ORIGIN, PATIO_SEAL_INTERVAL,
-        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL, PATIO_RETENTION_INTERVAL."""
+        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL, PATIO_MAX_BODY_BYTES, PATIO_LOG_FORMAT,
+        PATIO_LOG_LEVEL, PATIO_RETENTION_INTERVAL (docs/configuration.md)."""
         return cls(
             data_dir=Path(os.environ.get("PATIO_DATA_DIR") or "var"),
             database_url=os.environ.get("PATIO_DATABASE_URL") or None,
@@ -45,4 +59,7 @@ class Settings:
             seal_entries=int(_number("PATIO_SEAL_ENTRIES", 10_000)),
             mqtt_url=os.environ.get("PATIO_MQTT_URL") or None,
             retention_interval=_number("PATIO_RETENTION_INTERVAL", 3600.0),
+            max_body_bytes=int(_number("PATIO_MAX_BODY_BYTES", 1 << 20)),
+            log_format=_choice("PATIO_LOG_FORMAT", LOG_FORMATS, "text"),
+            log_level=_choice("PATIO_LOG_LEVEL", LOG_LEVELS, "info"),
         )

@@ -12,8 +12,19 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.submissions = Counter(
             "patio_submissions_total",
-            "Envelopes by outcome",
+            "Envelopes recorded, by outcome (accepted, duplicate, conflict)",
             ["contract", "status"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "patio_refusals_total",
+            "Envelopes refused before the log, by HTTP code and reason",
+            ["contract", "code", "reason"],
+            registry=self.registry,
+        )
+        self.writer_queue = Gauge(
+            "patio_writer_queue_depth",
+            "Batches sent to the writer process and not answered yet",
             registry=self.registry,
         )
         self.requests = Histogram(
@@ -24,7 +35,12 @@ class Metrics:
         )
         self.tree_size = Gauge(
             "patio_checkpoint_tree_size",
-            "Tree size of the latest checkpoint",
+            "Tree size of the latest checkpoint (the log's sealed size)",
+            registry=self.registry,
+        )
+        self.anchor_lag = Gauge(
+            "patio_anchor_lag_entries",
+            "Entries sealed but not yet in a confirmed anchor (set when anchoring runs)",
             registry=self.registry,
         )
         self.seal_seconds = Histogram(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from ledger.log import Log, StoredCheckpoint
@@ -22,7 +23,7 @@ class Sealer:
         *,
         interval: float,
         entries: int,
-        on_seal: Callable[[StoredCheckpoint], None] | None = None,
+        on_seal: Callable[[StoredCheckpoint, float], None] | None = None,
     ) -> None:
         self.log = log_
         self.interval = interval
@@ -54,9 +55,10 @@ class Sealer:
     async def seal_now(self) -> StoredCheckpoint:
         """Seal at once (the admin route, and each tick)."""
         self._pending = 0
+        started = time.perf_counter()
         checkpoint = await asyncio.to_thread(self._seal)
         if self.on_seal is not None:
-            self.on_seal(checkpoint)
+            self.on_seal(checkpoint, time.perf_counter() - started)
         return checkpoint
 
     def _seal(self) -> StoredCheckpoint:

@@ -28,6 +28,7 @@ from contracts.base import (
 from contracts.device_registry import REGISTRY_DEVICE, RegistryChange, RegistryContract
 from contracts.registry import CONTRACTS
 from gateway.directory import TableView
+from gateway.logs import log_deliveries
 from ledger.errors import ConflictError, LedgerError
 from ledger.keys import NamedKey
 from ledger.log import Appended, Log, Submission, Within
@@ -263,7 +264,9 @@ class Submissions:
             community=community,
             verified=self._precheck(checker, envelopes),
         )
-        return [v.result for v in self.writer.submit(request).result()]
+        results = [v.result for v in self.writer.submit(request).result()]
+        log_deliveries(checker.name, envelopes, results)
+        return results
 
     async def submit_async(
         self, contract: str, envelopes: Sequence[Any], *, community: str | None = None
@@ -280,7 +283,9 @@ class Submissions:
         if len(envelopes) <= INLINE_PRECHECK:
             verified = self._precheck(checker, envelopes)
             admit = Admit(checker.name, envelopes, now, community, verified=verified)
-            return [v.result for v in await self.writer.request(admit)]
+            results = [v.result for v in await self.writer.request(admit)]
+            log_deliveries(checker.name, envelopes, results)
+            return results
         sent = []
         for start in range(0, len(envelopes), PRECHECK_CHUNK):
             chunk = envelopes[start : start + PRECHECK_CHUNK]
@@ -292,6 +297,7 @@ class Submissions:
             if isinstance(reply, BaseException):
                 raise reply
             results += [verdict.result for verdict in reply]
+        log_deliveries(checker.name, envelopes, results)
         return results
 
     def _precheck(
@@ -304,6 +310,7 @@ class Submissions:
         admit = Admit(contract=contract.name, envelopes=[request], now=time.time(),
                       restroom=True)  # fmt: skip
         [verdict] = await self.writer.request(admit)
+        log_deliveries(contract.name, [request], [verdict.result])
         if verdict.response is None:
             raise Refused(verdict)
         return verdict.response

@@ -236,12 +236,17 @@ def within_all(*hooks: Within) -> Within:
 
 def main() -> None:
     """`python -m gateway.writer FD`: serve on the inherited socket FD."""
+    import logging.config
+
+    from gateway.config import Settings
     from gateway.directory import Directory as GatewayDirectory
+    from gateway.logs import log_config
     from gateway.readings import ReadingIndex
     from gateway.rollups import Rollups
     from ledger.storage import open_engine
 
-    logging.basicConfig(level=logging.INFO, format="writer: %(levelname)s %(message)s")
+    settings = Settings.from_env()  # checked by the HTTP process that started this one
+    logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
     # Ctrl-C at a terminal and systemd's stop signal reach the whole process group; the
     # writer stops when its parent hangs up instead, after committing what it has read.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -312,6 +317,11 @@ class WriterClient:
         theirs.close()
         reader, self._stream = await asyncio.open_connection(sock=ours, limit=SOCKET_BUFFER)
         return reader
+
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not answered yet (the writer's queue)."""
+        return len(self._pending)
 
     async def request(self, request: Request) -> list[Verdict]:
         """Its envelopes' verdicts in order, once they are committed (on the event loop)."""

@@ -121,6 +121,7 @@ def start_gateway(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
+    log_level: str = "warning",
 ) -> Gateway:
     """Start `patio gateway serve` and wait until it is ready."""
     env = {
@@ -144,7 +145,7 @@ def start_gateway(
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            log_level,
         ],
         env=env,
         stdout=log,

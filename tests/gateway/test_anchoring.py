@@ -67,5 +67,12 @@ def test_checkpoints_are_anchored_and_bundles_verify_on_chain(
             env=gateway.env,
         )
         assert "1 anchor(s) checked on chain" in checked.stdout
+
+        def lag() -> str | None:
+            metrics = httpx.get(f"{gateway.url}/metrics").text.splitlines()
+            return next((m.split()[1] for m in metrics if m.startswith("patio_anchor_lag_")), None)
+
+        # The pass after the confirmation finds nothing sealed beyond the anchored size.
+        wait_until(lambda: lag() == "0.0", 30, "an anchor lag of 0 in /metrics", interval=0.3)
     finally:
         gateway.stop()
