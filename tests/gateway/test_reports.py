@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ import pytest
 
 from contracts.energy import verify as verify_module
 from ledger.keys import NamedKey
+from tests.docs import fenced
 from tests.gateway.server import Gateway, patio
 
 TARIFFS = Path(verify_module.__file__).parent / "tariffs"
@@ -298,7 +298,7 @@ def test_the_doc_examples_run(
 ) -> None:
     """docs/reports.md: its shell examples run as written, in order, against a real gateway."""
     doc = Path(__file__).parents[2] / "docs" / "reports.md"
-    blocks = re.findall(r"```sh\n(.*?)```", doc.read_text(), flags=re.S)
+    blocks = [block.text for block in fenced.blocks(doc) if block.session == "reports"]
     assert len(blocks) >= 3
     (tmp_path / "contracts").symlink_to(Path(__file__).parents[2] / "contracts")
     env = {
