@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.leader import Leadership
 from ledger.errors import LedgerError
 from ledger.log import Log
 
@@ -49,12 +50,14 @@ class AnchorSettings:
 
 
 class AnchorTask:
-    """Runs one anchoring pass every poll interval; RPC failures are retried next pass."""
+    """Runs one anchoring pass every poll interval while it leads (gateway.leader), so one
+    process of a deployment sends transactions; RPC failures are retried next pass."""
 
     def __init__(self, ledger_log: Log, settings: AnchorSettings) -> None:
         from ledger.anchoring import Anchorer, AnchorPolicy, connect, load_chain_account
 
         self.settings = settings
+        self.leadership = Leadership(ledger_log.engine, "anchorer")
         self.anchorer = Anchorer(
             log=ledger_log,
             w3=connect(settings.rpc_url),
@@ -77,12 +80,14 @@ class AnchorTask:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.to_thread(self.leadership.resign)
 
     async def _run(self) -> None:
         while True:
             try:
-                done = await asyncio.to_thread(self.anchorer.run_once)
-                log.info("anchor pass: %s", done.describe())
+                if await asyncio.to_thread(self.leadership.try_lead):
+                    done = await asyncio.to_thread(self.anchorer.run_once)
+                    log.info("anchor pass: %s", done.describe())
             except LedgerError as exc:  # RPC down or refusing: the pending anchor is kept
                 log.warning(
                     "anchor pass failed, retrying in %ss: %s", self.settings.poll_seconds, exc

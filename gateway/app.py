@@ -137,8 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readings.catch_up(ledger_log)
         Rollups(ledger_log.engine, directory).catch_up()
 
+        events = EventFeed(ledger_log)
+
         def on_seal(checkpoint: StoredCheckpoint) -> None:
             metrics.tree_size.set(checkpoint.tree_size)
+            events.wake()
 
         sealer = Sealer(
             ledger_log,
@@ -154,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     accepted += verdict.recorded == "accepted"
                     metrics.submissions.labels(verdict.contract, verdict.recorded).inc()
             sealer.appended(accepted)
+            if accepted:
+                events.wake()
 
         writer = WriterClient(
             database_url=ledger_log.engine.url.render_as_string(hide_password=False),
@@ -170,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             submissions=Submissions(writer=writer, directory=directory),
             readings=readings,
             sealer=sealer,
-            events=EventFeed(ledger_log),
+            events=events,
         )
         app.state.gateway = gateway
         # ~100,000 objects exist once the app is built (routes, schemas, models); a full
@@ -179,6 +184,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         await sealer.seal_now()
         sealer.start()
+        events.start()
+        metrics.leader.labels("sealer").set_function(lambda: sealer.leadership.leading)
         ingest: Any = None
         if settings.mqtt_url:
             from gateway.mqtt_ingest import MqttIngest
@@ -188,12 +195,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 submissions=gateway.submissions,
                 host=url.hostname or "127.0.0.1",
                 port=url.port or 1883,
+                client_id=settings.mqtt_client_id,
+                group=settings.mqtt_group,
             )
             ingest.start()
         anchor_settings = AnchorSettings.from_env()
         anchoring = AnchorTask(ledger_log, anchor_settings) if anchor_settings else None
         if anchoring is not None:
             anchoring.start()
+            anchor_role = anchoring.leadership
+            metrics.leader.labels("anchorer").set_function(lambda: anchor_role.leading)
         try:
             yield
         finally:
@@ -202,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if ingest is not None:
                 ingest.stop()
             await sealer.stop()
+            await events.stop()
             await writer.close()
             ledger_log.engine.dispose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,14 @@ class Settings:
     seal_interval: float = 5.0
     seal_entries: int = 10_000
     mqtt_url: str | None = None
+    mqtt_client_id: str = "patio-gateway"
+    mqtt_group: str = "patio"
     max_body_bytes: int = 1 << 20
 
     @classmethod
     def from_env(cls) -> Settings:
         """PATIO_DATA_DIR, PATIO_DATABASE_URL, PATIO_LOG_ORIGIN, PATIO_SEAL_INTERVAL,
-        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL."""
+        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL, PATIO_MQTT_CLIENT_ID, PATIO_MQTT_GROUP."""
         return cls(
             data_dir=Path(os.environ.get("PATIO_DATA_DIR") or "var"),
             database_url=os.environ.get("PATIO_DATABASE_URL") or None,
@@ -43,4 +46,9 @@ class Settings:
             seal_interval=_number("PATIO_SEAL_INTERVAL", 5.0),
             seal_entries=int(_number("PATIO_SEAL_ENTRIES", 10_000)),
             mqtt_url=os.environ.get("PATIO_MQTT_URL") or None,
+            # One persistent session per gateway: the id must differ between gateways
+            # and stay the same across a gateway's restarts (a container's host name).
+            mqtt_client_id=os.environ.get("PATIO_MQTT_CLIENT_ID")
+            or f"patio-gateway-{socket.gethostname()}",
+            mqtt_group=os.environ.get("PATIO_MQTT_GROUP") or "patio",
         )

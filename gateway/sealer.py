@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from gateway.leader import Leadership
 from ledger.log import Log, StoredCheckpoint
 from ledger.storage import checkpoint_wal
 
@@ -14,7 +15,11 @@ log = logging.getLogger(__name__)
 
 
 class Sealer:
-    """Seals on a timer, or early when enough entries wait; one at a time per database."""
+    """Seals on a timer, or early when enough entries wait, while it leads (gateway.leader).
+
+    Followers try to take the role at every tick, so a dead leader's role is taken over
+    within one interval. The early wake counts this process's own entries only.
+    """
 
     def __init__(
         self,
@@ -25,6 +30,7 @@ class Sealer:
         on_seal: Callable[[StoredCheckpoint], None] | None = None,
     ) -> None:
         self.log = log_
+        self.leadership = Leadership(log_.engine, "sealer")
         self.interval = interval
         self.entries = entries
         self.on_seal = on_seal
@@ -44,6 +50,7 @@ class Sealer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.to_thread(self.leadership.resign)
 
     def appended(self, count: int) -> None:
         """Called from any thread after a commit: wake the sealer early past N entries."""
@@ -71,6 +78,9 @@ class Sealer:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
             try:
+                if not await asyncio.to_thread(self.leadership.try_lead):
+                    self._pending = 0
+                    continue
                 await self.seal_now()
             except asyncio.CancelledError:
                 raise
