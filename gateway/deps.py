@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import from_json
 from sqlalchemy import select
 
@@ -29,6 +29,34 @@ M = TypeVar("M", bound=BaseModel)
 
 # Indexes, sizes and ids are stored as signed 64-bit integers (BIGINT).
 MAX_INDEX = 2**63 - 1
+# Row ids of the gateway's own tables (apps) are INTEGER: 32 bits on PostgreSQL.
+MAX_ROW_ID = 2**31 - 1
+
+# Device and community ids (DESIGN.md pinned format 3). Every id a request names is checked
+# against it at the edge, so text a database cannot store (a NUL) never reaches a query.
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+CommunityPath = Annotated[str, Path(pattern=ID_PATTERN, description="a community id")]
+DevicePath = Annotated[str, Path(pattern=ID_PATTERN, description="a device id")]
+CommunityFilter = Annotated[
+    str | None, Query(pattern=ID_PATTERN, description="only this community's entries")
+]
+DeviceFilter = Annotated[str | None, Query(pattern=ID_PATTERN, description="only this device's")]
+
+
+def storable(text: str) -> str:
+    """Refuse what a database cannot store: a NUL (PostgreSQL text) or a lone surrogate
+    (not encodable as UTF-8; a JSON body may carry one as an escape)."""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must not contain a lone surrogate") from None
+    return text
+
+
+# Free text (names): any text both databases can store.
+Text = Annotated[str, AfterValidator(storable)]
 
 
 @dataclass(kw_only=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from contracts.base import DeviceRecord
+from contracts.base import DEVICE_ID, DeviceRecord
 from contracts.device_registry import REGISTRY_DEVICE
 from gateway.store import device_keys, devices
 from ledger.encoding import canonical_json
@@ -38,6 +38,10 @@ class Directory:
 
     def device(self, device_id: str) -> DeviceRecord | None:
         """The device, or None when it was never registered."""
+        if not DEVICE_ID.fullmatch(device_id):
+            # Not an id (DESIGN.md format 3), so never registered; and PostgreSQL could not
+            # even be asked about one with a NUL in it.
+            return None
         if time.monotonic() - self._polled >= CACHE_SECONDS:
             self.refresh(stale_only=True)
         try:

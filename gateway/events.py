@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,11 @@ POLL_SECONDS = 0.25
 # listener reconnecting after a database restart misses what was sent meanwhile).
 NOTIFIED_POLL_SECONDS = 2.0
 PAGE = 500
+# Rows of the reading index a filtered stream looks at per poll (two short columns each).
+SCAN = 5_000
+
+
+EVENT_ID = re.compile(r"(?P<entry>-1|0|[1-9][0-9]{0,18}):(?P<checkpoint>-1|0|[1-9][0-9]{0,18})")
 
 
 class BadEventId(ValueError):
@@ -49,15 +55,11 @@ class Position:
 
     @classmethod
     def parse(cls, text: str) -> Position:
-        """Parse an event id."""
-        entry, sep, checkpoint = text.partition(":")
-        try:
-            position = cls(int(entry), int(checkpoint))
-        except ValueError as exc:
-            raise BadEventId(f"Last-Event-ID {text!r} is not an id this stream sent") from exc
-        if not sep or position.entry < -1 or position.checkpoint < -1:
+        """Parse an event id: two decimal integers from -1 up, `entry:checkpoint`."""
+        match = EVENT_ID.fullmatch(text)
+        if match is None:
             raise BadEventId(f"Last-Event-ID {text!r} is not an id this stream sent")
-        return position
+        return cls(int(match["entry"]), int(match["checkpoint"]))
 
 
 class EventFeed:
@@ -134,25 +136,53 @@ class EventFeed:
     def _since(
         self, position: Position, community: str | None, readable: frozenset[str] | None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-        """New entries visible to the caller, new checkpoints, and the newest index looked at."""
-        with self.engine.connect() as conn:
+        """New entries visible to the caller, new checkpoints, and the newest index looked at.
+
+        One statement returns the rows and, with them, how far they reach: under
+        PostgreSQL's READ COMMITTED each statement has a snapshot of its own, so a position
+        read by a second statement (a max()) could pass an entry committed in between.
+        Appends commit in index order (one at a time, under the append lock, with their
+        reading rows), so nothing can appear later below a position read from rows.
+        """
+        columns = (
+            entries.c.idx,
+            entries.c.leaf_hash,
+            entries.c.entry,
+            entries.c.device_id,
+            entries.c.contract,
+            entries.c.received_at,
+        )
+        if community is None and readable is None:
+            # Every entry: the log itself is scanned.
             query = (
-                select(entries, readings.c.community_id)
-                .join(
-                    readings,
-                    readings.c.idx == entries.c.idx,
-                    isouter=readable is None and community is None,
-                )
+                select(entries.c.idx.label("scanned"), readings.c.community_id, *columns)
+                .join(readings, readings.c.idx == entries.c.idx, isouter=True)
                 .where(entries.c.idx > position.entry)
                 .order_by(entries.c.idx)
                 .limit(PAGE)
             )
+        else:
+            # The reading index is scanned (so a quiet community does not rescan the log),
+            # every row of it, and the entry is joined to the rows the caller may see.
+            scanned = (
+                select(readings.c.idx, readings.c.community_id)
+                .where(readings.c.idx > position.entry)
+                .order_by(readings.c.idx)
+                .limit(SCAN)
+                .subquery()
+            )
+            visible = entries.c.idx == scanned.c.idx
             if community is not None:
-                query = query.where(readings.c.community_id == community)
+                visible &= scanned.c.community_id == community
             if readable is not None:
-                query = query.where(readings.c.community_id.in_(readable))
+                visible &= scanned.c.community_id.in_(readable)
+            query = (
+                select(scanned.c.idx.label("scanned"), scanned.c.community_id, *columns)
+                .join(entries, visible, isouter=True)
+                .order_by(scanned.c.idx)
+            )
+        with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            newest = conn.execute(select(func.coalesce(func.max(readings.c.idx), -1))).scalar_one()
             cps = conn.execute(
                 select(checkpoints)
                 .where(checkpoints.c.tree_size > position.checkpoint)
@@ -170,22 +200,18 @@ class EventFeed:
                 "payload": parse_json(bytes(row.entry), what="entry")["payload"],
             }
             for row in rows
+            if row.idx is not None
         ]
         sealed = [
             {"tree_size": c.tree_size, "root_hash": bytes(c.root_hash).hex(), "note": c.note}
             for c in cps
         ]
-        # Unfiltered streams advance by what they read; filtered ones past every indexed
-        # entry, so a quiet community does not rescan the whole log.
-        seen = rows[-1].idx if rows else position.entry
-        if community is not None or readable is not None:
-            seen = max(seen, newest) if len(rows) < PAGE else seen
-        return found, sealed, seen
+        return found, sealed, rows[-1].scanned if rows else position.entry
 
     async def stream(
         self, *, start: Position, community: str | None, readable: frozenset[str] | None
     ) -> AsyncIterator[ServerSentEvent]:
-        """Events from `start` on, forever."""
+        """Events from `start` on, forever; the first, `ready`, says the feed is live."""
         position = start
         yield ServerSentEvent(event="ready", data={"position": str(position)}, id=str(position))
         while True:
@@ -193,6 +219,9 @@ class EventFeed:
             found, sealed, seen = await asyncio.to_thread(
                 self._since, position, community, readable
             )
+            if seen == position.entry and not sealed:
+                await self._idle(signal)  # nothing new: until woken, or the next poll
+                continue
             for item in found:
                 position = Position(item["index"], position.checkpoint)
                 yield ServerSentEvent(event="entry", data=item, id=str(position))
@@ -200,5 +229,3 @@ class EventFeed:
                 position = Position(position.entry, item["tree_size"])
                 yield ServerSentEvent(event="checkpoint", data=item, id=str(position))
             position = Position(max(position.entry, seen), position.checkpoint)
-            if not found and not sealed:
-                await self._idle(signal)

@@ -23,7 +23,17 @@ from sqlalchemy import select
 from contracts.device_registry import REGISTRY_DEVICE, Action, RegistryChange
 from contracts.device_types import Profile, resolve
 from gateway.auth import APP_PREFIX, new_secret, secret_hash
-from gateway.deps import MAX_INDEX, AdminDep, CallerDep, GatewayDep, forget_tokens
+from gateway.deps import (
+    MAX_INDEX,
+    MAX_ROW_ID,
+    AdminDep,
+    CallerDep,
+    CommunityPath,
+    DevicePath,
+    GatewayDep,
+    Text,
+    forget_tokens,
+)
 from gateway.problems import Problem
 from gateway.store import apps
 from ledger.bundle import log_tag_id
@@ -67,7 +77,7 @@ class CommunityCreate(CommunitySettings):
     """A new community (a homeowners' association)."""
 
     id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
 
 
 class DeviceProfile(Strict):
@@ -123,7 +133,7 @@ class ProfileChange(DeviceProfile):
 class AppCreate(Strict):
     """An app (SaaS backend or auditor) and its scopes."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
     scopes: Annotated[
         list[Annotated[str, StringConstraints(pattern=r"^(audit|read:[A-Za-z0-9_.-]{1,64})$")]],
         Field(min_length=1, max_length=100),
@@ -158,7 +168,7 @@ async def create_community(
 
 @router.post("/communities/{community_id}/settings", summary="Change a community's settings")
 async def change_community_settings(
-    community_id: str, body: CommunitySettings, gateway: GatewayDep, _: AdminDep
+    community_id: CommunityPath, body: CommunitySettings, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     subject = {"id": community_id, "time_zone": body.time_zone}
     tag, _recorded = await change(gateway, "set_community_settings", subject)
@@ -179,7 +189,7 @@ async def create_device(body: DeviceCreate, gateway: GatewayDep, _: AdminDep) ->
 
 @router.post("/devices/{device_id}/profile", summary="Declare what a device's readings measure")
 async def change_device_profile(
-    device_id: str, body: ProfileChange, gateway: GatewayDep, _: AdminDep
+    device_id: DevicePath, body: ProfileChange, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     subject = {"id": device_id, "profile": body.declared()}
     tag, _recorded = await change(gateway, "set_device_profile", subject)
@@ -187,14 +197,14 @@ async def change_device_profile(
 
 
 @router.post("/devices/{device_id}/revoke", summary="Revoke a device's key")
-async def revoke_device(device_id: str, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
+async def revoke_device(device_id: DevicePath, gateway: GatewayDep, _: AdminDep) -> dict[str, Any]:
     tag, recorded = await change(gateway, "revoke_device", {"id": device_id})
     return {"id": device_id, "revoked": True, "revoked_at": recorded["at"], "log_tag_id": tag}
 
 
 @router.post("/devices/{device_id}/rotate", summary="Replace a device's key")
 async def rotate_device(
-    device_id: str, body: PublicKey, gateway: GatewayDep, _: AdminDep
+    device_id: DevicePath, body: PublicKey, gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     subject = {"id": device_id, "public_key": body.public_key}
     tag, _recorded = await change(gateway, "rotate_device_key", subject)
@@ -253,7 +263,7 @@ async def create_app_key(body: AppCreate, gateway: GatewayDep, _: AdminDep) -> d
 
 @router.post("/apps/{app_id}/rotate", summary="Replace an app's key (the old one stops working)")
 async def rotate_app_key(
-    app_id: Annotated[int, Path(ge=1, le=MAX_INDEX)], gateway: GatewayDep, _: AdminDep
+    app_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], gateway: GatewayDep, _: AdminDep
 ) -> dict[str, Any]:
     key = new_secret(APP_PREFIX)
     with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():

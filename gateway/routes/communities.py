@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, func, select
 
 from contracts.device_types import roles
 from gateway.auth import Caller
-from gateway.deps import GatewayDep, ReaderDep
+from gateway.deps import CommunityPath, GatewayDep, ReaderDep
 from gateway.problems import Problem
 from gateway.routes.admin import ID_PATTERN
 from gateway.store import communities, devices, readings
@@ -134,7 +134,9 @@ def average_watts(reading: Any) -> float | None:
     "other units (VA is apparent power), are listed but not summed. "
     "net_w = generation_w - consumption_w.",
 )
-async def latest(community_id: str, gateway: GatewayDep, caller: ReaderDep) -> dict[str, Any]:
+async def latest(
+    community_id: CommunityPath, gateway: GatewayDep, caller: ReaderDep
+) -> dict[str, Any]:
     if not caller.can_read(community_id):
         raise Problem(403, "Forbidden", f"this key may not read community {community_id!r}")
     with gateway.log.engine.connect() as conn:

@@ -12,7 +12,16 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts.device_registry import REGISTRY_DEVICE
-from gateway.deps import MAX_INDEX, CallerDep, Gateway, GatewayDep, ReaderDep, json_body
+from gateway.deps import (
+    MAX_INDEX,
+    CallerDep,
+    CommunityFilter,
+    DeviceFilter,
+    Gateway,
+    GatewayDep,
+    ReaderDep,
+    json_body,
+)
 from gateway.problems import Problem
 from gateway.store import device_keys, readings
 from ledger.errors import NotFoundError
@@ -22,10 +31,14 @@ router = APIRouter(prefix="/v1", tags=["entries"])
 
 
 class EntriesRequest(BaseModel):
-    """A batch of signed envelopes for one contract."""
+    """A batch of signed envelopes for one contract.
+
+    An element is any JSON value: the contract answers a malformed one in its own result
+    slot (422), so one bad envelope never sinks the others.
+    """
 
     contract: str = Field(examples=["energy_minute"])
-    envelopes: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1000)]
+    envelopes: Annotated[list[Any], Field(min_length=1, max_length=1000)]
 
 
 class EnvelopeResult(BaseModel):
@@ -208,8 +221,8 @@ async def get_proof(log_tag_id: str, gateway: GatewayDep, caller: ReaderDep) -> 
 async def list_entries(
     gateway: GatewayDep,
     caller: ReaderDep,
-    community: str | None = None,
-    device: str | None = None,
+    community: CommunityFilter = None,
+    device: DeviceFilter = None,
     from_: Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")] = None,
     to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
     cursor: Annotated[int, Query(ge=-1, le=MAX_INDEX)] = -1,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from gateway.deps import GatewayDep, ReaderDep
+from gateway.deps import CommunityFilter, GatewayDep, ReaderDep
 from gateway.events import BadEventId, Position
 from gateway.problems import Problem
 
@@ -18,16 +18,28 @@ router = APIRouter(prefix="/v1", tags=["stream"])
 def start_position(
     gateway: GatewayDep,
     caller: ReaderDep,
-    community: str | None = None,
+    community: CommunityFilter = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Position:
     """Check the request before the stream starts, so refusals are still problem documents."""
     if community is not None and not caller.can_read(community):
         raise Problem(403, "Forbidden", f"this key may not read community {community!r}")
+    now = gateway.events.now()
+    if last_event_id is None:
+        return now
     try:
-        return Position.parse(last_event_id) if last_event_id else gateway.events.now()
+        start = Position.parse(last_event_id)
     except BadEventId as exc:
         raise Problem(422, "Invalid Last-Event-ID", str(exc)) from exc
+    # An id ahead of the log was not sent by this log: resuming there would skip entries.
+    if start.entry > now.entry or start.checkpoint > now.checkpoint:
+        raise Problem(
+            422,
+            "Invalid Last-Event-ID",
+            f"Last-Event-ID {last_event_id!r} is ahead of this log (now {now}); "
+            "reconnect without it",
+        )
+    return start
 
 
 @router.get("/stream", response_class=EventSourceResponse, summary="Live entries and checkpoints")
@@ -35,9 +47,9 @@ async def stream(
     gateway: GatewayDep,
     caller: ReaderDep,
     start: Annotated[Position, Depends(start_position)],
-    community: str | None = None,
+    community: CommunityFilter = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Events `entry` and `checkpoint`; reconnect with Last-Event-ID to resume exactly."""
+    """A `ready` event, then `entry` and `checkpoint`; resume with Last-Event-ID exactly."""
     async for event in gateway.events.stream(
         start=start, community=community, readable=caller.readable
     ):

@@ -127,9 +127,7 @@ def read_entries(
     if last_id:
         headers["Last-Event-ID"] = last_id
     found: list[dict[str, Any]] = []
-    with httpx.stream(
-        "GET", f"{gateway.url}/v1/stream", headers=headers, timeout=60
-    ) as reply:
+    with httpx.stream("GET", f"{gateway.url}/v1/stream", headers=headers, timeout=60) as reply:
         assert reply.status_code == 200, reply.read()
         fields: dict[str, str] = {}
         for line in reply.iter_lines():
@@ -298,9 +296,7 @@ def test_two_gateways_ingest_each_mqtt_message_once(
 
         wait_until(both_ingest, 60, "both gateways to ingest from the shared subscription", 0.2)
         publish(40)
-        wait_until(
-            lambda: sum(accepted(g) for g in gateways) >= sent, 60, "every message ingested"
-        )
+        wait_until(lambda: sum(accepted(g) for g in gateways) >= sent, 60, "every message ingested")
         device.loop_stop()
         device.disconnect()
         assert sum(accepted(g) for g in gateways) == sent
