@@ -278,7 +278,9 @@ def test_two_gateways_ingest_each_mqtt_message_once(
         sent = 0
 
         def accepted(g: Gateway) -> float:
-            return metric(g, "patio_submissions_total", contract="energy_minute", status="accepted")
+            return metric(
+                g, "patio_submissions_total", contract="energy_minute@1", status="accepted"
+            )
 
         def publish(count: int) -> None:
             nonlocal sent
@@ -301,11 +303,13 @@ def test_two_gateways_ingest_each_mqtt_message_once(
         device.disconnect()
         assert sum(accepted(g) for g in gateways) == sent
         duplicates = [
-            metric(g, "patio_submissions_total", contract="energy_minute", status="duplicate")
+            metric(g, "patio_submissions_total", contract="energy_minute@1", status="duplicate")
             for g in gateways
         ]
         assert duplicates == [0, 0]
-        recorded = [i for i in gateways[1].export() if i["entry"]["contract"] == "energy_minute"]
+        recorded = [
+            i for i in gateways[1].export() if i["entry"]["contract"].startswith("energy_minute")
+        ]
         assert sorted(i["entry"]["payload"]["seq"] for i in recorded) == list(range(1, sent + 1))
     finally:
         for gateway in gateways:
