@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class AnchorSettings:
     """PATIO_CHAIN_RPC, PATIO_ANCHOR_CONTRACT, PATIO_CHAIN_KEY_FILE (or PATIO_CHAIN_KEY),
     PATIO_ANCHOR_EVERY_CHECKPOINTS, PATIO_ANCHOR_EVERY_MINUTES, PATIO_ANCHOR_CONFIRMATIONS,
-    PATIO_ANCHOR_POLL."""
+    PATIO_ANCHOR_POLL, PATIO_ANCHOR_STUCK_AFTER (seconds before a fee bump)."""
 
     rpc_url: str
     contract: str | None
@@ -29,6 +29,7 @@ class AnchorSettings:
     every_minutes: float | None
     confirmations: int
     poll_seconds: float
+    stuck_after: float = 600.0
 
     @classmethod
     def from_env(cls) -> AnchorSettings | None:
@@ -46,6 +47,7 @@ class AnchorSettings:
             every_minutes=float(minutes) if minutes else None,
             confirmations=int(os.environ.get("PATIO_ANCHOR_CONFIRMATIONS", "1")),
             poll_seconds=float(os.environ.get("PATIO_ANCHOR_POLL", "5")),
+            stuck_after=float(os.environ.get("PATIO_ANCHOR_STUCK_AFTER", "600")),
         )
 
 
@@ -67,6 +69,7 @@ class AnchorTask:
                 every_checkpoints=settings.every_checkpoints, every_minutes=settings.every_minutes
             ),
             confirmations=settings.confirmations,
+            stuck_after=settings.stuck_after,
         )
         self._task: asyncio.Task[None] | None = None
 
