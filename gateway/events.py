@@ -90,6 +90,15 @@ class EventFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
 
+    @property
+    def listening(self) -> bool:
+        """Whether other processes' commits wake this feed (PostgreSQL LISTEN is live)."""
+        return self._listening
+
+    def wakeup(self) -> asyncio.Event:
+        """What the next wake-up sets: take it before reading, so no commit slips between."""
+        return self._signal
+
     def wake(self) -> None:
         """Wake every stream now; callable from any thread."""
         if self._loop is not None:
@@ -215,7 +224,7 @@ class EventFeed:
         position = start
         yield ServerSentEvent(event="ready", data={"position": str(position)}, id=str(position))
         while True:
-            signal = self._signal  # taken before reading: a commit after the read wakes it
+            signal = self.wakeup()
             found, sealed, seen = await asyncio.to_thread(
                 self._since, position, community, readable
             )

@@ -208,7 +208,6 @@ def test_the_feed_is_woken_by_another_process_commit(postgres_url: str, tmp_path
     """LISTEN/NOTIFY: a commit through another connection wakes the feed before its poll."""
     import asyncio
 
-    from gateway import events
     from gateway.events import EventFeed
     from ledger.log import Log, Submission
 
@@ -220,12 +219,13 @@ def test_the_feed_is_woken_by_another_process_commit(postgres_url: str, tmp_path
         feed.start()
         try:
             await asyncio.wait_for(_listening(feed), 30)
-            woken = feed._signal  # what a stream idling now waits on
+            woken = feed.wakeup()  # what a stream idling now waits on
             await asyncio.to_thread(
                 other.append, [Submission(contract="note", payload={"n": 1}, sig="x")]
             )
-            # Far shorter than the backing poll: only the notification can set it in time.
-            await asyncio.wait_for(woken.wait(), events.NOTIFIED_POLL_SECONDS / 2)
+            # Nothing in this process appended or called wake(): only the notification
+            # of the other connection's commit can set it (the poll never does).
+            await asyncio.wait_for(woken.wait(), 30)
             return True
         finally:
             await feed.stop()
@@ -238,7 +238,7 @@ def test_the_feed_is_woken_by_another_process_commit(postgres_url: str, tmp_path
 async def _listening(feed: Any) -> None:
     import asyncio
 
-    while not feed._listening:
+    while not feed.listening:
         await asyncio.sleep(0.01)
 
 
