@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from gateway.leader import Leadership
 from ledger.errors import LedgerError
 from ledger.log import Log
 from ledger.storage import anchors
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class AnchorSettings:
     """PATIO_CHAIN_RPC, PATIO_ANCHOR_CONTRACT, PATIO_CHAIN_KEY_FILE (or PATIO_CHAIN_KEY),
     PATIO_ANCHOR_EVERY_CHECKPOINTS, PATIO_ANCHOR_EVERY_MINUTES, PATIO_ANCHOR_CONFIRMATIONS,
-    PATIO_ANCHOR_POLL."""
+    PATIO_ANCHOR_POLL, PATIO_ANCHOR_STUCK_AFTER (seconds before a fee bump)."""
 
     rpc_url: str
     contract: str | None
@@ -32,6 +33,7 @@ class AnchorSettings:
     every_minutes: float | None
     confirmations: int
     poll_seconds: float
+    stuck_after: float = 600.0
 
     @classmethod
     def from_env(cls) -> AnchorSettings | None:
@@ -49,11 +51,13 @@ class AnchorSettings:
             every_minutes=float(minutes) if minutes else None,
             confirmations=int(os.environ.get("PATIO_ANCHOR_CONFIRMATIONS", "1")),
             poll_seconds=float(os.environ.get("PATIO_ANCHOR_POLL", "5")),
+            stuck_after=float(os.environ.get("PATIO_ANCHOR_STUCK_AFTER", "600")),
         )
 
 
 class AnchorTask:
-    """Runs one anchoring pass every poll interval; RPC failures are retried next pass."""
+    """Runs one anchoring pass every poll interval while it leads (gateway.leader), so one
+    process of a deployment sends transactions; RPC failures are retried next pass."""
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class AnchorTask:
         from ledger.anchoring import Anchorer, AnchorPolicy, connect, load_chain_account
 
         self.settings = settings
+        self.leadership = Leadership(ledger_log.engine, "anchorer")
         self.anchorer = Anchorer(
             log=ledger_log,
             w3=connect(settings.rpc_url),
@@ -73,6 +78,7 @@ class AnchorTask:
                 every_checkpoints=settings.every_checkpoints, every_minutes=settings.every_minutes
             ),
             confirmations=settings.confirmations,
+            stuck_after=settings.stuck_after,
         )
         self.log = ledger_log
         self.on_lag = on_lag
@@ -99,14 +105,16 @@ class AnchorTask:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.to_thread(self.leadership.resign)
 
     async def _run(self) -> None:
         while True:
             try:
-                done = await asyncio.to_thread(self.anchorer.run_once)
-                log.info("anchor pass: %s", done.describe())
-                if self.on_lag is not None:
-                    self.on_lag(await asyncio.to_thread(self.lag))
+                if await asyncio.to_thread(self.leadership.try_lead):
+                    done = await asyncio.to_thread(self.anchorer.run_once)
+                    log.info("anchor pass: %s", done.describe())
+                    if self.on_lag is not None:
+                        self.on_lag(await asyncio.to_thread(self.lag))
             except LedgerError as exc:  # RPC down or refusing: the pending anchor is kept
                 log.warning(
                     "anchor pass failed, retrying in %ss: %s", self.settings.poll_seconds, exc

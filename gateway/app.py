@@ -153,9 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readings.catch_up(ledger_log)
         Rollups(ledger_log.engine, directory).catch_up()
 
+        events = EventFeed(ledger_log)
+
         def on_seal(checkpoint: StoredCheckpoint, seconds: float) -> None:
             metrics.tree_size.set(checkpoint.tree_size)
             metrics.seal_seconds.observe(seconds)
+            events.wake()
 
         sealer = Sealer(
             ledger_log,
@@ -175,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     reason = verdict.title or "Invalid request"
                     metrics.refusals.labels(verdict.contract, code, reason).inc()
             sealer.appended(accepted)
+            if accepted:
+                events.wake()
 
         writer = WriterClient(
             database_url=ledger_log.engine.url.render_as_string(hide_password=False),
@@ -192,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             submissions=Submissions(writer=writer, directory=directory),
             readings=readings,
             sealer=sealer,
-            events=EventFeed(ledger_log),
+            events=events,
         )
         app.state.gateway = gateway
         # ~100,000 objects exist once the app is built (routes, schemas, models); a full
@@ -201,6 +206,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         await sealer.seal_now()
         sealer.start()
+        events.start()
+        metrics.leader.labels("sealer").set_function(lambda: sealer.leadership.leading)
         ingest: Any = None
         if settings.mqtt_url:
             from gateway.mqtt_ingest import MqttIngest
@@ -210,6 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 submissions=gateway.submissions,
                 host=url.hostname or "127.0.0.1",
                 port=url.port or 1883,
+                client_id=settings.mqtt_client_id,
+                group=settings.mqtt_group,
             )
             ingest.start()
         alert_config = AlertConfig.from_env()
@@ -243,6 +252,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if anchoring is not None:
             anchoring.start()
+            anchor_role = anchoring.leadership
+            metrics.leader.labels("anchorer").set_function(lambda: anchor_role.leading)
         try:
             yield
         finally:
@@ -253,6 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ingest.stop()
             await retention_task.stop()
             await sealer.stop()
+            await events.stop()
             await writer.close()
             ledger_log.engine.dispose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class Settings:
     seal_interval: float = 5.0
     seal_entries: int = 10_000
     mqtt_url: str | None = None
+    mqtt_client_id: str = "patio-gateway"
+    mqtt_group: str = "patio"
     max_body_bytes: int = 1 << 20
     retention_interval: float = 3600.0  # seconds between runs of the retention policies
     log_format: str = "text"
@@ -49,8 +52,9 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """PATIO_DATA_DIR, PATIO_DATABASE_URL, PATIO_LOG_ORIGIN, PATIO_SEAL_INTERVAL,
-        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL, PATIO_MAX_BODY_BYTES, PATIO_LOG_FORMAT,
-        PATIO_LOG_LEVEL, PATIO_RETENTION_INTERVAL (docs/configuration.md)."""
+        PATIO_SEAL_ENTRIES, PATIO_MQTT_URL, PATIO_MQTT_CLIENT_ID, PATIO_MQTT_GROUP,
+        PATIO_MAX_BODY_BYTES, PATIO_LOG_FORMAT, PATIO_LOG_LEVEL, PATIO_RETENTION_INTERVAL
+        (docs/configuration.md)."""
         return cls(
             data_dir=Path(os.environ.get("PATIO_DATA_DIR") or "var"),
             database_url=os.environ.get("PATIO_DATABASE_URL") or None,
@@ -62,4 +66,9 @@ class Settings:
             max_body_bytes=int(_number("PATIO_MAX_BODY_BYTES", 1 << 20)),
             log_format=_choice("PATIO_LOG_FORMAT", LOG_FORMATS, "text"),
             log_level=_choice("PATIO_LOG_LEVEL", LOG_LEVELS, "info"),
+            # One persistent session per gateway: the id must differ between gateways
+            # and stay the same across a gateway's restarts (a container's host name).
+            mqtt_client_id=os.environ.get("PATIO_MQTT_CLIENT_ID")
+            or f"patio-gateway-{socket.gethostname()}",
+            mqtt_group=os.environ.get("PATIO_MQTT_GROUP") or "patio",
         )

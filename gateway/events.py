@@ -8,6 +8,8 @@ the feed reads the database, not process memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,13 +18,19 @@ from typing import Any
 from fastapi.sse import ServerSentEvent
 from sqlalchemy import Engine, func, select
 
+from gateway.leader import psycopg_conninfo
 from gateway.store import readings
 from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
-from ledger.log import Log
+from ledger.log import LOG_CHANNEL, Log
 from ledger.storage import checkpoints, entries
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = 0.25
+# With LISTEN/NOTIFY a stream is woken by each commit; the poll only backs it up (a
+# listener reconnecting after a database restart misses what was sent meanwhile).
+NOTIFIED_POLL_SECONDS = 2.0
 PAGE = 500
 # Rows of the reading index a filtered stream looks at per poll (two short columns each).
 SCAN = 5_000
@@ -55,11 +63,75 @@ class Position:
 
 
 class EventFeed:
-    """Polls the ledger for new entries and checkpoints."""
+    """Reads the ledger by position, woken by new entries and checkpoints.
+
+    Wake-ups come from this process's commits (`wake`) and, on PostgreSQL, from every
+    process's commits through LISTEN/NOTIFY; they carry nothing, the log is the truth.
+    """
 
     def __init__(self, log: Log) -> None:
         self.log = log
         self.engine: Engine = log.engine
+        self._signal = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
+
+    def start(self) -> None:
+        """Listen for other processes' commits (PostgreSQL), in the current event loop."""
+        self._loop = asyncio.get_running_loop()
+        if self.engine.dialect.name == "postgresql":
+            self._listener = asyncio.create_task(self._listen(), name="patio-events-listen")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    @property
+    def listening(self) -> bool:
+        """Whether other processes' commits wake this feed (PostgreSQL LISTEN is live)."""
+        return self._listening
+
+    def wakeup(self) -> asyncio.Event:
+        """What the next wake-up sets: take it before reading, so no commit slips between."""
+        return self._signal
+
+    def wake(self) -> None:
+        """Wake every stream now; callable from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._signal.set()
+        self._signal = asyncio.Event()
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    psycopg_conninfo(self.engine), autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {LOG_CHANNEL}")
+                    self._listening = True
+                    self._wake()  # whatever was committed before LISTEN took effect
+                    async for _ in conn.notifies():
+                        self._wake()
+            except psycopg.Error as exc:
+                log.warning("event listener lost its database connection: %s", exc)
+            finally:
+                self._listening = False
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _idle(self, signal: asyncio.Event) -> None:
+        """Until woken, or the poll interval passes."""
+        timeout = NOTIFIED_POLL_SECONDS if self._listening else POLL_SECONDS
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), timeout)
 
     def now(self) -> Position:
         """The position of the newest entry and checkpoint."""
@@ -153,11 +225,12 @@ class EventFeed:
         position = start
         yield ServerSentEvent(event="ready", data={"position": str(position)}, id=str(position))
         while True:
+            signal = self.wakeup()
             found, sealed, seen = await asyncio.to_thread(
                 self._since, position, community, readable
             )
             if seen == position.entry and not sealed:
-                await asyncio.sleep(POLL_SECONDS)  # nothing new: poll again shortly
+                await self._idle(signal)  # nothing new: until woken, or the next poll
                 continue
             for item in found:
                 position = Position(item["index"], position.checkpoint)

@@ -43,6 +43,12 @@ class Metrics:
             "Entries sealed but not yet in a confirmed anchor (set when anchoring runs)",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "patio_leader",
+            "1 while this process holds the role among the gateways on its database",
+            ["role"],
+            registry=self.registry,
+        )
         self.seal_seconds = Histogram(
             "patio_seal_seconds", "Time to seal a checkpoint", registry=self.registry
         )

@@ -14,7 +14,10 @@ from ledger.errors import LedgerError
 
 log = logging.getLogger("patio.gateway.mqtt")
 
-ENTRIES_SUBSCRIPTION = "patio/+/+/entries"
+ENTRIES_TOPICS = "patio/+/+/entries"
+# A shared subscription (MQTT 5, also honoured by Mosquitto for 3.1.1 clients): the broker
+# hands each message to one member of the group, so N gateways ingest it once, not N times.
+SHARED_SUBSCRIPTION = "$share/{group}/" + ENTRIES_TOPICS
 ACKS_TOPIC = "patio/{community}/{device}/acks"
 CONTRACT = "energy_minute"
 # One envelope is well under a kilobyte; anything this large is not one.
@@ -72,6 +75,9 @@ class _Admitted:
 class MqttIngest:
     """Subscribes to every device's entries topic and answers each message on its acks topic.
 
+    Every gateway of a deployment joins one shared subscription, each with a client id of
+    its own: the broker spreads the messages over them, each delivered to one.
+
     Messages go through `submissions.submit` (the HTTP route's contract path), restricted
     to the topic's community, in batches: what arrived together is committed together.
     Bad input is acked as rejected; a server fault is logged and not acked, so the device
@@ -87,12 +93,14 @@ class MqttIngest:
         host: str,
         port: int,
         client_id: str = "patio-gateway",
+        group: str = "patio",
         keepalive_s: int = 30,
     ) -> None:
         self.submissions = submissions
         self.host = host
         self.port = port
         self.client_id = client_id
+        self.subscription = SHARED_SUBSCRIPTION.format(group=group)
         self.keepalive_s = keepalive_s
         self._client: Any = None
         self._connected = threading.Event()
@@ -141,18 +149,16 @@ class MqttIngest:
         if reason.is_failure:
             log.warning("broker refused the connection: %s", reason)
             return
-        client.subscribe(ENTRIES_SUBSCRIPTION, qos=1)
+        client.subscribe(self.subscription, qos=1)
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, props: Any) -> None:
         # Subscribed once the broker says so (SUBACK): a device's message published before
         # that, on a new session, would reach no one.
         if any(reason.is_failure for reason in reasons):
-            log.warning("broker refused the subscription to %s: %s", ENTRIES_SUBSCRIPTION, reasons)
+            log.warning("broker refused the subscription to %s: %s", self.subscription, reasons)
             return
         self._connected.set()
-        log.info(
-            "MQTT ingest subscribed to %s on %s:%d", ENTRIES_SUBSCRIPTION, self.host, self.port
-        )
+        log.info("MQTT ingest subscribed to %s on %s:%d", self.subscription, self.host, self.port)
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.leader import Leadership
 from ledger.log import Log, StoredCheckpoint
 from ledger.storage import checkpoint_wal
 
@@ -15,7 +16,11 @@ log = logging.getLogger(__name__)
 
 
 class Sealer:
-    """Seals on a timer, or early when enough entries wait; one at a time per database."""
+    """Seals on a timer, or early when enough entries wait, while it leads (gateway.leader).
+
+    Followers try to take the role at every tick, so a dead leader's role is taken over
+    within one interval. The early wake counts this process's own entries only.
+    """
 
     def __init__(
         self,
@@ -26,6 +31,7 @@ class Sealer:
         on_seal: Callable[[StoredCheckpoint, float], None] | None = None,
     ) -> None:
         self.log = log_
+        self.leadership = Leadership(log_.engine, "sealer")
         self.interval = interval
         self.entries = entries
         self.on_seal = on_seal
@@ -45,6 +51,7 @@ class Sealer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.to_thread(self.leadership.resign)
 
     def appended(self, count: int) -> None:
         """Called from any thread after a commit: wake the sealer early past N entries."""
@@ -73,6 +80,9 @@ class Sealer:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
             try:
+                if not await asyncio.to_thread(self.leadership.try_lead):
+                    self._pending = 0
+                    continue
                 await self.seal_now()
             except asyncio.CancelledError:
                 raise

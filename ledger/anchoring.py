@@ -5,6 +5,11 @@ signed transaction, *before* it is broadcast. A pass that finds a pending anchor
 new one: it looks the transaction up, rebroadcasts the recorded bytes if the node lost them,
 and otherwise waits. One nonce per anchor and one anchor in flight at a time mean an RPC
 failure at any point can delay an anchor but never send a second one.
+
+A transaction left unmined past `stuck_after` seconds is replaced with the same nonce and
+higher fees (recorded before it is broadcast, like the first). A confirmed anchor that a
+reorganisation took out of the chain goes back to pending, and the next pass sends its
+recorded bytes again (or a new anchor, when its nonce was taken).
 """
 
 from __future__ import annotations
@@ -386,6 +391,8 @@ class AnchorPass:
     action: Literal[
         "sent",
         "rebroadcast",
+        "bumped",
+        "reorganised",
         "waiting",
         "confirmed",
         "failed",
@@ -437,6 +444,7 @@ class Anchorer:
         policy: AnchorPolicy | None = None,
         fees: FeeCap | None = None,
         confirmations: int = 1,
+        stuck_after: float = 600.0,
     ) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be at least 1")
@@ -453,6 +461,10 @@ class Anchorer:
         self.policy = policy or AnchorPolicy()
         self.fees = fees or FeeCap()
         self.confirmations = confirmations
+        self.stuck_after = stuck_after
+        # When this process first saw each transaction waiting in the mempool. A restart
+        # starts the clock again: it only delays a fee bump.
+        self._waiting_since: dict[str, float] = {}
         self._chain_id: int | None = None
 
     @property
@@ -511,8 +523,8 @@ class Anchorer:
         ChainError when the RPC is unreachable or refuses; the pending anchor (if any) is
         kept and the next pass resumes it.
         """
-        settled = self.settle()
-        if settled is not None and settled.action in ("waiting", "rebroadcast"):
+        settled = self.reorganised() or self.settle()
+        if settled is not None and settled.action in ("waiting", "rebroadcast", "bumped"):
             return self._wait(settled, wait_seconds)
         result = self._anchor_latest(now or datetime.now(UTC))
         if result.action == "sent":
@@ -524,13 +536,31 @@ class Anchorer:
     def _wait(self, current: AnchorPass, wait_seconds: float) -> AnchorPass:
         deadline = time.monotonic() + wait_seconds
         pause = 0.05  # doubling up to 2 s: quick on dev chains, gentle on real ones
-        while current.action in ("sent", "rebroadcast", "waiting"):
+        while current.action in ("sent", "rebroadcast", "bumped", "waiting"):
             if time.monotonic() >= deadline:
                 return current
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(2 * pause, 2.0)
             current = self.settle() or current
         return current
+
+    def reorganised(self) -> AnchorPass | None:
+        """Put confirmed anchors a reorganisation removed back to pending; None if none was.
+
+        Newest first, stopping at the first still in its block: one account's transactions
+        are mined in nonce order, so the older ones are then in the chain too.
+        """
+        confirmed = [r for r in self.records() if r.status == "confirmed"]
+        result: AnchorPass | None = None
+        for record in reversed(confirmed):
+            receipt = _receipt(self.w3, record.tx_hash)
+            if receipt is not None and int(receipt["blockNumber"]) == record.block_number:
+                break
+            reopened = self._update(record.id, status="pending", block_number=None, confirmations=0)
+            result = AnchorPass(action="reorganised", anchor=reopened)
+        if result is not None:
+            self.settle()  # resend now what the new chain lacks
+        return result
 
     def settle(self) -> AnchorPass | None:
         """Update the pending anchor from the chain; None when nothing is pending."""
@@ -545,6 +575,9 @@ class Anchorer:
         receipt = _receipt(self.w3, row.tx_hash)
         if receipt is None:
             if _known(self.w3, row.tx_hash):
+                since = self._waiting_since.setdefault(row.tx_hash, time.monotonic())
+                if time.monotonic() - since >= self.stuck_after:
+                    return self._bump(row)
                 return AnchorPass(action="waiting", anchor=_record(row))
             used = chain_call(
                 "nonce lookup", self.w3.eth.get_transaction_count, self.account.address, "latest"
@@ -571,6 +604,29 @@ class Anchorer:
             row.id, status=status, block_number=block, confirmations=confirmations
         )
         return AnchorPass(action="confirmed" if status == "confirmed" else "waiting", anchor=record)
+
+    def _bump(self, row: Any) -> AnchorPass:
+        """Replace a stuck transaction: same nonce and call, fees up by a quarter.
+
+        Nodes take a replacement only with both fees at least 10 % higher (geth's
+        txpool.pricebump); a quarter also outruns a rising base fee.
+        """
+        sent = chain_call("transaction lookup", self.w3.eth.get_transaction, row.tx_hash)
+        max_fee, tip = self.fees.fees(self.w3)
+        tip = max(tip, int(sent["maxPriorityFeePerGas"]) * 5 // 4 + 1)
+        max_fee = max(max_fee, int(sent["maxFeePerGas"]) * 5 // 4 + 1, tip)
+        if max_fee > self.fees.max_fee_per_gas:
+            raise ChainError(
+                f"anchor {row.tx_hash} is stuck, and a replacement would bid {max_fee} wei "
+                f"per gas, over the cap of {self.fees.max_fee_per_gas} wei"
+            )
+        tx = self._transaction(bytes(row.root_hash), row.tree_size, nonce=row.nonce)
+        tx.update(maxFeePerGas=max_fee, maxPriorityFeePerGas=tip, gas=int(sent["gas"]))
+        signed = self.account.sign_transaction(tx)
+        raw = bytes(signed.raw_transaction)
+        bumped = self._update(row.id, tx_hash=signed.hash.to_0x_hex(), raw_tx=raw)
+        _send(self.w3, raw, "fee bump")
+        return AnchorPass(action="bumped", anchor=bumped)
 
     def _anchor_latest(self, now: datetime) -> AnchorPass:
         latest = self.log.latest_checkpoint()
@@ -600,15 +656,18 @@ class Anchorer:
             ).first()
         return _record(row) if row else None
 
-    def _transaction(self, root: bytes, tree_size: int) -> dict[str, Any]:
+    def _transaction(
+        self, root: bytes, tree_size: int, *, nonce: int | None = None
+    ) -> dict[str, Any]:
         if self.contract is not None:
             to, data = self.contract, anchor_call_data(root, tree_size)
         else:
             to, data = self.calldata_to, calldata_anchor(root, tree_size)
         max_fee, tip = self.fees.fees(self.w3)
-        nonce = chain_call(
-            "nonce lookup", self.w3.eth.get_transaction_count, self.account.address, "pending"
-        )
+        if nonce is None:
+            nonce = chain_call(
+                "nonce lookup", self.w3.eth.get_transaction_count, self.account.address, "pending"
+            )
         tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,

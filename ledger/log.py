@@ -37,6 +37,9 @@ ENTRY_COLUMNS_E = ", ".join(f"e.{column}" for column in ENTRY_COLUMNS.split(", "
 APPEND_LOCK = 0x7061_7469_6F01
 SEAL_LOCK = 0x7061_7469_6F02
 REDACT_BATCH = 5_000  # payloads dropped per transaction by a retention run
+# PostgreSQL NOTIFY channel: every commit that adds entries or a checkpoint wakes the
+# listeners (gateway.events), which then read the log by position. Delivered at commit.
+LOG_CHANNEL = "patio_log"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -305,6 +308,8 @@ class Log:
                 )
                 first = new_rows[0][0]
                 self._store_level(cursor, 0, first, [row[1] for row in new_rows])
+                if self._postgres:
+                    DriverCursor(conn).execute(f"NOTIFY {LOG_CHANNEL}")
             if evidence:
                 cursor.executemany(
                     "INSERT INTO conflicts (device_id, seq, existing_idx, entry, received_at, "
@@ -435,6 +440,8 @@ class Log:
                 if level:  # level 0 (the leaves) was stored by append
                     self._store_level(cursor, level, first, nodes)
             conn.execute(checkpoints.insert(), vars(sealed))
+            if self._postgres:
+                DriverCursor(conn).execute(f"NOTIFY {LOG_CHANNEL}")
         return sealed
 
     def _store_level(
