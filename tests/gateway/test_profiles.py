@@ -36,7 +36,7 @@ def test_a_type_is_one_word(gateway: Gateway) -> None:
     assert profile == {
         "type": "tasmota_plug",
         "sensors": {
-            "heatpump_w": {"role": "consumption", "unit": "W", "min": 0, "max": 3680},
+            "heatpump_w": {"role": "other", "unit": "W", "min": 0, "max": 3680},
             "heatpump_wh": {"role": "consumption", "unit": "Wh", "min": 0, "max": 62},
         },
     }
