@@ -88,7 +88,7 @@ SELECT r.device_id, r.sensor, u.unit, SUM(r.minutes), CAST(SUM(r.energy_mwh) AS 
 """
 # PostgreSQL hashes a span's rows per (device, sensor, unit) in one pass, each hour's unit
 # read from an array of the span's units by the hour's offset: no join to sort or hash
-# (bench/reports.py's year: 0.77-0.83 s with a join to unnest(hours, units), 0.50-0.60 s).
+# (bench/reports.py's year: 0.77-0.83 s with a join to unnest(hours, units), 0.36-0.41 s).
 AGGREGATE = (
     SUMS.replace("u.unit", "r.unit")
     + """
@@ -98,8 +98,8 @@ GROUP BY r.device_id, r.sensor, r.unit
 """
 )
 # SQLite has no hash aggregate: grouping a year's million rows at once sorts them all
-# (0.64 s of CPU in bench/reports.py's year); one unit at a time sorts a few hundred rows
-# each, its hours found through the unit's index (0.36 s).
+# (0.89 s of CPU on bench/reports.py's data); one unit at a time sorts a few hundred rows
+# each, its hours found through the unit's index (0.50 s).
 UNIT_AGGREGATE = (
     SUMS
     + """
