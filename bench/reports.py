@@ -18,13 +18,16 @@ How the data is built (signing and ingesting 26 million minutes is not feasible 
   same hours (computed into a temporary table by the same SQL).
 Then the log is sealed and `GET /v1/reports` is timed over HTTP (the real server: snapshot,
 registry replay, SQL aggregation, build_report, JSON): the year 2026 (compared with 2025)
-and the day 2026-11-29, median and best of `--runs`. Nothing here asserts a time.
+and the day 2026-11-29, median and best of `--runs`, with the gateway process's CPU time
+per request (on a shared machine the steadier figure; PostgreSQL's own is not in it) and
+the load average. Nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -167,18 +170,28 @@ def sample_envelopes(keys: dict[str, NamedKey]) -> list[dict[str, Any]]:
     return out
 
 
-def timed(client: httpx.Client, params: dict[str, str], runs: int) -> tuple[float, float, int]:
-    """(median, best) seconds of GET /v1/reports, and the body's size."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used so far (proc(5): stat fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(
+    client: httpx.Client, params: dict[str, str], runs: int, pid: int
+) -> tuple[float, float, float, int]:
+    """(median, best) seconds of GET /v1/reports, the gateway's CPU seconds per request
+    (not PostgreSQL's), and the body's size."""
     client.get("/v1/reports", params=params).raise_for_status()  # warm-up
     times = []
     size = 0
+    cpu = cpu_seconds(pid)
     for _ in range(runs):
         started = time.perf_counter()
         reply = client.get("/v1/reports", params=params)
         times.append(time.perf_counter() - started)
         reply.raise_for_status()
         size = len(reply.content)
-    return statistics.median(times), min(times), size
+    return statistics.median(times), min(times), (cpu_seconds(pid) - cpu) / runs, size
 
 
 def profile_report(server: Any, params: dict[str, Any]) -> None:
@@ -316,11 +329,14 @@ def bench(backend: str, runs: int, with_profile: bool = False) -> list[str]:
                 ("year 2026 (vs 2025)", {"period": "year", "date": "2026-06-01"}, 1.0),
                 ("day 2026-11-29", {"period": "day", "date": "2026-11-29"}, 0.05),
             ):
-                median, best, size = timed(client, {"community": COMMUNITY, **params}, runs)
+                median, best, cpu, size = timed(
+                    client, {"community": COMMUNITY, **params}, runs, server.process.pid
+                )
                 lines.append(
                     f"{label}: median {median * 1000:.0f} ms, best {best * 1000:.0f} ms "
                     f"(target {target * 1000:.0f} ms: {median / target:.2f}x of it), "
-                    f"{size} bytes of JSON"
+                    f"gateway CPU {cpu * 1000:.0f} ms a request, {size} bytes of JSON; "
+                    f"load average {os.getloadavg()[0]:.1f}"
                 )
         if with_profile:
             from contracts.energy.periods import PeriodKind

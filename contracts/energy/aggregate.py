@@ -34,26 +34,35 @@ from contracts.energy.tariff import Tariff, price_hour
 def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, int]:
     """Every UTC hour `build_report` reads for `period` -> the first hour of its unit."""
     periods = (period, period.previous(), period.year_before())
-    bucket_of = [
-        {hour: i for i, bucket in enumerate(p.buckets()) for hour in bucket.hours()}
+    bucket_of = [  # keyed by Unix seconds: a year's lookups hash ints, not aware datetimes
+        {
+            int(hour.timestamp()): i
+            for i, bucket in enumerate(p.buckets())
+            for hour in bucket.hours()
+        }
         for p in periods
     ]
-    hourly = [p.bucket_size.value == "hour" for p in periods]
-    partial = as_of.replace(minute=0, second=0, microsecond=0)
+    # Hours in an hourly bucket of any period computed are units of their own.
+    own = {
+        seconds
+        for p, buckets in zip(periods, bucket_of, strict=True)
+        if p.bucket_size.value == "hour"
+        for seconds in buckets
+    }
+    partial = int(as_of.replace(minute=0, second=0, microsecond=0).timestamp())
     first_of: dict[tuple[object, ...], int] = {}
     out: dict[int, int] = {}
     for start, end in rollup_ranges(period, tariff):
         hour = start
         while hour < end:
             seconds = int(hour.timestamp())
-            buckets = tuple(b.get(hour, -1) for b in bucket_of)
-            if hour >= partial or any(
-                flag and index >= 0 for flag, index in zip(hourly, buckets, strict=True)
-            ):
+            if seconds >= partial or seconds in own:
                 out[seconds] = seconds  # an hour of its own
             else:
                 local = hour.astimezone(period.zone)
-                key: tuple[object, ...] = (buckets, local.year, local.month)
+                key: tuple[object, ...] = (
+                    tuple(b.get(seconds, -1) for b in bucket_of), local.year, local.month
+                )  # fmt: skip
                 try:
                     if tariff is not None:
                         priced = price_hour(tariff, local)
