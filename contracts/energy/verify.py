@@ -216,6 +216,7 @@ def recompute(report: dict[str, Any], seen: list[_Seen], checkpoint: Checkpoint)
         "root_hash": checkpoint.root_hash.hex(),
         "entries": entries,
         "inputs": inputs.json(),
+        "payloads_removed": None,  # verify() refuses a report that claims any
     }
     return rebuilt
 
@@ -233,6 +234,12 @@ def verify(
             raise TypeError("the checkpoint is not a note")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{report_path} is not a patio report with provenance: {exc}") from exc
+    if report["provenance"].get("payloads_removed") is not None:
+        # Those minutes count through rollups the log can no longer rebuild (retention).
+        raise FormatError(
+            f"{report_path} counts minutes whose payloads were removed "
+            f"({report['provenance']['payloads_removed']}): it cannot be recomputed from the log"
+        )
     try:
         verifier = NoteVerifier.parse(log_key)
     except (FormatError, LedgerError) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -39,7 +39,7 @@ from gateway.rollups import Rollups
 from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
-from ledger.registry_replay import REGISTRY_DEVICE, RegistryEntry, replay
+from ledger.registry_replay import REGISTRY_DEVICE, Registry, RegistryEntry, replay
 from ledger.storage import DriverCursor
 
 router = APIRouter(prefix="/v1", tags=["reports"])
@@ -211,6 +211,8 @@ def _rollups(
             f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
             (min(first for *_, first in dirty), tree_size, CONTRACT, *devices),
         ):
+            if data is None:  # a payload removed under retention: see _payloads_removed
+                continue
             try:
                 payload = parse_json(bytes(data), what="entry").get("payload")
             except (FormatError, AttributeError):
@@ -296,7 +298,8 @@ def _compute_in(
     through = cursor.scalar("SELECT through_idx FROM rollup_progress WHERE id = 1")
     if through is None or through < tree_size - 1:
         return None
-    registry, _findings = replay(_registry(cursor, tree_size))
+    registry_entries = _registry(cursor, tree_size)
+    registry, _findings = replay(registry_entries)
     inputs = community_inputs(registry, community_id)
     if inputs is None:
         detail = f"no community {community_id!r} in the log up to checkpoint {tree_size}"
@@ -322,8 +325,44 @@ def _compute_in(
         "root_hash": root_hash.hex(),
         "entries": _entries_used(cursor, inputs, ranges, tree_size) if with_entries else None,
         "inputs": inputs.json(),
+        "payloads_removed": _payloads_removed(
+            cursor, inputs, registry, registry_entries, min(start for start, _ in ranges)
+        ),
     }
     return report
+
+
+def _payloads_removed(
+    cursor: DriverCursor, inputs: CommunityInputs, registry: Registry,
+    registry_entries: list[RegistryEntry], earliest: datetime,
+) -> dict[str, Any] | None:  # fmt: skip
+    """What the log no longer holds of this report's inputs (docs/retention.md): those
+    minutes count through the hourly rollups kept when their payloads were dropped, so
+    `patio report verify` cannot recompute them from the log. None when nothing was."""
+    days = cursor.scalar(
+        "SELECT payload_days FROM retention_policies WHERE community_id = ?",
+        (inputs.community_id,),
+    )
+    older = days is not None and earliest < datetime.now(UTC) - timedelta(days=int(days))
+    erased = sorted(
+        {
+            payload["subject"].get("id")
+            for entry in registry_entries
+            if isinstance(payload := entry.payload, dict)
+            and payload.get("action") == "erase_device_payloads"
+            and isinstance(payload.get("subject"), dict)
+            and (device := registry.devices.get(payload["subject"].get("id"))) is not None
+            and device.community_id == inputs.community_id
+        }
+    )
+    if not older and not erased:
+        return None
+    return {
+        "retention_days": int(days) if older else None,
+        "erased_devices": erased,
+        "note": "some payloads of this period were removed; their minutes come from the "
+        "hourly rollups kept in the gateway, which patio report verify cannot recompute",
+    }
 
 
 def _date(value: str | None, name: str) -> date | None:

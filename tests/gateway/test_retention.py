@@ -289,6 +289,22 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
             if e["index"] in {r["index"] for r in redacted}
         )
 
+        # A report over the erased device's minutes says they come from the rollups.
+        day = minute(erased.name, 1)["start"][:10]
+        report = gateway.admin.get(
+            "/v1/reports", params={"community": "hoa-e", "period": "day", "date": day}
+        )
+        assert report.status_code == 200, report.text
+        removed = report.json()["provenance"]["payloads_removed"]
+        assert removed["erased_devices"] == ["boiler-1"] and removed["retention_days"] is None
+        (tmp_path / "report.json").write_text(report.text)
+        saved = str(tmp_path / "report.json")
+        export = str(tmp_path / "none.json")
+        refused = patio(
+            "report", "verify", saved, "--log-key", "x", "--export", export,
+            env=gateway.env, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 2 and "payloads were removed" in refused.stderr
         # The hourly rollups stay, and are never rebuilt over dropped payloads.
         assert _rollup_minutes(tmp_path / "data", database, "boiler-1") == rolled_up
         rebuild = patio("reports", "rebuild", env=gateway.env, check=False)
