@@ -375,7 +375,7 @@ def test_the_admin_registers_a_device_that_then_submits(tab: Tab, web_gateway: G
     page.fill("#device-form input[name=sensor]", "meter")
     page.click("#device-form button[type=submit]")
     page.wait_for_selector(
-        "#devices tr[data-device='adm-meter'] td:has-text('meter_w consumption W')"
+        "#devices tr[data-device='adm-meter'] td:has-text('meter_wh consumption Wh')"
     )
     solar = NamedKey.generate("adm-solar")
     page.fill("#device-form input[name=id]", "adm-solar")
