@@ -5,8 +5,6 @@ over dropped ranges both `--local` and `--gateway`, the erasure on the record.""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ from contracts.device_registry import REGISTRY_DEVICE
 from ledger.keys import NamedKey
 from ledger.log import Log, Submission
 from ledger.storage import database_url as database_url_for
-from tests.conftest import POSTGRES_ADMIN_URL, require_service
 from tests.gateway.server import Gateway, patio, start_gateway
 from tests.gateway.test_api import envelope, is_problem, minute, submit
 
@@ -27,22 +24,12 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+def database(request: pytest.FixtureRequest) -> str | None:
     """None for SQLite in the data dir, else a PostgreSQL schema of this test's own."""
     if request.param == "sqlite":
-        yield None
-        return
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    schema = f"r_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 def _old_entries(
