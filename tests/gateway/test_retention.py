@@ -4,7 +4,6 @@ over dropped ranges both `--local` and `--gateway`, the erasure on the record.""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from ledger.log import Log, Submission
 from ledger.storage import database_url as database_url_for
 from tests.gateway.server import Gateway, patio, start_gateway
 from tests.gateway.test_api import envelope, is_problem, minute, submit
+from tests.sse import events
 
 DAY = timedelta(days=1)
 
@@ -67,20 +67,11 @@ def _stream_indexes(gateway: Gateway, token: str, community: str, until: str) ->
         timeout=20,
     ) as reply:
         assert reply.status_code == 200
-        fields: dict[str, str] = {}
-        for line in reply.iter_lines():
-            if line.startswith(":"):
-                continue
-            if line:
-                name, _, value = line.partition(":")
-                fields[name] = value.strip()
-                continue
-            if fields.get("event") == "entry":
-                data = json.loads(fields["data"])
+        for event, _, data in events(reply):
+            if event == "entry":
                 seen.add(data["index"])
                 if data["log_tag_id"] == until:
                     return seen
-            fields = {}
     raise AssertionError("the stream ended before the marker entry")
 
 

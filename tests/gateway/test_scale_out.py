@@ -21,6 +21,7 @@ from ledger.keys import NamedKey
 from tests.edge.fakes import Broker
 from tests.gateway.server import Gateway, start_gateway
 from tests.gateway.test_api import envelope, minute, submit
+from tests.sse import events
 from tests.wait import process_gone, wait_until
 
 SEAL_INTERVAL = 0.5
@@ -129,22 +130,14 @@ def read_entries(
     found: list[dict[str, Any]] = []
     with httpx.stream("GET", f"{gateway.url}/v1/stream", headers=headers, timeout=60) as reply:
         assert reply.status_code == 200, reply.read()
-        fields: dict[str, str] = {}
-        for line in reply.iter_lines():
-            if line.startswith(":"):
-                continue
-            if line:
-                name, _, value = line.partition(":")
-                fields[name] = value.strip()
-                continue
-            if fields.get("event") == "ready" and ready is not None:
+        for event, event_id, data in events(reply):
+            if event == "ready" and ready is not None:
                 ready.set()
-            last_id = fields.get("id", last_id)
-            if fields.get("event") == "entry":
-                found.append(json.loads(fields["data"]))
+            last_id = event_id or last_id
+            if event == "entry":
+                found.append(data)
                 if len(found) == count:
                     break
-            fields = {}
     return found, last_id
 
 

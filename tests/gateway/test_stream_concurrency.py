@@ -8,10 +8,8 @@ exactly the rest. Readers are known to be subscribed when their `ready` event ar
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,31 +20,11 @@ import pytest
 from ledger.keys import NamedKey
 from tests.gateway.server import Gateway
 from tests.gateway.test_api import envelope, is_problem, minute, unique
+from tests.sse import events
 
 WRITERS = 4  # per community, one device each
 PER_WRITER = 40  # entries per device, one request each
 TIMEOUT = 60.0  # seconds a reader or a writer may take before the test fails
-
-
-def events(reply: httpx.Response, deadline: float) -> Iterator[tuple[str, str, Any]]:
-    """(event, id, data) of each Server-Sent Event, until `deadline` (time.monotonic()).
-
-    The stream sends a `: ping` comment when idle, so a client that waits for an event
-    that never comes notices its deadline within a ping interval.
-    """
-    fields: dict[str, str] = {}
-    for line in reply.iter_lines():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the stream did not deliver what was expected in time")
-        if line.startswith(":"):
-            continue
-        if line:
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
-            continue
-        if "event" in fields:
-            yield fields["event"], fields.get("id", ""), json.loads(fields.get("data", "null"))
-        fields = {}
 
 
 @dataclass
