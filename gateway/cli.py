@@ -194,6 +194,7 @@ def run_retention_erase(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), EXIT_FAILED) from exc
     print(
         f"{erased.dropped} payload(s) of {erased.device_id} dropped (entries "
-        f"{erased.first_index}..{erased.last_index}), recorded as {erased.log_tag_id}"
+        f"{erased.first_index}..{erased.last_index}) and {erased.evidence_dropped} refused "
+        f"resubmission(s) kept as evidence, recorded as {erased.log_tag_id}"
     )
     return EXIT_OK

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from contracts.device_registry import REGISTRY_DEVICE, RegistryContract
 from gateway.store import communities, devices
+from ledger import merkle
 from ledger.encoding import rfc3339_utc
 from ledger.errors import ConflictError, LedgerError, NotFoundError
 from ledger.keys import NamedKey
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 REGISTRY = RegistryContract()
 MAX_PAYLOAD_DAYS = 36_600  # a hundred years: beyond it a policy is a typo
 ERASE_ATTEMPTS = 5  # each failed attempt means another registry entry took the seq
+EVIDENCE_BATCH = 500  # conflicts' payloads dropped per statement
 
 
 class RetentionError(LedgerError):
@@ -54,6 +56,7 @@ class Erased:
     first_index: int
     last_index: int
     dropped: int
+    evidence_dropped: int  # refused resubmissions kept in `conflicts`
 
 
 def set_policy(engine: Engine, community_id: str, payload_days: int) -> Policy:
@@ -108,7 +111,52 @@ def apply(log_: Log, *, now: datetime | None = None) -> dict[str, int]:
         ):
             count += log_.redact(batch, reason="retention", reference=item.reference)
             after = batch[-1]
+        if device_ids:
+            with log_.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+                drop_evidence(
+                    conn,
+                    device_ids=device_ids,
+                    received_before=cutoff,
+                    reason="retention",
+                    reference=item.reference,
+                    at=rfc3339_utc(now),
+                )
         dropped[item.community_id] = count
+    return dropped
+
+
+def drop_evidence(
+    conn: Connection,
+    *,
+    device_ids: Sequence[str],
+    reason: str,
+    reference: str,
+    at: str,
+    received_before: str | None = None,
+) -> int:
+    """Drop the refused entries these devices left in `conflicts` (optionally only those
+    received before an RFC 3339 time), each under a conflict_redactions row keeping its leaf
+    hash; returns how many. Inside the caller's write transaction."""
+    cursor = DriverCursor(conn)  # inside an erasure's append, PostgreSQL's pipeline
+    marks = ", ".join(["?"] * len(device_ids))
+    query = f"SELECT id, entry FROM conflicts WHERE device_id IN ({marks}) AND entry IS NOT NULL"
+    params: list[str] = list(device_ids)
+    if received_before is not None:
+        query += " AND received_at < ?"
+        params.append(received_before)
+    dropped = 0
+    while rows := cursor.execute(f"{query} ORDER BY id LIMIT {EVIDENCE_BATCH}", params).fetchall():
+        # The redaction rows first: the database clears a conflict's entry only under one.
+        cursor.executemany(
+            "INSERT INTO conflict_redactions (conflict_id, leaf_hash, reason, reference, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(row[0], merkle.leaf_hash(bytes(row[1])), reason, reference, at) for row in rows],
+        )
+        ids = [row[0] for row in rows]
+        cursor.execute(
+            f"UPDATE conflicts SET entry = NULL WHERE id IN ({', '.join(['?'] * len(ids))})", ids
+        )
+        dropped += len(ids)
     return dropped
 
 
@@ -151,6 +199,7 @@ def _erase_once(
         at=at,
     )
     dropped: list[int] = []
+    evidence: list[int] = []
 
     def within(
         conn: Connection, _: Sequence[Submission], outcomes: list[Appended | ConflictError]
@@ -173,6 +222,11 @@ def _erase_once(
         dropped.append(
             log_.redact(indexes, reason="erasure", reference=reference, at=at, conn=conn)
         )
+        evidence.append(
+            drop_evidence(
+                conn, device_ids=[device_id], reason="erasure", reference=reference, at=at
+            )
+        )
 
     [outcome] = log_.append([submission], within=within)
     if not isinstance(outcome, Appended) or outcome.status != "accepted":
@@ -183,6 +237,7 @@ def _erase_once(
         first_index=first,
         last_index=last,
         dropped=dropped[0],
+        evidence_dropped=evidence[0],
     )
 
 

@@ -86,9 +86,24 @@ conflicts = Table(
     Column("device_id", String(64), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("existing_idx", BigInteger, ForeignKey("entries.idx"), nullable=False),
-    Column("entry", LargeBinary, nullable=False),
+    # NULL once the evidence's payload was dropped under a conflict redaction (migration 0005).
+    Column("entry", LargeBinary),
     Column("received_at", String(32), nullable=False),
     Column("rule", String(16), nullable=False, server_default="seq"),  # migration 0003
+)
+
+# Why a conflict's refused entry was dropped (migration 0005): append-only, the only thing
+# that lets the database clear conflicts.entry; keeps the refused entry's leaf hash.
+conflict_redactions = Table(
+    "conflict_redactions",
+    metadata,
+    Column(
+        "conflict_id", Integer, ForeignKey("conflicts.id"), primary_key=True, autoincrement=False
+    ),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("reason", String(32), nullable=False),  # "retention" or "erasure"
+    Column("reference", String(200), nullable=False),
+    Column("at", String(32), nullable=False),
 )
 
 # Complete-subtree hashes (ledger.merkle), 256 to a row: node (level, i) is bytes

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from contracts.device_registry import REGISTRY_DEVICE
 from ledger.keys import NamedKey
-from ledger.log import Log, Submission
+from ledger.log import Appended, Log, Submission
 from ledger.storage import database_url as database_url_for
 from tests.gateway.server import Gateway, patio, start_gateway
 from tests.gateway.test_api import envelope, is_problem, minute, submit
@@ -53,6 +53,47 @@ def _old_entries(
         )
     log.append(subs, now=received)
     log.engine.dispose()
+
+
+def _resend_changed(
+    data_dir: Path, database: str | None, key: NamedKey, seq: int, received: datetime
+) -> None:
+    """A second, different payload for `key`'s seq, refused and kept in `conflicts` as if
+    received at `received` (written while the gateway is stopped)."""
+    log = Log.open(url=database_url_for(database, data_dir), signer=None, origin="test")
+    payload = minute(key.name, seq, readings={"m": {"unit": "Wh", "sum": 1.0}})
+    sub = Submission(
+        contract="energy_minute@1",
+        payload=payload,
+        sig=key.sign_payload(payload),
+        device_id=key.name,
+        seq=seq,
+        minute=payload["start"],
+    )
+    [outcome] = log.append([sub], now=received)
+    assert not isinstance(outcome, Appended), outcome
+    log.engine.dispose()
+
+
+def _evidence(data_dir: Path, database: str | None) -> list[tuple[Any, ...]]:
+    """Each conflict: device, whether its entry is kept, and its redaction (reason,
+    reference, whether the kept leaf hash is that of the bytes it had)."""
+    engine = create_engine(database_url_for(database, data_dir))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT c.device_id, c.entry IS NOT NULL, r.reason, r.reference, r.leaf_hash "
+                    "FROM conflicts c LEFT JOIN conflict_redactions r ON r.conflict_id = c.id "
+                    "ORDER BY c.id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return [
+        (d, kept, reason, ref, leaf is not None and len(leaf) == 32)
+        for d, kept, reason, ref, leaf in rows
+    ]
 
 
 def _stream_indexes(gateway: Gateway, token: str, community: str, until: str) -> set[int]:
@@ -131,11 +172,14 @@ def test_retention_drops_old_payloads_and_proofs_still_verify(
         gateway.stop()
     long_ago = datetime.now(UTC) - 40 * DAY
     _old_entries(data_dir, database, old_device, range(1, 6), long_ago)
+    _resend_changed(data_dir, database, old_device, 2, long_ago)  # old evidence: dropped too
     _old_entries(data_dir, database, elsewhere, range(1, 4), long_ago)
     gateway = start_gateway(data_dir, database_url=database)
     try:
         recent = submit(gateway, envelope(new_device, minute(new_device.name, 1)))
         assert recent[0]["status"] == "accepted"
+        changed = minute(new_device.name, 1, readings={"m": {"unit": "Wh", "sum": 1.0}})
+        assert submit(gateway, envelope(new_device, changed))[0]["status"] == "rejected"
         gateway.seal()
         reply = gateway.admin.put("/v1/communities/hoa-r/retention", json={"payload_days": 30})
         assert reply.status_code == 200 and reply.json()["payload_days"] == 30
@@ -159,6 +203,12 @@ def test_retention_drops_old_payloads_and_proofs_still_verify(
         assert all(item["redacted"]["reference"] == "retention:hoa-r:30d" for item in dropped)
         assert len(by_device["meter-other"]) == 3  # another community, no policy: kept
         assert len(by_device["meter-new"]) == 1  # recent: kept
+        # The refused resubmissions: the old one's payload dropped under the policy, its leaf
+        # hash kept (still counted), the recent one kept.
+        assert _evidence(data_dir, database) == [
+            ("meter-old", False, "retention", "retention:hoa-r:30d", True),
+            ("meter-new", True, None, None, False),
+        ]
 
         auditor = gateway.app_key("audit")
         reader = gateway.app_key("read:hoa-r")
@@ -206,6 +256,10 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
         kept = gateway.device("boiler-2", "hoa-e")
         results = submit(gateway, *(envelope(erased, minute(erased.name, s)) for s in range(1, 5)))
         submit(gateway, envelope(kept, minute(kept.name, 1)))
+        changed = {"m": {"unit": "Wh", "sum": 1.0}}
+        for key in (erased, kept):  # a refused resubmission each, kept as evidence
+            refused = submit(gateway, envelope(key, minute(key.name, 1, readings=changed)))
+            assert refused[0]["status"] == "rejected"
         gateway.seal()
         assert is_problem(gateway.admin.post("/v1/devices/nobody/erase", json={"reason": "x"}), 404)
         assert is_problem(gateway.admin.post("/v1/devices/boiler-1/erase", json={}), 422)
@@ -221,6 +275,11 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
         assert reply.status_code == 200, reply.text
         body = reply.json()
         assert body["dropped"] == 4 and body["device_id"] == "boiler-1"
+        assert body["evidence_dropped"] == 1
+        assert _evidence(tmp_path / "data", database) == [
+            ("boiler-1", False, "erasure", body["log_tag_id"], True),
+            ("boiler-2", True, None, None, False),
+        ]
         # After the erasure: a marker entry the stream reads up to.
         marker = submit(gateway, envelope(kept, minute(kept.name, 2)))[0]["log_tag_id"]
         gateway.seal()
@@ -299,5 +358,7 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
 
         cli = patio("retention", "erase", "boiler-2", "--reason", "moved out", env=gateway.env)
         assert "2 payload(s) of boiler-2 dropped" in cli.stdout
+        assert "and 1 refused resubmission(s) kept as evidence" in cli.stdout
+        assert [kept for _, kept, *_ in _evidence(tmp_path / "data", database)] == [False, False]
     finally:
         gateway.stop()

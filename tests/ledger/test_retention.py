@@ -120,13 +120,54 @@ def test_a_redaction_row_alone_lets_that_one_payload_be_cleared(log: Log, device
             conn.execute(text("UPDATE entries SET entry = NULL WHERE idx = 1"))
 
 
+def _conflicted(log: Log, device: NamedKey) -> None:
+    """Two entries and a refused resubmission of the second, kept in `conflicts`."""
+    _filled(log, device, 2)
+    [refused] = log.append([submission(device, 1, other={"unit": "W", "n": 1})])
+    assert not isinstance(refused, Appended)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE conflicts SET entry = NULL",  # no conflict redaction for it
+        "UPDATE conflicts SET entry = X'00'",
+        "UPDATE conflicts SET seq = 7",
+        "DELETE FROM conflicts",
+    ],
+)
+def test_conflict_evidence_is_cleared_only_under_a_conflict_redaction(
+    log: Log, device: NamedKey, statement: str
+) -> None:
+    _conflicted(log, device)
+    with pytest.raises(DBAPIError, match="append-only"), log.engine.begin() as conn:
+        conn.execute(text(_bytea(statement, log)))
+    leaf = _bytea("X'00'", log)
+    with log.engine.begin() as conn:
+        conn.execute(
+            text(f"INSERT INTO conflict_redactions VALUES (1, {leaf}, 'erasure', 'manual', 'now')")
+        )
+        conn.execute(text("UPDATE conflicts SET entry = NULL WHERE id = 1"))
+    for rewrite in (
+        "UPDATE conflicts SET entry = X'00'",  # a payload put back
+        "UPDATE conflict_redactions SET reason = 'other'",
+        "DELETE FROM conflict_redactions",
+        "DELETE FROM conflicts",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"), log.engine.begin() as conn:
+            conn.execute(text(_bytea(rewrite, log)))
+    with log.engine.connect() as conn:
+        kept = conn.execute(text("SELECT device_id, seq, entry FROM conflicts")).one()
+    assert tuple(kept) == (device.name, 1, None)  # still counted, its payload gone
+
+
 def test_truncate_stays_refused_on_postgresql(
     postgres_url: str, log_key: NamedKey, device: NamedKey
 ) -> None:
     log = Log.open(url=postgres_url, signer=log_key)
     _filled(log, device, 2)
     log.redact([0], reason="retention", reference="r")
-    for table in ("entries", "redactions"):
+    for table in ("entries", "redactions", "conflicts", "conflict_redactions"):
         with pytest.raises(DBAPIError, match="append-only"), log.engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {table} CASCADE"))
 
