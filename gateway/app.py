@@ -237,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recorder=record_alert,
                 metrics=metrics,
                 retry_base=alert_config.retry_base,
+                claim_seconds=alert_config.claim_seconds,
             ),
             interval=alert_config.interval,
         )

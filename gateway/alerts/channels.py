@@ -1,11 +1,14 @@
 """Notification channels: e-mail over SMTP, webhooks with an HMAC-SHA256-signed body, ntfy.
 
-Each `send` either delivers or raises DeliveryError; the outbox (gateway/alerts/evaluator.py)
-retries with backoff.
+Each `send` either delivers or raises DeliveryError, saying whether the message certainly
+did not go out (the outbox, gateway/alerts/evaluator.py, retries it with backoff) or may have
+(it is never sent again: delivery is at most once, docs/alerts.md). Every message carries
+its delivery's id, the same on every attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import smtplib
@@ -24,12 +27,36 @@ from ledger.encoding import canonical_json
 # The webhook's signature header: "sha256=" and the hex HMAC-SHA256 of the raw body under the
 # channel's secret (the GitHub webhook convention, so receivers have libraries for it).
 SIGNATURE_HEADER = "X-Patio-Signature"
+# The delivery's id on webhooks (also `delivery_id` in the signed body) and ntfy messages.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 TIMEOUT = 10.0  # seconds per attempt
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]
 
 
 class DeliveryError(Exception):
-    """A notification that did not go out this time (the channel is down or refused it)."""
+    """A notification that did not go out this time: the channel is down or refused it, or,
+    when `uncertain`, the attempt broke after the channel may have accepted it."""
+
+    def __init__(self, message: str, *, uncertain: bool = False) -> None:
+        super().__init__(message)
+        self.uncertain = uncertain
+
+
+# Failures before anything reached the receiver: the message surely did not go out.
+NOT_SENT_HTTP = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+# SMTP answers refusing the message during the transaction (RFC 5321 section 4.2.5: the
+# server takes responsibility only with its 250 reply to the end of DATA).
+REFUSED_SMTP = (
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPSenderRefused,
+    smtplib.SMTPDataError,
+    smtplib.SMTPNotSupportedError,
+)
 
 
 class EmailChannel(Strict):
@@ -94,19 +121,23 @@ class Sender:
     smtp_url: str | None
     smtp_from: str = "patio-alerts@localhost"
 
-    def send(self, target: dict[str, Any], recipient: str, body: dict[str, Any]) -> None:
+    def send(
+        self, target: dict[str, Any], recipient: str, body: dict[str, Any], *, delivery_id: str
+    ) -> None:
         """Deliver `body` to `recipient` on the channel `target`, or raise DeliveryError."""
         try:
             if target["type"] == "email":
-                self._email(recipient, body)
+                self._email(recipient, body, delivery_id)
             elif target["type"] == "webhook":
-                self._webhook(target, body)
+                self._webhook(target, body, delivery_id)
             else:
-                self._ntfy(target, body)
-        except (OSError, smtplib.SMTPException, httpx.HTTPError) as exc:
+                self._ntfy(target, body, delivery_id)
+        except NOT_SENT_HTTP as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:  # the request may have reached the receiver
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", uncertain=True) from exc
 
-    def _email(self, recipient: str, body: dict[str, Any]) -> None:
+    def _email(self, recipient: str, body: dict[str, Any], delivery_id: str) -> None:
         if not self.smtp_url:
             raise DeliveryError("no SMTP server configured (PATIO_SMTP_URL)")
         url = urlparse(self.smtp_url)
@@ -114,23 +145,41 @@ class Sender:
         message["From"] = self.smtp_from
         message["To"] = recipient
         message["Subject"] = title(body)
+        domain = self.smtp_from.rpartition("@")[2] or "localhost"
+        message["Message-ID"] = f"<patio-alert.{delivery_id}@{domain}>"
         message.set_content(text(body))
-        with smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25, timeout=TIMEOUT) as smtp:
+        try:
+            smtp = smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25, timeout=TIMEOUT)
             if url.scheme == "smtp+starttls":
                 smtp.starttls()
             if url.username:
                 smtp.login(url.username, url.password or "")
+        except (OSError, smtplib.SMTPException) as exc:  # nothing sent yet
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        try:
             smtp.send_message(message)
+        except REFUSED_SMTP as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        except (OSError, smtplib.SMTPException) as exc:  # broke mid-transaction
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", uncertain=True) from exc
+        finally:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.quit()  # the message was accepted or not before QUIT
+            smtp.close()
 
-    def _webhook(self, target: dict[str, Any], body: dict[str, Any]) -> None:
-        data = canonical_json(body)
+    def _webhook(self, target: dict[str, Any], body: dict[str, Any], delivery_id: str) -> None:
+        data = canonical_json(dict(body, delivery_id=delivery_id))
         digest = hmac.new(target["secret"].encode(), data, hashlib.sha256).hexdigest()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: f"sha256={digest}"}
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: f"sha256={digest}",
+            IDEMPOTENCY_HEADER: delivery_id,
+        }
         reply = httpx.post(str(target["url"]), content=data, headers=headers, timeout=TIMEOUT)
         if reply.status_code >= 300:
             raise DeliveryError(f"the webhook answered {reply.status_code}")
 
-    def _ntfy(self, target: dict[str, Any], body: dict[str, Any]) -> None:
+    def _ntfy(self, target: dict[str, Any], body: dict[str, Any], delivery_id: str) -> None:
         urgent = any(alert["urgent"] and alert["state"] == "firing" for alert in body["alerts"])
         summary = title(body)
         headers = {
@@ -138,6 +187,7 @@ class Sender:
             "Title": summary if summary.isascii() else Header(summary, "utf-8").encode(),
             "Priority": "urgent" if urgent else "default",
             "Tags": "rotating_light" if urgent else "bell",
+            IDEMPOTENCY_HEADER: delivery_id,
         }
         if target.get("token"):
             headers["Authorization"] = f"Bearer {target['token']}"

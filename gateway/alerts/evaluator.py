@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from pydantic import Field, StringConstraints
-from pydantic_core import from_json
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from contracts.alert import AlertRecord
 from gateway.alerts.channels import Channel, DeliveryError, Sender, recipients
@@ -53,7 +53,7 @@ from gateway.metrics import Metrics
 from gateway.store import communities, devices
 from ledger.encoding import parse_rfc3339, rfc3339_utc
 from ledger.errors import FormatError
-from ledger.storage import entries
+from ledger.storage import DriverCursor, entries
 
 Clock = Callable[[], int]  # Unix seconds
 Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
@@ -61,7 +61,12 @@ BATCH = 5_000  # entries read per pass
 MINUTE_CONTRACT = "energy_minute@1"
 MAX_ATTEMPTS = 20  # then the delivery is marked failed (visible in the API)
 MAX_BACKOFF = 3600
-CLAIM_SECONDS = 120  # a delivery under way is not picked up by another process meanwhile
+# An attempt not finished after this long is unconfirmed (the channel's timeouts are 10 s).
+CLAIM_SECONDS = 120
+UNFINISHED = (
+    "the attempt never finished (the gateway stopped while sending): it may or may not have "
+    "been delivered, and is not sent again (at most once)"
+)
 log = logging.getLogger(__name__)
 HourMinute = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
@@ -131,8 +136,11 @@ class Pass:
     loaded: dict[tuple[int, str], str]  # the state each row had when read
     changes: list[Change] = field(default_factory=list)
     times: dict[str | None, int] = field(default_factory=dict)
-    # Per device: its declared profile, and the rules watching it with their states.
-    watchers: dict[str, tuple[Any, list[tuple[Rule, State]]]] = field(default_factory=dict)
+    # Per device: its declared profile, the rules watching it with their states and
+    # subjects, and whether any of them needs the readings' values.
+    watchers: dict[str, tuple[Any, list[tuple[Rule, State, str]], bool]] = field(
+        default_factory=dict
+    )
 
     def seconds(self, text: str | None) -> int:
         """An RFC 3339 time as Unix seconds; a batch's entries share a few (memoised)."""
@@ -150,7 +158,7 @@ def _state(row: Any) -> State:
         since=row.since,
         last_notified=row.last_notified,
         acked_by=row.acked_by,
-        data=json.loads(row.data),
+        data=orjson.loads(row.data),
     )
 
 
@@ -166,6 +174,7 @@ class Evaluator:
         clock: Clock = wall_clock,
         metrics: Metrics | None = None,
         retry_base: float = 30.0,
+        claim_seconds: int = CLAIM_SECONDS,
         batch: int = BATCH,
     ) -> None:
         self.engine = engine
@@ -174,7 +183,9 @@ class Evaluator:
         self.clock = clock
         self.metrics = metrics
         self.retry_base = retry_base
+        self.claim_seconds = claim_seconds
         self.batch = batch
+        self._specs: dict[str, RuleSpec] = {}  # by their stored JSON
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(patio_write=True)
@@ -261,7 +272,9 @@ class Evaluator:
     def _rules(self, conn: Connection) -> list[Rule]:
         rules = []
         for row in conn.execute(select(alert_rules).order_by(alert_rules.c.id)):
-            spec = RuleSpec.model_validate_json(row.spec)
+            spec = self._specs.get(row.spec)
+            if spec is None:  # parsed once per process, not on every pass
+                spec = self._specs[row.spec] = RuleSpec.model_validate_json(row.spec)
             if spec.enabled:
                 rules.append(Rule(id=row.id, community_id=row.community_id, spec=spec))
         return rules
@@ -269,20 +282,25 @@ class Evaluator:
     def _read(
         self, row: Any, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
     ) -> None:
-        if row.contract != MINUTE_CONTRACT:
+        if row.contract != MINUTE_CONTRACT or row.entry is None:  # None: payload dropped
             return
         watchers = work.watchers.get(row.device_id)
         if watchers is None:  # once per device and pass: its rules, their states, its profile
             device = known.get(row.device_id)
             rules = [] if device is None else by_community.get(device.community_id, [])
-            watching = [
-                (rule, work.states.setdefault((rule.id, subject_of(rule, row.device_id)), State()))
-                for rule in rules
-                if rule.watches(row.device_id)
-            ]
-            profile = json.loads(device.profile) if device is not None and device.profile else None
-            watchers = work.watchers[row.device_id] = (profile, watching)
-        profile, watching = watchers
+            watching = []
+            for rule in rules:
+                if rule.watches(row.device_id):
+                    subject = subject_of(rule, row.device_id)
+                    state = work.states.setdefault((rule.id, subject), State())
+                    watching.append((rule, state, subject))
+            profile = (
+                orjson.loads(device.profile) if device is not None and device.profile else None
+            )
+            # A silence rule needs a reading's minute and arrival, not its values.
+            values = any(not isinstance(rule.spec.condition, Silence) for rule, *_ in watching)
+            watchers = work.watchers[row.device_id] = (profile, watching, values)
+        profile, watching, values = watchers
         if not watching:
             return
         try:
@@ -290,16 +308,16 @@ class Evaluator:
             arrived = work.seconds(row.received_at)
         except FormatError:
             return  # not a reading the contract would accept today; nothing to evaluate
-        payload = from_json(row.entry)["payload"]
         reading = Reading(
             device_id=row.device_id,
             minute=minute,
             arrived=arrived,
-            values=payload.get("readings") or {},
+            values=(orjson.loads(row.entry)["payload"].get("readings") or {}) if values else {},
             profile=profile,
         )
-        for rule, state in watching:
-            work.changes += on_reading(rule, reading, state)
+        for rule, state, subject in watching:
+            if changes := on_reading(rule, reading, state, subject):
+                work.changes += changes
 
     def _silences(
         self, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
@@ -410,27 +428,30 @@ class Evaluator:
                 # Acknowledged while this pass ran: keep the acknowledgment.
                 state.state, state.acked_by = "acknowledged", acked[key]
             rows.append(
-                {
-                    "rule_id": key[0],
-                    "subject": key[1],
-                    "community_id": rules[key[0]],
-                    "state": state.state,
-                    "since": state.since,
-                    "last_notified": state.last_notified,
-                    "acked_by": state.acked_by,
-                    "data": json.dumps(state.data),
-                }
+                (
+                    key[0],
+                    key[1],
+                    rules[key[0]],
+                    state.state,
+                    state.since,
+                    state.last_notified,
+                    state.acked_by,
+                    orjson.dumps(state.data).decode(),
+                )
             )
         if not rows:
             return
-        conn.execute(
-            delete(alert_states).where(
-                alert_states.c.rule_id == bindparam("b_rule"),
-                alert_states.c.subject == bindparam("b_subject"),
-            ),
-            [{"b_rule": row["rule_id"], "b_subject": row["subject"]} for row in rows],
+        # One upsert through the driver's cursor: SQLAlchemy's per-row parameter handling
+        # cost more than the database's work for the few hundred states a pass writes.
+        DriverCursor(conn).executemany(
+            "INSERT INTO alert_states (rule_id, subject, community_id, state, since, "
+            "last_notified, acked_by, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (rule_id, subject) DO UPDATE SET community_id = excluded.community_id, "
+            "state = excluded.state, since = excluded.since, "
+            "last_notified = excluded.last_notified, acked_by = excluded.acked_by, "
+            "data = excluded.data",
+            rows,
         )
-        conn.execute(insert(alert_states), rows)
 
     # -- acknowledgment -------------------------------------------------------------------
 
@@ -496,8 +517,15 @@ class Evaluator:
     # -- delivery -------------------------------------------------------------------------
 
     def deliver(self, limit: int = 20) -> int:
-        """Send the deliveries that are due; the number attempted."""
+        """Send the deliveries that are due; the number attempted.
+
+        At most once (docs/alerts.md): each attempt is committed as `sending` before the
+        channel is contacted, and one that never finished (the process stopped, or its
+        lease of `claim_seconds` ran out) or that broke after the channel may have taken
+        the message becomes `unconfirmed`, never sent again.
+        """
         now = self.clock()
+        self._unfinished(now)
         with self.engine.connect() as conn:
             due = conn.execute(
                 select(alert_deliveries)
@@ -528,7 +556,11 @@ class Evaluator:
                         alert_deliveries.c.status == "pending",
                         alert_deliveries.c.next_attempt == row.next_attempt,
                     )
-                    .values(next_attempt=now + CLAIM_SECONDS)
+                    .values(
+                        status="sending",
+                        attempts=row.attempts + 1,
+                        next_attempt=now + self.claim_seconds,
+                    )
                 ).rowcount
             if not claimed:
                 continue  # another process has it
@@ -542,42 +574,70 @@ class Evaluator:
             self.metrics.alert_outbox.set(pending)
         return attempted
 
+    def _unfinished(self, now: int) -> None:
+        """Attempts whose lease ran out without an outcome: unconfirmed, not sent again."""
+        with self._write() as conn, conn.begin():
+            channels = (
+                conn.execute(
+                    update(alert_deliveries)
+                    .where(
+                        alert_deliveries.c.status == "sending",
+                        alert_deliveries.c.next_attempt <= now,
+                    )
+                    .values(status="unconfirmed", last_error=UNFINISHED)
+                    .returning(alert_deliveries.c.id, alert_deliveries.c.channel)
+                )
+                .tuples()
+                .all()
+            )
+        for delivery_id, channel in channels:
+            log.warning("alert delivery %d on %s: %s", delivery_id, channel, UNFINISHED)
+            if self.metrics is not None:
+                self.metrics.alert_deliveries.labels(channel, "unconfirmed").inc()
+
     def _attempt(self, row: Any) -> None:
         attempts = row.attempts + 1
         try:
-            self.sender.send(json.loads(row.target), row.recipient, json.loads(row.body))
+            self.sender.send(
+                json.loads(row.target),
+                row.recipient,
+                json.loads(row.body),
+                delivery_id=delivery_key(row.id, row.created_at),
+            )
         except DeliveryError as exc:
             failed = attempts >= MAX_ATTEMPTS
+            status = "unconfirmed" if exc.uncertain else "failed" if failed else "pending"
             with self._write() as conn, conn.begin():
                 conn.execute(
                     update(alert_deliveries)
-                    .where(alert_deliveries.c.id == row.id)
+                    .where(alert_deliveries.c.id == row.id, alert_deliveries.c.status == "sending")
                     .values(
-                        attempts=attempts,
                         last_error=str(exc)[:1000],
-                        status="failed" if failed else "pending",
+                        status=status,
                         next_attempt=self.clock() + backoff(attempts, self.retry_base),
                     )
                 )
             log.warning(
-                "alert delivery %d on %s failed (attempt %d): %s",
+                "alert delivery %d on %s %s (attempt %d): %s",
                 row.id,
                 row.channel,
+                "may or may not have gone out" if exc.uncertain else "failed",
                 attempts,
                 exc,
             )
             if self.metrics is not None:
-                self.metrics.alert_deliveries.labels(
-                    row.channel, "failed" if failed else "retry"
-                ).inc()
+                outcome = {"pending": "retry"}.get(status, status)
+                self.metrics.alert_deliveries.labels(row.channel, outcome).inc()
             return
         with self._write() as conn, conn.begin():
             conn.execute(
                 update(alert_deliveries)
-                .where(alert_deliveries.c.id == row.id)
-                .values(
-                    attempts=attempts, status="sent", sent_at=iso(self.clock()), last_error=None
+                .where(
+                    alert_deliveries.c.id == row.id,
+                    # unconfirmed: its lease ran out while the channel took its time
+                    alert_deliveries.c.status.in_(("sending", "unconfirmed")),
                 )
+                .values(status="sent", sent_at=iso(self.clock()), last_error=None)
             )
         if self.metrics is not None:
             self.metrics.alert_deliveries.labels(row.channel, "sent").inc()
@@ -614,6 +674,11 @@ class Evaluator:
                 .where(alert_deliveries.c.id == delivery_id)
                 .values(log_tag_id=tag)
             )
+
+
+def delivery_key(delivery_id: int, created_at: int) -> str:
+    """A delivery's id on the wire, the same on every attempt (Idempotency-Key, Message-ID)."""
+    return f"{delivery_id}.{created_at}"
 
 
 def _settings(conn: Connection) -> dict[str, AlertSettings]:

@@ -185,15 +185,21 @@ def subject_of(rule: Rule, device_id: str) -> str:
     return device_id
 
 
-def on_reading(rule: Rule, reading: Reading, state: State) -> list[Change]:
-    """The rule's changes for one reading of a device it watches."""
-    last = state.data.get("last_minute")
+def on_reading(
+    rule: Rule, reading: Reading, state: State, subject: str | None = None
+) -> list[Change]:
+    """The rule's changes for one reading of a device it watches (`subject`: the rule's
+    subject for that device, when the caller has it already)."""
+    data = state.data
+    last = data.get("last_minute")
     if last is not None and reading.minute <= last:
         return []  # an older minute than one already seen (the device resent out of order)
-    state.data["last_minute"] = reading.minute
-    state.data["last_arrival"] = max(reading.arrived, state.data.get("last_arrival", 0))
+    data["last_minute"] = reading.minute
+    if reading.arrived > data.get("last_arrival", 0):
+        data["last_arrival"] = reading.arrived
     state.dirty = True
-    subject = subject_of(rule, reading.device_id)
+    if subject is None:
+        subject = subject_of(rule, reading.device_id)
     condition = rule.spec.condition
     if isinstance(condition, Threshold):
         return _threshold(rule, condition, reading, state, subject)

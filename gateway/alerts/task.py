@@ -19,15 +19,18 @@ class AlertConfig:
 
     interval: float = 1.0  # PATIO_ALERT_INTERVAL, seconds between passes
     retry_base: float = 30.0  # PATIO_ALERT_RETRY_SECONDS, the first retry's delay
+    # PATIO_ALERT_CLAIM_SECONDS: an attempt unfinished after this long is unconfirmed
+    claim_seconds: int = 120
     smtp_url: str | None = None  # PATIO_SMTP_URL, smtp://[user:password@]host:port
     smtp_from: str = "patio-alerts@localhost"  # PATIO_SMTP_FROM
 
     @classmethod
     def from_env(cls) -> AlertConfig:
-        """Read PATIO_ALERT_INTERVAL, PATIO_ALERT_RETRY_SECONDS, PATIO_SMTP_URL and _FROM."""
+        """Read PATIO_ALERT_INTERVAL, _RETRY_SECONDS, _CLAIM_SECONDS, PATIO_SMTP_URL, _FROM."""
         return cls(
             interval=float(os.environ.get("PATIO_ALERT_INTERVAL", "1")),
             retry_base=float(os.environ.get("PATIO_ALERT_RETRY_SECONDS", "30")),
+            claim_seconds=int(os.environ.get("PATIO_ALERT_CLAIM_SECONDS", "120")),
             smtp_url=os.environ.get("PATIO_SMTP_URL") or None,
             smtp_from=os.environ.get("PATIO_SMTP_FROM", cls.smtp_from),
         )

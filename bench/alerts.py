@@ -1,0 +1,113 @@
+"""Alert evaluator benchmark: its CPU per entry in one process, the four rule kinds over
+every device of a community (docs/alerts.md, Cost at ingest).
+
+Run: .venv/bin/python -m bench.alerts [--devices 100] [--minutes 60] [--per-pass 1500]
+       [--database-url URL] [--profile]
+Appends `--minutes` minutes of the gateway bench's payload (8 readings) for each device, and
+after each `--per-pass` entries (what arrives between two passes: the batch rate of
+bench.gateway, about 1,500 envelopes a second, and a pass a second) runs Evaluator.evaluate,
+timing only that; prints the CPU and wall time per entry. `--profile`: a cProfile's top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.gateway import BENCH_RULES
+from bench.ledger import signed
+from gateway.alerts.channels import Sender
+from gateway.alerts.evaluator import Evaluator
+from gateway.alerts.rules import RuleSpec
+from gateway.alerts.tables import alert_rules
+from gateway.store import communities, devices, upgrade
+from ledger.encoding import rfc3339_utc
+from ledger.keys import NamedKey
+from ledger.log import Log
+
+COMMUNITY = "bench-hoa"
+
+
+def setup(log: Log, device_count: int) -> list[NamedKey]:
+    """The community, its devices and the bench's rules."""
+    keys = [NamedKey.generate(f"bench-{d:03d}") for d in range(device_count)]
+    now = rfc3339_utc(datetime.now(UTC))
+    with log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+        conn.execute(communities.insert().values(id=COMMUNITY, name=COMMUNITY, created_at=now))
+        conn.execute(
+            devices.insert(),
+            [
+                {"id": k.name, "community_id": COMMUNITY, "public_key": k.public_key_b64,
+                 "created_at": now}
+                for k in keys
+            ],
+        )  # fmt: skip
+        for rule in BENCH_RULES:
+            spec = RuleSpec.model_validate(rule)
+            conn.execute(
+                alert_rules.insert().values(
+                    community_id=COMMUNITY,
+                    name=spec.name,
+                    spec=spec.model_dump_json(by_alias=True),
+                    created_at=int(time.time()),
+                )
+            )
+    return keys
+
+
+def main() -> None:
+    """Build, evaluate, measure."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--per-pass", type=int, default=1500, help="entries between passes")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
+    parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
+        log = Log.open(url=url, signer=NamedKey.generate("bench.example/log"))
+        upgrade(log.engine)
+        evaluator = Evaluator(
+            log.engine, sender=Sender(smtp_url=None), recorder=lambda _: "", clock=lambda: 0
+        )
+        evaluator.evaluate()  # the first start, before any reading
+        keys = setup(log, args.devices)
+        pending = [
+            sub for seq in range(args.minutes) for key in keys for sub in signed(key, 1, seq)
+        ]
+        profile = cProfile.Profile() if args.profile else None
+        wall = cpu = 0.0
+        read = passes = 0
+        for first in range(0, len(pending), args.per_pass):
+            log.append(pending[first : first + args.per_pass])
+            started, cpu_started = time.perf_counter(), time.process_time()
+            if profile is not None:
+                profile.enable()
+            while True:  # as the gateway's task: a pass, more only while a batch is full
+                step = evaluator.evaluate()
+                read, passes = read + step, passes + 1
+                if step < evaluator.batch:
+                    break
+            if profile is not None:
+                profile.disable()
+            wall += time.perf_counter() - started
+            cpu += time.process_time() - cpu_started
+        print(
+            f"alert evaluator, {len(BENCH_RULES)} rules over {args.devices} devices, "
+            f"{'postgresql' if args.database_url else 'sqlite'}: {read:,} entries in {passes} "
+            f"passes, {wall:.2f} s; {cpu / read * 1e6:.1f} us CPU and {wall / read * 1e6:.1f} us "
+            f"wall per entry (this process; the database server's CPU not counted)"
+        )
+        if profile is not None:
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        log.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
