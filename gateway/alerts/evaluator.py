@@ -198,9 +198,10 @@ class Evaluator:
         now = self.clock()
         with self.engine.connect() as conn:
             through = conn.execute(select(alert_progress.c.through_idx)).scalar_one()
-            if through is None:  # first start: from the log's end, not its whole history
-                start = conn.execute(select(func.coalesce(func.max(entries.c.idx), -1)))
-                return self._advance(None, start.scalar_one())
+            if through is None:  # first start: from where the oldest rule began, else the end
+                starts = [rule.from_idx for rule in self._rules(conn) if rule.from_idx]
+                first = min(starts) if starts else log_end(conn)
+                return self._advance(None, first - 1)
             rows = conn.execute(
                 select(
                     entries.c.idx,
@@ -276,7 +277,14 @@ class Evaluator:
             if spec is None:  # parsed once per process, not on every pass
                 spec = self._specs[row.spec] = RuleSpec.model_validate_json(row.spec)
             if spec.enabled:
-                rules.append(Rule(id=row.id, community_id=row.community_id, spec=spec))
+                rules.append(
+                    Rule(
+                        id=row.id,
+                        community_id=row.community_id,
+                        spec=spec,
+                        from_idx=row.from_idx or 0,
+                    )
+                )
         return rules
 
     def _read(
@@ -316,6 +324,8 @@ class Evaluator:
             profile=profile,
         )
         for rule, state, subject in watching:
+            if row.idx < rule.from_idx:
+                continue  # appended before the rule existed: history it does not judge
             if changes := on_reading(rule, reading, state, subject):
                 work.changes += changes
 
@@ -586,9 +596,7 @@ class Evaluator:
                     )
                     .values(status="unconfirmed", last_error=UNFINISHED)
                     .returning(alert_deliveries.c.id, alert_deliveries.c.channel)
-                )
-                .tuples()
-                .all()
+                ).all()
             )
         for delivery_id, channel in channels:
             log.warning("alert delivery %d on %s: %s", delivery_id, channel, UNFINISHED)
@@ -674,6 +682,12 @@ class Evaluator:
                 .where(alert_deliveries.c.id == delivery_id)
                 .values(log_tag_id=tag)
             )
+
+
+def log_end(conn: Connection) -> int:
+    """The index the next entry appended will take."""
+    end: int = conn.execute(select(func.coalesce(func.max(entries.c.idx) + 1, 0))).scalar_one()
+    return end
 
 
 def delivery_key(delivery_id: int, created_at: int) -> str:

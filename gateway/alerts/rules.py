@@ -106,6 +106,7 @@ class Rule:
     id: int
     community_id: str
     spec: RuleSpec
+    from_idx: int = 0  # the first log index it evaluates (the log's end when it was made)
 
     def watches(self, device_id: str) -> bool:
         """The rule applies to this device."""

@@ -15,6 +15,9 @@ alert_rules = Table(
     Column("name", String(200), nullable=False),
     Column("spec", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Migration g0006: the log's size when the rule was created or replaced; it evaluates
+    # the entries from that index on (None: a rule older than the column, from anywhere).
+    Column("from_idx", BigInteger),
 )
 
 # Per community: channels, repeat interval, quiet hours.

@@ -14,7 +14,9 @@ from gateway.alerts.evaluator import (
     AlertError,
     AlertSettings,
     Evaluator,
+    delivery_key,
     iso,
+    log_end,
     minute_seconds,
     store_settings,
 )
@@ -118,6 +120,7 @@ async def create_rule(
                 name=body.name,
                 created_at=now,
                 spec=body.model_dump_json(by_alias=True),
+                from_idx=log_end(conn),
             )
         ).inserted_primary_key[0]  # type: ignore[index]
         row = conn.execute(select(alert_rules).where(alert_rules.c.id == rule_id)).one()
@@ -158,7 +161,9 @@ async def replace_rule(
         conn.execute(
             update(alert_rules)
             .where(alert_rules.c.id == rule_id)
-            .values(name=body.name, spec=body.model_dump_json(by_alias=True))
+            .values(
+                name=body.name, spec=body.model_dump_json(by_alias=True), from_idx=log_end(conn)
+            )
         )
         conn.execute(delete(alert_states).where(alert_states.c.rule_id == rule_id))
         row = _rule(conn, community_id, rule_id)
@@ -331,6 +336,7 @@ async def list_alerts(
             "deliveries": [
                 {
                     "id": d.id,
+                    "delivery_id": delivery_key(d.id, d.created_at),
                     "channel": d.channel,
                     "recipient": d.recipient,
                     "status": d.status,

@@ -3,6 +3,7 @@ can be taken down and brought back on the same port (for webhooks and ntfy)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,11 +50,16 @@ class Request:
 
 class HttpReceiver:
     """An HTTP server on loopback recording each POST; `stop` takes it down (connections
-    refused), `start` brings it back on the same port."""
+    refused), `start` brings it back on the same port. With `answer` cleared it records a
+    request and then holds it unanswered until `answer` is set; with `drop` set it closes
+    the connection without answering."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.inbox = Inbox()
+        self.answer = threading.Event()
+        self.answer.set()
+        self.drop = False
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -61,12 +67,16 @@ class HttpReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        inbox = self.inbox
+        inbox, receiver = self.inbox, self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 inbox.add(Request(self.path, dict(self.headers.items()), body))
+                receiver.answer.wait(WAIT)
+                if receiver.drop:
+                    self.close_connection = True
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -87,23 +97,32 @@ class HttpReceiver:
 
 @dataclass
 class SmtpReceiver:
-    """aiosmtpd on loopback; each message parsed into `inbox`."""
+    """aiosmtpd on loopback; each message parsed into `inbox`. With `answer` cleared, the
+    message is recorded and its end of DATA left unanswered until `answer` is set."""
 
     port: int = field(default_factory=free_port)
     inbox: Inbox = field(default_factory=Inbox)
+    answer: threading.Event = field(default_factory=threading.Event)
     _controller: Controller | None = None
+
+    def __post_init__(self) -> None:
+        self.answer.set()
 
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        inbox = self.inbox
+        inbox, answer = self.inbox, self.answer
 
         class Handler:
             async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
                 message: Message = message_from_bytes(envelope.content)
                 inbox.add((list(envelope.rcpt_tos), message))
+                for _ in range(int(WAIT / 0.05)):
+                    if answer.is_set():
+                        break
+                    await asyncio.sleep(0.05)
                 return "250 OK"
 
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)

@@ -4,6 +4,7 @@ nothing and fires nothing stale as new (late), and state survives a restart."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -125,3 +126,50 @@ def test_two_gateway_processes_evaluating_at_once_notify_each_change_once(
     ]
     assert len(notified) == len(set(notified)) == 6 * len(devices)
     assert len(receiver.inbox.items) == 6  # one message a minute, none sent twice
+
+
+def test_a_rule_judges_what_arrives_after_it_not_the_history_before(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    """The evaluator's first start, and a rule added later: the log's history before a rule
+    is never evaluated by it (an hour too hot, long ago, fires nothing), while a backlog
+    delivered after it is, on the readings' minutes, late, even minutes older than the rule
+    and even when the evaluator first runs after they arrived."""
+    site = Site(tmp_path, database_url, first_pass=False)
+    try:
+        webhook(site, receiver)
+        site.device("meter-1")
+        site.clock.now = minute(61)
+        site.readings("meter-1", [(minute(n), {"t": temperature(35.0)}) for n in range(60)])
+        site.clock.now = minute(62)
+        site.rule(HOT)  # the history above is older than the rule
+        site.clock.now = minute(300)  # the link was down: three hours arrive at once
+        for first in range(60, 240, 60):
+            batch = [(minute(n), {"t": temperature(value(n))}) for n in range(first, first + 60)]
+            site.readings("meter-1", batch)
+        while site.evaluator.evaluate() >= site.evaluator.batch:  # its first start, only now
+            pass
+        site.evaluator.evaluate()
+        site.clock.now = minute(301)
+        late_rule = site.rule({**HOT, "name": "hot, added after the backlog"})
+        site.evaluator.evaluate()  # nothing new arrived: the new rule has nothing to judge
+        for n in range(240, 246):  # live again, too hot: the new rule judges these
+            site.clock.now = minute(n + 1)
+            site.reading("meter-1", minute(n), {"t": temperature(35.0)})
+            site.evaluator.evaluate()
+        with site.log.engine.connect() as conn:
+            seen = [
+                (row.rule_id, row.state, (row.minute - T0) // 60, row.late)
+                for row in conn.execute(select(alert_events).order_by(alert_events.c.id))
+            ]
+        assert seen == [
+            (1, "pending", 100, True),  # in the backlog, not in the history before the rule
+            (1, "firing", 105, True),
+            (1, "resolved", 120, True),
+            (1, "pending", 240, False),
+            (late_rule, "pending", 240, False),
+            (1, "firing", 245, False),
+            (late_rule, "firing", 245, False),
+        ]
+    finally:
+        site.close()

@@ -201,3 +201,30 @@ def test_ntfy_gets_a_titled_message(site: Site, receiver: HttpReceiver) -> None:
     assert request.headers["Title"] == "[hoa-1] firing: cold meter-1/t"
     assert request.headers["Priority"] == "urgent"
     assert b"meter-1/t" in request.body
+
+
+def test_an_attempt_that_may_have_been_delivered_is_not_sent_again(
+    site: Site, receiver: HttpReceiver
+) -> None:
+    """At most once: the webhook took the request and broke the connection without an
+    answer, so it may have acted on it; the delivery is unconfirmed, never retried."""
+    webhook(site, receiver)
+    site.device("meter-1")
+    site.rule(COLD)
+    receiver.drop = True
+    cold_everywhere(site, ["meter-1"], 0)
+    site.evaluator.deliver()
+    [body] = sent(receiver, 1)
+    [request] = receiver.inbox.items
+    with site.log.engine.connect() as conn:
+        delivery = conn.execute(select(alert_deliveries)).one()
+    assert delivery.status == "unconfirmed" and "RemoteProtocolError" in delivery.last_error
+    # The delivery's id, the same on any attempt: in the signed body and the header.
+    assert body["delivery_id"] == request.headers["Idempotency-Key"]
+    assert body["delivery_id"] == f"{delivery.id}.{delivery.created_at}"
+    receiver.drop = False
+    for _ in range(3):
+        site.clock.now += 3600
+        site.evaluator.deliver()
+    assert len(receiver.inbox.items) == 1
+    assert deliveries(site) == [("unconfirmed", 1, None)]  # not on the log: not known sent

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from ledger.keys import NamedKey
-from tests.alerts.receivers import SmtpReceiver
+from tests.alerts.receivers import HttpReceiver, SmtpReceiver
 from tests.alerts.site import temperature
 from tests.conftest import POSTGRES_ADMIN_URL, require_service
 from tests.gateway.server import Gateway, start_gateway
+from tests.gateway.test_crash_safety import kill
 
 COMMUNITY = "hoa-alerts"
 WAIT = 30.0
@@ -66,6 +67,7 @@ def serve(data_dir: Path, database: str | None, smtp: SmtpReceiver) -> Gateway:
         "PATIO_SMTP_URL": smtp.url,
         "PATIO_ALERT_INTERVAL": "0.2",
         "PATIO_ALERT_RETRY_SECONDS": "1",
+        "PATIO_ALERT_CLAIM_SECONDS": "1",  # an attempt cut off by a kill: settled at restart
     }
     return start_gateway(data_dir, database_url=database, extra_env=env)
 
@@ -296,3 +298,71 @@ def test_a_pending_alert_survives_a_gateway_restart(
     states = [(e["state"], e["minute"]) for e in body["events"] if e["subject"] == "probe-2/t"]
     start = datetime.fromtimestamp(device.base + 180, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert states == [("pending", states[0][1]), ("firing", start)]  # counted across the restart
+
+
+@pytest.mark.parametrize("channel", ["email", "webhook"])
+def test_a_gateway_killed_between_sending_and_marking_sends_nothing_twice(
+    gateway: Gateway,
+    smtp: SmtpReceiver,
+    receiver: HttpReceiver,
+    database: str | None,
+    channel: str,
+) -> None:
+    """At most once across a crash: the receiver has the message, the gateway is SIGKILLed
+    before it hears the answer; restarted, it marks the delivery unconfirmed and never
+    sends it again (docs/alerts.md)."""
+    alerts(gateway, lambda b: all(d["status"] != "pending" for d in b["deliveries"]))
+    recipient = "crash@example.org" if channel == "email" else receiver.url + "/hook"
+    target = (
+        {"type": "email", "to": [recipient]}
+        if channel == "email"
+        else {"type": "webhook", "url": recipient, "secret": "sixteen characters at least"}
+    )
+    reply = gateway.admin.put(
+        f"/v1/communities/{COMMUNITY}/alert-settings", json={"channels": [target]}
+    )
+    assert reply.status_code == 200, reply.text
+    device_id = f"crash-{channel}"
+    rule = {
+        "name": "crash window",
+        "condition": {
+            "kind": "threshold",
+            "sensor": "t",
+            "op": "<",
+            "value": 5,
+            "device": device_id,
+        },
+    }
+    assert gateway.admin.post(f"/v1/communities/{COMMUNITY}/alert-rules", json=rule).is_success
+    inbox = smtp.inbox if channel == "email" else receiver.inbox
+    hold = smtp.answer if channel == "email" else receiver.answer
+    before = len(inbox.items)
+    hold.clear()  # the receiver takes the message and keeps the gateway waiting for its answer
+    try:
+        Device(gateway, device_id).send(0, 1.0)
+        inbox.wait_for(before + 1)
+        kill(gateway)
+    finally:
+        hold.set()
+    restarted = serve(gateway.data_dir, database, smtp)
+    gateway.process, gateway.admin, gateway.url = restarted.process, restarted.admin, restarted.url
+    body = alerts(
+        gateway,
+        lambda b: any(
+            d["recipient"] == recipient and d["status"] == "unconfirmed" for d in b["deliveries"]
+        ),
+    )
+    [delivery] = [d for d in body["deliveries"] if d["recipient"] == recipient]
+    assert delivery["attempts"] == 1 and "never finished" in delivery["last_error"]
+    assert delivery["log_tag_id"] is None  # not on the log: nobody knows it was delivered
+    time.sleep(3)  # a dozen passes of the restarted gateway
+    assert len(inbox.items) == before + 1
+    [received] = inbox.items[before:]
+    if channel == "email":  # the delivery's id, the same on every attempt
+        assert received[1]["Message-ID"] == f"<patio-alert.{delivery['delivery_id']}@localhost>"
+    else:
+        assert received.headers["Idempotency-Key"] == delivery["delivery_id"]
+    metrics = gateway.client().get("/metrics").text
+    assert (
+        f'patio_alert_deliveries_total{{channel="{channel}",outcome="unconfirmed"}} 1.0' in metrics
+    )
