@@ -79,7 +79,9 @@ def test_the_cli_session_runs(tmp_path: Path) -> None:
 
 
 def test_the_bench_commands_run() -> None:
-    done = run(session("alerts-bench"), cwd=REPO, env={**os.environ, "DURATION": "1"})
+    env = {**os.environ, "DURATION": "1", "MINUTES": "2"}
+    done = run(session("alerts-bench"), cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
     assert "alert rules 0" in done.stdout and "alert rules 4" in done.stdout
     assert "alert evaluator:" in done.stdout
+    assert "alert evaluator, 4 rules over 100 devices, sqlite: 200 entries" in done.stdout
