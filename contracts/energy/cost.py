@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from contracts.energy.errors import ReportError
 from contracts.energy.periods import HOUR, Bucket, local_midnight
-from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff, price_hour
+from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff
 
 ROUNDING = ROUND_HALF_UP  # the one rounding rule: half away from zero, to the minor unit
 ROUNDING_RULE = (
@@ -172,12 +172,17 @@ def bucket_costs(
 
     bucket_of = {hour: i for i, bucket in enumerate(buckets) for hour in bucket.hours()}
     known: dict[datetime, _Hour] = {}
+    day_prices: dict[date, tuple[PricedHour, ...]] = {}
 
     def hour_info(hour: datetime) -> _Hour:
         found = known.get(hour)
         if found is None:
             local = hour.astimezone(zone)
-            found = _Hour(bucket_of.get(hour, -1), local.date(), price_hour(tariff, local))
+            day = local.date()
+            prices = day_prices.get(day)
+            if prices is None:
+                prices = day_prices[day] = tariff.hours_on(day)
+            found = _Hour(bucket_of.get(hour, -1), day, prices[local.hour])
             known[hour] = found
         return found
 

@@ -18,6 +18,7 @@ Earlier periods for comparison:
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -80,6 +81,25 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     midnight to its first occurrence: either way the start of the day's first local hour.
     """
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def local_hours(start: datetime, end: datetime, zone: ZoneInfo) -> Iterator[tuple[int, date, int]]:
+    """(Unix seconds, local date, local clock hour) of each UTC hour in `[start, end)`.
+
+    A day without a change of offset is worked out once, not hour by hour."""
+    seconds, stop = int(start.timestamp()), int(end.timestamp())
+    while seconds < stop:
+        local = datetime.fromtimestamp(seconds, zone)
+        day = local.date()
+        day_end = int(local_midnight(day + timedelta(days=1), zone).timestamp())
+        run_end = min(day_end, stop)
+        if datetime.fromtimestamp(run_end - 1, zone).utcoffset() == local.utcoffset():
+            for k, hour in enumerate(range(seconds, run_end, 3600)):
+                yield hour, day, local.hour + k
+        else:  # a DST change inside the day
+            for hour in range(seconds, run_end, 3600):
+                yield hour, day, datetime.fromtimestamp(hour, zone).hour
+        seconds = run_end
 
 
 @dataclass(frozen=True)

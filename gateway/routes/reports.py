@@ -78,13 +78,13 @@ SNAPSHOT = {"postgresql": "REPEATABLE READ"}
 # database, in one pass: sums, the highest peak, and the earliest minute that reached it,
 # found as the MAX of peak * 2^16 + (2^16 - 1 - minutes from the unit's first hour); a unit
 # spans at most a local month (< 2^16 minutes). A peak of 2^47 mW or more (140 GW) would
-# overflow that: such a unit's minute is looked up on its own (`_peak_minute`).
+# overflow that: such a unit's minute is looked up on its own (`_peak_minute`). A unit's
+# log index range is not summed: build_report never reads it.
 SUMS = """
 SELECT r.device_id, r.sensor, u.unit, SUM(r.minutes), CAST(SUM(r.energy_mwh) AS BIGINT),
        MAX(r.peak_mw),
        MAX(CASE WHEN r.peak_mw > -140737488355328 AND r.peak_mw < 140737488355328
-           THEN r.peak_mw * 65536 + (65535 - (r.peak_minute - u.unit) / 60) END),
-       MIN(r.first_idx), MAX(r.last_idx)
+           THEN r.peak_mw * 65536 + (65535 - (r.peak_minute - u.unit) / 60) END)
 """
 # PostgreSQL hashes a span's rows per (device, sensor, unit) in one pass, each hour's unit
 # read from an array of the span's units by the hour's offset: no join to sort or hash
@@ -177,7 +177,7 @@ def _rollups(
         return []
     sums: dict[HourKey, HourTotals] = {}
     rows = _sums(cursor, inputs.community_id, unit_of, tree_size, postgres)
-    for device, sensor, unit, minutes, mwh, peak, ranked, first, last in rows:
+    for device, sensor, unit, minutes, mwh, peak, ranked in rows:
         if peak is None:
             peak_at = None
         elif ranked is not None and ranked // 65536 == peak:
@@ -189,7 +189,7 @@ def _rollups(
                 (inputs.community_id, device, sensor, peak, tree_size, *hours),
             )
         sums[(device, sensor, unit)] = HourTotals(
-            int(minutes), None if mwh is None else int(mwh), peak, peak_at, first, last
+            int(minutes), None if mwh is None else int(mwh), peak, peak_at, 0, 0
         )
     # Rollups touched by an entry the checkpoint does not cover: recomputed from the log.
     dirty = [
