@@ -18,6 +18,7 @@ Earlier periods for comparison:
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -64,6 +65,20 @@ class Bucket:
         """The UTC hours (aware, on the hour) this bucket is made of."""
         count = (self.utc_end - self.utc_start) // HOUR
         return [self.utc_start + i * HOUR for i in range(count)]
+
+
+class BucketFinder:
+    """Which of a period's buckets holds an hour, by bisection (a year has 17,520 hours)."""
+
+    def __init__(self, buckets: list[Bucket]) -> None:
+        self.starts = [bucket.utc_start for bucket in buckets]
+        self.end = buckets[-1].utc_end if buckets else None
+
+    def __call__(self, hour: datetime) -> int:
+        """The index of the bucket holding `hour`, -1 when none does."""
+        if self.end is None or hour >= self.end:
+            return -1
+        return bisect_right(self.starts, hour) - 1
 
 
 def zone_named(name: str) -> ZoneInfo:
