@@ -98,7 +98,7 @@ readings = Table(
 # Hourly per-device, per-sensor sums of energy_minute entries, derived from the ledger and
 # written in the append's transaction. Times are Unix seconds (UTC); energy in mWh, power
 # in mW, as in contracts/energy/hourly.py. Keyed as a report reads them, a community's hours
-# in order, each hour's rows by device and sensor (migration g0006; a device never changes
+# in order, each hour's rows by device and sensor (migration g0007; a device never changes
 # community); SQLite keeps the table in that order (WITHOUT ROWID). On PostgreSQL the
 # migration leaves 30% of each page free (fillfactor 70) so that updates stay HOT.
 rollups = Table(

@@ -1,4 +1,4 @@
-"""The gateway's migrations g0003 and g0006 on databases that already hold data."""
+"""The gateway's migrations g0003 and g0007 on databases that already hold data."""
 
 from __future__ import annotations
 
@@ -65,10 +65,10 @@ COLUMNS = (
 
 def test_rollups_are_rekeyed_by_community_and_hour_and_back(database_url: str) -> None:
     engine = open_engine(database_url)
-    migrate(engine, "g0005")
+    migrate(engine, "g0006")
     with engine.begin() as conn:
         conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}"))
-    migrate(engine, "g0006")
+    migrate(engine, "g0007")
     schema = inspect(engine)
     key = schema.get_pk_constraint("rollups")["constrained_columns"]
     assert key == ["community_id", "hour", "device_id", "sensor"]
@@ -80,7 +80,7 @@ def test_rollups_are_rekeyed_by_community_and_hour_and_back(database_url: str) -
         if engine.dialect.name == "sqlite":  # the table is kept in its key's order
             sql = "SELECT sql FROM sqlite_master WHERE name = 'rollups'"
             assert conn.execute(text(sql)).scalar_one().endswith("WITHOUT ROWID")
-    migrate(engine, "g0005", down=True)
+    migrate(engine, "g0006", down=True)
     schema = inspect(engine)
     assert schema.get_pk_constraint("rollups")["constrained_columns"] == [
         "device_id",

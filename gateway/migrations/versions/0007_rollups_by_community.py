@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "g0006"
-down_revision = "g0005"
+revision = "g0007"
+down_revision = "g0006"
 branch_labels = None
 depends_on = None
 
