@@ -228,7 +228,7 @@ def _rollups(
             f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
             f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
             (min(first for *_, first in dirty), tree_size, CONTRACT, *devices),
-        ):
+        ).fetchall():
             if data is None:  # a payload removed under retention: see _payloads_removed
                 continue
             try:
@@ -260,7 +260,7 @@ def _entries_used(
             "WHERE r.community_id = ? AND r.start >= ? AND r.start < ? AND r.idx < ? "
             "AND e.contract = ?",
             (inputs.community_id, _minute_text(start), _minute_text(end), tree_size, CONTRACT),
-        ):
+        ).fetchall():
             indexes.add(index)
     tags = []
     ordered = sorted(indexes)
