@@ -355,7 +355,8 @@ def run(data_dir: Path, host: str, port: int) -> int:
                 f"  dashboard    {demo.url}/?community={COMMUNITY['id']}\n"
                 f"  read key     {key}\n"
                 f"  admin token  {token}\n"
-                f"ready after {time.monotonic() - began:.1f} s; live agents started; "
+                f"ready after {time.monotonic() - began:.1f} s; live agents started, "
+                f"from minute {datetime.fromtimestamp(first_ms / 1000, UTC):%Y-%m-%dT%H:%M:%SZ}; "
                 f"back-filling {HISTORY.days} days through POST /v1/entries, newest first",
                 flush=True,
             )
