@@ -159,6 +159,10 @@ async function show(community, zone) {
     onEvent(event, data) {
       if (event === "checkpoint") reportChanged(state);
       if (event !== "entry" || data.community_id !== community) return;
+      // A minute older than the device's newest (history arriving, a resend) leaves
+      // /latest as it is: no need to ask (a back-fill streams thousands of them).
+      const shown = latest?.devices.find((device) => device.device_id === data.device_id);
+      if (shown && typeof data.payload?.start === "string" && data.payload.start <= shown.start) return;
       scheduleRefresh(community);
     },
   });
