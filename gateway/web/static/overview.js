@@ -9,6 +9,10 @@ const STALE_SECONDS = 120; // a device silent for 2 minutes is stale
 // every 30 s is fresh enough for a figure summed since midnight, and costs the gateway one
 // report per open overview per 30 s.
 const REPORT_EVERY_MS = 30_000;
+// The stream sends every entry of the community in log order: while a back-fill appends
+// thousands a second, a live minute waits behind them (a minute or more on a busy machine).
+// Asking /latest this often as well keeps the cards and power current meanwhile.
+const LATEST_EVERY_MS = 15_000;
 const status = document.getElementById("status");
 const picker = document.getElementById("community");
 const cards = document.getElementById("devices");
@@ -80,9 +84,15 @@ function renderSufficiency(total) {
 }
 
 async function refresh(community) {
+  const before = new Map((latest?.devices ?? []).map((device) => [device.device_id, device.start]));
   latest = await api(`/v1/communities/${encodeURIComponent(community)}/latest`);
   renderPower(latest.power);
   renderCards();
+  // A new minute is in today's report once a checkpoint covers it: the stream's checkpoint
+  // events say so, but they wait behind its entries as well.
+  if (today?.community === community && latest.devices.some((d) => before.get(d.device_id) !== d.start)) {
+    reportChanged(today);
+  }
 }
 
 /** Today's date in the community's time zone (the day report's date), YYYY-MM-DD. */
@@ -154,7 +164,8 @@ async function show(community, zone) {
   document.body.dataset.rendered = "1";
   performance.mark("first-render");
   setLive("connecting");
-  stop = follow(`/v1/stream?community=${encodeURIComponent(community)}`, {
+  const polling = setInterval(() => scheduleRefresh(community), LATEST_EVERY_MS);
+  const following = follow(`/v1/stream?community=${encodeURIComponent(community)}`, {
     onState: setLive,
     onEvent(event, data) {
       if (event === "checkpoint") reportChanged(state);
@@ -166,6 +177,10 @@ async function show(community, zone) {
       scheduleRefresh(community);
     },
   });
+  stop = () => {
+    clearInterval(polling);
+    following();
+  };
   await loadToday(state);
 }
 
