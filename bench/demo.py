@@ -87,8 +87,10 @@ def checkout(folder: Path, fresh: bool) -> tuple[Path, float | None]:
         return fresh_clone(folder / "patio"), None
     began = time.monotonic()
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(folder / "patio")], check=True)
-    subprocess.run(["make", ".venv/.installed"], cwd=folder / "patio", check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(["make", ".venv/.installed"], cwd=folder / "patio",
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"make .venv/.installed failed:\n{done.stdout}{done.stderr}")
     return folder / "patio", time.monotonic() - began
 
 
