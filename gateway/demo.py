@@ -479,14 +479,20 @@ def back_fill(until_ms: int, started: float, config_paths: list[Path]) -> int:
             break
         day -= timedelta(days=1)
     stopping = threading.Event()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the demo stops its children with SIGTERM
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     each_day = threading.Barrier(len(config_paths))
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+        each_day.abort()  # threads waiting for the others' day return too
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the demo stops its children with SIGTERM
+    signal.signal(signal.SIGTERM, stop)
     failures: list[BaseException] = []
 
     def fill(config_path: Path) -> None:
-        history = History(config_path)
+        history = None
         try:
+            history = History(config_path)
             history.deliver(stopping)  # what an interrupted run signed and did not send
             runs = history.live_runs()
             # The last minutes first, before the rest of today: the cards show a reading
@@ -508,7 +514,8 @@ def back_fill(until_ms: int, started: float, config_paths: list[Path]) -> int:
             each_day.abort()
             raise
         finally:
-            history.agent.close()
+            if history is not None:
+                history.agent.close()
 
     threads = [threading.Thread(target=fill, args=(path,)) for path in config_paths]
     for thread in threads:

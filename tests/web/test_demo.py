@@ -8,6 +8,8 @@ import itertools
 import os
 import re
 import signal
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ from tests.docs.fenced import (
 )
 from tests.web.conftest import Tab
 
-DEMO_TIMEOUT = 900  # a limit for a hung demo on a loaded machine, not a speed expectation
+DEMO_TIMEOUT = 1200  # a limit for a hung demo on a loaded machine, not a speed expectation
+PATIO = Path(sys.executable).parent / "patio"
 
 
 def read_until(stream: Any, pattern: str) -> tuple[re.Match[str], str]:
@@ -202,6 +205,7 @@ def test_make_run_shows_a_live_community_with_30_days_of_reports(
             assert float(page.get_attribute("#consumed", "data-value") or 0) > 0
             tab.screenshot("demo-reports")
             assert tab.unexpected_errors == [], tab.errors
+            log_key = client.get("/v1/log-key").text.strip()
         finally:
             client.close()
             context.close()
@@ -212,6 +216,16 @@ def test_make_run_shows_a_live_community_with_30_days_of_reports(
     assert "demo stopped" in out, out + err
     assert "Traceback" not in err, err
     assert wait_until_none_in(clone) == []
+    # The live agents and the back-fill signed for the same devices at once: the auditor
+    # finds every entry valid and no conflict kept (no seq or minute was taken twice).
+    audit = subprocess.run(
+        [str(PATIO), "audit", "--local", "--dir", str(clone / "var" / "demo" / "gateway"),
+         "--log-key", log_key, "--full"],
+        capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    devices = re.findall(r"device (\S+): .* (\d+) conflict\(s\) kept", audit.stdout)
+    assert sorted(devices) == sorted((device.id, "0") for device in DEVICES), audit.stdout
 
 
 @pytest.mark.parametrize("how", ["sigterm-to-make", "sigkill-to-demo"])
