@@ -5,7 +5,7 @@ Run: .venv/bin/python -m bench.profile_gateway [--backend sqlite|postgresql] [--
 
 A real gateway registers the devices and is stopped; then this process runs each batch body
 through the same functions the two gateway processes run (the body's parse and validation,
-the signature prechecks, the pickled hand-off to the writer, admission and the commit with
+the prechecks (schema, signature), the pickled hand-off to the writer, admission and the commit with
 the reading index and the rollups), timing each step with the process's CPU clock. A dev
 tool: the figures to quote are bench.gateway's, which runs the real processes under load.
 """
@@ -27,7 +27,7 @@ from gateway.directory import Directory
 from gateway.readings import ReadingIndex
 from gateway.rollups import Rollups
 from gateway.routes.entries import EntriesRequest
-from gateway.submissions import Admit, Submissions, envelope_contract
+from gateway.submissions import Submissions, envelope_contract
 from gateway.writer import _decide_fresh, _frame, within_all
 from ledger.keys import NamedKey
 from ledger.log import Log, Within
@@ -97,9 +97,8 @@ def run(url: str, bodies: list[bytes], args: argparse.Namespace) -> None:
         t0 = clock()
         request = json_body(EntriesRequest, "application/json", body)
         t1 = clock()
-        verified = submissions._precheck(checker, request.envelopes)
+        admit = submissions._admit(checker, request.envelopes, time.time(), None)
         t2 = clock()
-        admit = Admit(checker.name, request.envelopes, time.time(), None, verified=verified)
         [(_, arrived)] = [pickle.loads(_frame((0, admit))[4:])]
         t3 = clock()
         _decide_fresh([arrived], log, directory, within)

@@ -6,11 +6,10 @@ the loop to yield, up to the 5 ms switch interval. In the server a 6-entry commi
 4.2 ms of wall time against 0.5 ms alone. The child commits on the other core; the loop
 only writes and reads frames on a socket.
 
-The writer also runs contract admission (gateway.submissions.decide): the strict schema,
-canonical JSON and the device checks run beside the HTTP process instead of in it. The
-HTTP process prechecks signatures with its spare CPU; the writer then only confirms that
-the key is still the device's (taking the payload's JCS from the precheck too), and checks in
-full whatever comes unchecked.
+The writer also runs contract admission (gateway.submissions.decide). The HTTP process
+prechecks each envelope in full with its spare CPU (strict schema, canonical JSON, signature);
+the writer then only confirms that the device may still submit with the key that verified it,
+and admits in full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
 package, started together). A request frame is (batch id, Admit | RegistryChange |
