@@ -11,7 +11,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import nacl.signing
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ledger.encoding import canonical_json_parsed
+from ledger.encoding import canonical_json
 from ledger.errors import FormatError, LedgerError, VerificationError
 from ledger.keys import verify_signature
 from ledger.log import Appended, Log, Submission
@@ -157,7 +157,7 @@ def signed_by_device(
     """Check the device may submit and signed JCS(payload); returns it and the payload bytes."""
     device = may_submit(directory, community, device_id)
     try:
-        payload_jcs = canonical_json_parsed(payload)  # a payload is always parsed JSON
+        payload_jcs = canonical_json(payload)
     except FormatError as exc:
         raise SchemaError(str(exc)) from exc
     _verify(device, payload_jcs, sig)

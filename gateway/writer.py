@@ -22,7 +22,6 @@ it arrived among the envelopes; so is a sent alert's record (gateway.alerts.reco
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import pickle
@@ -237,7 +236,7 @@ def main() -> None:
     """`python -m gateway.writer FD`: serve on the inherited socket FD."""
     import logging.config
 
-    from gateway.config import Settings
+    from gateway.config import Settings, settle_heap
     from gateway.directory import Directory as GatewayDirectory
     from gateway.logs import log_config
     from gateway.readings import ReadingIndex
@@ -258,7 +257,7 @@ def main() -> None:
     ledger_log = Log(engine=engine, signer=None, origin="writer")  # appends only, no seals
     signer = NamedKey.from_text(os.environ[REGISTRY_VARIABLE])
     directory = GatewayDirectory(engine, registry_key=signer.public_key_b64)
-    gc.freeze()  # as in the HTTP process: collections skip what was built at start
+    settle_heap()  # as in the HTTP process
     try:
         hooks = [ReadingIndex(engine, directory).write]
         if os.environ.get(ROLLUPS_VARIABLE) != "0":

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ledger import merkle
 from ledger.bundle import log_tag_id
-from ledger.encoding import canonical_json, canonical_json_parsed
+from ledger.encoding import canonical_json
 from ledger.errors import VerificationError
 from ledger.keys import NamedKey, key_id
 from ledger.log import entry_bytes
@@ -187,39 +187,3 @@ def test_boundaries_of_the_fast_path(value: object) -> None:
     except rfc8785.CanonicalizationError:
         return
     assert canonical_json(value) == expected
-    assert canonical_json_parsed(value) == expected
-
-
-# What a parser gives for JSON text, with the text orjson's output is searched for inside
-# strings (".0" before a delimiter, quotes, backslashes, "null", exponents) and NaN.
-parsed_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**60), 2**60)
-    | st.floats()
-    | st.integers(-(2**40), 2**40).map(float)
-    | st.sampled_from([0.0, -0.0, 1e-4, 9.999e-5, 1e15, 1e16, 2.0**53, 1e21, 5e-324, -1.0])
-    | st.text(alphabet='0123456789.,]}"\\nulE-e a\u00e9', max_size=12)
-    | st.sampled_from(["1.0,", "x2.0}", "3.0]", "4.0", "-0.0,", "null", "1e5", "0.00001", 'a"b']),
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(st.text(alphabet='ab.0,]}"\\\u00e9', max_size=4), children, max_size=5)
-    ),
-    max_leaves=24,
-)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(parsed_json)
-def test_the_orjson_path_for_parsed_values_is_byte_identical_to_rfc8785(value: object) -> None:
-    import rfc8785
-
-    from ledger.errors import FormatError
-
-    try:
-        expected = rfc8785.dumps(value)
-    except rfc8785.CanonicalizationError:
-        with pytest.raises(FormatError):
-            canonical_json_parsed(value)
-        return
-    assert canonical_json_parsed(value) == expected
