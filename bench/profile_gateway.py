@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import COMMUNITY, gateway, sign_pools
+from bench.gateway import COMMUNITY, gateway, sign_pools, verify_cost
+from gateway.config import settle_heap
 from gateway.deps import json_body
 from gateway.directory import Directory
 from gateway.readings import ReadingIndex
@@ -62,6 +63,8 @@ def main() -> None:
         url = server.env.get("PATIO_DATABASE_URL") or sqlite
         server.stop()
         run(url, bodies, args)
+        unit = sorted(verify_cost(pool[0]))[2]
+        print(f"  one Ed25519 verification here: {unit * 1e6:.1f} us (bench.gateway's unit)")
 
 
 def run(url: str, bodies: list[bytes], args: argparse.Namespace) -> None:
@@ -89,6 +92,7 @@ def run(url: str, bodies: list[bytes], args: argparse.Namespace) -> None:
     checker = envelope_contract("energy_minute")
     steps = dict.fromkeys(["parse+validate", "precheck", "pickle", "decide+commit"], 0.0)
     profiler = cProfile.Profile() if args.profile else None
+    settle_heap()  # as both gateway processes do once started
     clock = time.process_time
     envelopes = 0
     for body in bodies:
