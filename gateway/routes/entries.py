@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -119,7 +118,7 @@ async def submit_entries(gateway: Gateway, content_type: str | None, body: bytes
     request = json_body(EntriesRequest, content_type, body)
     results = await gateway.submissions.submit_async(request.contract, request.envelopes)
     # The results are plain JSON already: no response-model validation.
-    return orjson.dumps({"results": results})
+    return json.dumps({"results": results}).encode()
 
 
 class SubmitFastPath:
