@@ -12,7 +12,7 @@ import nacl.signing
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ledger.encoding import canonical_json
-from ledger.errors import FormatError, VerificationError
+from ledger.errors import FormatError, LedgerError, VerificationError
 from ledger.keys import verify_signature
 from ledger.log import Appended, Log, Submission
 
@@ -89,9 +89,15 @@ class Directory(Protocol):
 
 
 class Checked(NamedTuple):
-    """A signature a transport verified: with which registered key, over which JCS bytes."""
+    """An envelope its contract admitted: what the log should record, and the registered key
+    its signature verified with (a transport's precheck sends this to the writer)."""
 
     key: str
+    payload: Any
+    sig: str
+    device_id: str
+    seq: int | None
+    minute: str | None
     payload_jcs: bytes
 
 
@@ -104,7 +110,6 @@ class Context:
     now: datetime
     community: str | None = None  # set when the transport already names the community
     readable: frozenset[str] | None = None  # communities the caller may read (None: all)
-    checked: Checked | None = None  # what the transport already verified (see `precheck`)
 
 
 def strict_model(model: type[BaseModel], data: Any, what: str) -> Any:
@@ -123,53 +128,54 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-def check_signed(
-    context: Context, *, device_id: str, payload: dict[str, Any], sig: str
-) -> tuple[DeviceRecord, bytes]:
-    """Check the device may submit and signed JCS(payload); returns it and the payload bytes."""
-    device = context.directory.device(device_id)
+def may_submit(directory: Directory, community: str | None, device_id: str) -> DeviceRecord:
+    """The device, if it is registered, not revoked, and of `community` when one is given."""
+    device = directory.device(device_id)
     if device is None:
         raise UnknownDevice(f"device {device_id!r} is not registered")
     if device.revoked:
         raise Forbidden(f"device {device_id!r} has been revoked")
-    if context.community is not None and device.community_id != context.community:
-        raise Forbidden(f"device {device_id!r} does not belong to community {context.community!r}")
-    # A transport may have checked this signature over the same canonical bytes already
-    # (see `precheck`); it still has to be with the key the device has now.
-    if context.checked is not None and context.checked.key == device.public_key:
-        return device, context.checked.payload_jcs
+    if community is not None and device.community_id != community:
+        raise Forbidden(f"device {device_id!r} does not belong to community {community!r}")
+    return device
+
+
+def _verify(device: DeviceRecord, payload_jcs: bytes, sig: str) -> None:
     try:
-        payload_jcs = canonical_json(payload)
         verify_signature(device.verify_key, payload_jcs, sig)
     except FormatError as exc:
         raise SchemaError(str(exc)) from exc
     except VerificationError as exc:
-        raise BadSignature(f"signature does not verify with the key of {device_id!r}") from exc
+        raise BadSignature(
+            f"signature does not verify with the key of {device.device_id!r}"
+        ) from exc
+
+
+def signed_by_device(
+    directory: Directory, community: str | None, *, device_id: str, payload: Any, sig: str
+) -> tuple[DeviceRecord, bytes]:
+    """Check the device may submit and signed JCS(payload); returns it and the payload bytes."""
+    device = may_submit(directory, community, device_id)
+    try:
+        payload_jcs = canonical_json(payload)
+    except FormatError as exc:
+        raise SchemaError(str(exc)) from exc
+    _verify(device, payload_jcs, sig)
     return device, payload_jcs
 
 
-def precheck(contract: EnvelopeContract, envelope: Any, directory: Directory) -> Checked | None:
-    """The registered key the envelope's signature verifies with and the payload's JCS, or
-    None (then the contract checks it in full); lets a transport spend its own spare CPU on
-    the signature and the encoding."""
-    signed = contract.signed(envelope)
-    if signed is None:
-        return None
-    device_id, payload, sig = signed
-    device = directory.device(device_id)
-    if device is None or device.revoked:
-        return None
-    try:
-        payload_jcs = canonical_json(payload)
-        verify_signature(device.verify_key, payload_jcs, sig)
-    except (FormatError, VerificationError):
-        return None
-    return Checked(device.public_key, payload_jcs)
+def check_signed(
+    context: Context, *, device_id: str, payload: dict[str, Any], sig: str
+) -> tuple[DeviceRecord, bytes]:
+    """`signed_by_device` with the context's directory and community."""
+    return signed_by_device(
+        context.directory, context.community, device_id=device_id, payload=payload, sig=sig
+    )
 
 
-def not_in_future(moment: datetime, context: Context, what: str) -> None:
-    """Refuse timestamps further ahead than the allowed clock skew."""
-    if moment > context.now + MAX_CLOCK_SKEW:
+def not_in_future(moment: datetime, now: datetime, what: str) -> None:
+    """Refuse timestamps further ahead of `now` than the allowed clock skew."""
+    if moment > now + MAX_CLOCK_SKEW:
         raise SchemaError(f"{what} {moment.isoformat()} is in the future")
 
 
@@ -203,9 +209,39 @@ class EnvelopeContract(Contract):
     def admit(self, envelope: Any, context: Context) -> Submission:
         """Validate and check one envelope; the Submission the log should record."""
 
-    def signed(self, envelope: Any) -> tuple[str, Any, str] | None:
-        """(device id, payload, sig) of an envelope, for `precheck`; None: not offered."""
-        return None
+    def check(
+        self, envelope: Any, directory: Directory, now: datetime, community: str | None = None
+    ) -> Checked:
+        """All of `admit` but the recording, for `precheck`; this contract offers none."""
+        raise NotImplementedError
+
+    def precheck(self, envelope: Any, directory: Directory, now: datetime) -> Checked | None:
+        """The envelope admitted where it arrived, with that process's spare CPU; None when
+        the contract refuses it or offers no `check` (then `admit` decides, and says why)."""
+        try:
+            return self.check(envelope, directory, now)
+        except (NotImplementedError, ContractError, LedgerError):
+            return None
+
+    def submission(self, checked: Checked) -> Submission:
+        """What the log records for an admitted envelope."""
+        return Submission(
+            contract=self.tag,
+            payload=checked.payload,
+            sig=checked.sig,
+            device_id=checked.device_id,
+            seq=checked.seq,
+            minute=checked.minute,
+            payload_jcs=checked.payload_jcs,
+        )
+
+    def confirm(self, checked: Checked, context: Context) -> Submission:
+        """A prechecked envelope as admitted now: the device may still submit (in the
+        context's community), and its signature is by the device's key of now."""
+        device = may_submit(context.directory, context.community, checked.device_id)
+        if device.public_key != checked.key:  # rotated since the precheck
+            _verify(device, checked.payload_jcs, checked.sig)
+        return self.submission(checked)
 
     def admit_request(self, request: Any, context: Context) -> Submission:
         """The Submission for a Restroom request; by default the envelope is `data`."""

@@ -5,32 +5,113 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
+from msgspec import Meta
 from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag
 
 from contracts.base import (
+    Checked,
     Context,
+    Directory,
     EnvelopeContract,
     SchemaError,
     Strict,
-    check_signed,
     not_in_future,
-    strict_model,
+    signed_by_device,
 )
 from ledger.encoding import parse_rfc3339
 from ledger.errors import FormatError
 from ledger.log import Submission
 
-DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-SensorName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+# The schema twice: msgspec Structs, which admission runs (a fifth of the Pydantic models'
+# cost), and the Pydantic models below, which FastAPI documents and /api validates with.
+# tests/gateway/test_envelope_schema.py holds the two to the same verdicts over a corpus.
+DEVICE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+SENSOR_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+COUNT_LIMIT = 2**53 - 1  # beyond it JCS cannot encode the number (RFC 8785 section 3.2.2.3)
+FLOAT_MAX = 1.7976931348623157e308
+# Python's `$` also matches before a final newline; Pydantic's (Rust) regex does not.
+_DeviceIdS = Annotated[str, Meta(pattern=DEVICE_PATTERN.replace("$", r"\Z"))]
+_SensorNameS = Annotated[str, Meta(pattern=SENSOR_PATTERN.replace("$", r"\Z"))]
+_CountS = Annotated[int, Meta(ge=0, le=COUNT_LIMIT)]
+_FiniteS = Annotated[float, Meta(ge=-FLOAT_MAX, le=FLOAT_MAX)]  # NaN fails both bounds
+
+
+class _GaugeS(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Annotated[str, Meta(min_length=1, max_length=16)]
+    n: _CountS
+    missing: _CountS
+    avg: _FiniteS | None = None
+    min: _FiniteS | None = None
+    max: _FiniteS | None = None
+
+
+class _CounterS(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Literal["Wh"]
+    sum: _FiniteS
+    n: _CountS | None = None
+    missing: _CountS | None = None
+
+
+class _SwitchS(msgspec.Struct, forbid_unknown_fields=True):
+    unit: Literal["bool"]
+    any: bool
+    on_fraction: Annotated[float, Meta(ge=0, le=1)]
+    n: _CountS | None = None
+    missing: _CountS | None = None
+
+
+class _PayloadS(msgspec.Struct, forbid_unknown_fields=True):
+    device_id: _DeviceIdS
+    seq: Annotated[int, Meta(ge=0, lt=2**53)]
+    start: str
+    period_s: Annotated[float, Meta(ge=60, le=60)]  # as Pydantic's Literal[60]: 60.0 too
+    # Each reading is checked by its kind below: the unit says which (see _reading_kind).
+    readings: Annotated[dict[_SensorNameS, Any], Meta(min_length=1, max_length=256)]
+
+
+class _EnvelopeS(msgspec.Struct, forbid_unknown_fields=True):
+    payload: _PayloadS
+    sig: str
+
+
+_READING_KINDS: dict[Any, type[msgspec.Struct]] = {"Wh": _CounterS, "bool": _SwitchS}
+
+
+def _refusal(exc: msgspec.ValidationError, where: str = "") -> SchemaError:
+    message, _, path = str(exc).partition(" - at `$")  # msgspec: "... - at `$.payload.seq`"
+    field = (where + path.rstrip("`")).lstrip(".") or "envelope"
+    return SchemaError(f"envelope: {field}: {message}")
+
+
+def parse_envelope(envelope: Any) -> _EnvelopeS:
+    """The envelope checked strictly against the schema; SchemaError names the first bad field."""
+    try:
+        model = msgspec.convert(envelope, _EnvelopeS, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _refusal(exc) from None
+    for name, reading in model.payload.readings.items():
+        unit = reading.get("unit") if type(reading) is dict else None
+        kind = _READING_KINDS.get(unit, _GaugeS) if type(unit) is str else _GaugeS
+        try:
+            msgspec.convert(reading, kind, strict=True)
+        except msgspec.ValidationError as exc:
+            raise _refusal(exc, f"payload.readings.{name}") from None
+    return model
+
+
+DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
+SensorName = Annotated[str, StringConstraints(pattern=SENSOR_PATTERN)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=COUNT_LIMIT)]
 
 
 class Gauge(Strict):
     """A sampled quantity: temperature, power."""
 
     unit: Annotated[str, StringConstraints(min_length=1, max_length=16)]
-    n: Annotated[int, Field(ge=0)]
-    missing: Annotated[int, Field(ge=0)]
+    n: Count
+    missing: Count
     avg: Finite | None = None
     min: Finite | None = None
     max: Finite | None = None
@@ -41,8 +122,8 @@ class Counter(Strict):
 
     unit: Literal["Wh"]
     sum: Finite
-    n: Annotated[int, Field(ge=0)] | None = None
-    missing: Annotated[int, Field(ge=0)] | None = None
+    n: Count | None = None
+    missing: Count | None = None
 
 
 class Switch(Strict):
@@ -51,8 +132,8 @@ class Switch(Strict):
     unit: Literal["bool"]
     any: bool
     on_fraction: Annotated[float, Field(ge=0, le=1)]
-    n: Annotated[int, Field(ge=0)] | None = None
-    missing: Annotated[int, Field(ge=0)] | None = None
+    n: Count | None = None
+    missing: Count | None = None
 
 
 def _reading_kind(value: Any) -> str:
@@ -102,14 +183,14 @@ class EnvelopeResult(BaseModel):
     log_tag_id: str
 
 
-def _check_start(text: str, context: Context) -> datetime:
+def _check_start(text: str, now: datetime) -> datetime:
     try:
         start = parse_rfc3339(text, what="start", fraction=False)
     except FormatError as exc:
         raise SchemaError(str(exc)) from exc
     if start.second:
         raise SchemaError(f"start {text!r} is not on the minute")
-    not_in_future(start, context, "start")
+    not_in_future(start, now, "start")
     return start
 
 
@@ -122,30 +203,28 @@ class EnergyMinuteContract(EnvelopeContract):
     request_model: ClassVar[type[BaseModel]] = EnergyMinuteRequest
     response_model: ClassVar[type[BaseModel] | None] = EnvelopeResult
 
-    def signed(self, envelope: Any) -> tuple[str, Any, str] | None:
-        """The payload's device id, the payload and the signature, if they have those types."""
-        if not isinstance(envelope, dict):
-            return None
-        payload, sig = envelope.get("payload"), envelope.get("sig")
-        if not isinstance(payload, dict) or not isinstance(sig, str):
-            return None
-        device_id = payload.get("device_id")
-        return (device_id, payload, sig) if isinstance(device_id, str) else None
-
-    def admit(self, envelope: Any, context: Context) -> Submission:
+    def check(
+        self, envelope: Any, directory: Directory, now: datetime, community: str | None = None
+    ) -> Checked:
         """Strict schema, minute-aligned start not in the future, registered key, signature."""
-        model = strict_model(Envelope, envelope, "envelope")
-        _check_start(model.payload.start, context)
-        payload = envelope["payload"]
-        _, payload_jcs = check_signed(
-            context, device_id=model.payload.device_id, payload=payload, sig=model.sig
+        model = parse_envelope(envelope)
+        payload = model.payload
+        _check_start(payload.start, now)
+        raw = envelope["payload"]  # the values as sent: the signature is over their JCS
+        device, payload_jcs = signed_by_device(
+            directory, community, device_id=payload.device_id, payload=raw, sig=model.sig
         )
-        return Submission(
-            contract=self.tag,
-            payload=payload,
+        return Checked(
+            key=device.public_key,
+            payload=raw,
             sig=model.sig,
-            device_id=model.payload.device_id,
-            seq=model.payload.seq,
-            minute=model.payload.start,  # the strict parser took one spelling: it is the key
+            device_id=payload.device_id,
+            seq=payload.seq,
+            minute=payload.start,  # the strict parser took one spelling: it is the key
             payload_jcs=payload_jcs,
         )
+
+    def admit(self, envelope: Any, context: Context) -> Submission:
+        """The envelope's `check`, as the log records it."""
+        checked = self.check(envelope, context.directory, context.now, context.community)
+        return self.submission(checked)

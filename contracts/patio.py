@@ -149,7 +149,7 @@ class PatioSaveEnergy(EnvelopeContract):
                 f"community_unique_id {reading.community_unique_id!r} is not the device's "
                 f"community {device.community_id!r}"
             )
-        not_in_future(parse_patio_datetime(reading.datetime), context, "dataToStore.datetime")
+        not_in_future(parse_patio_datetime(reading.datetime), context.now, "dataToStore.datetime")
         return Submission(
             contract=self.tag,
             payload=payload,

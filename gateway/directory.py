@@ -39,16 +39,16 @@ class Directory:
 
     def device(self, device_id: str) -> DeviceRecord | None:
         """The device, or None when it was never registered."""
+        if time.monotonic() - self._polled >= CACHE_SECONDS:
+            self.refresh(stale_only=True)
+        try:
+            return self._cache[device_id]  # only ids that passed the check below are cached
+        except KeyError:
+            evictions = self._evictions
         if not DEVICE_ID.fullmatch(device_id):
             # Not an id (DESIGN.md format 3), so never registered; and PostgreSQL could not
             # even be asked about one with a NUL in it.
             return None
-        if time.monotonic() - self._polled >= CACHE_SECONDS:
-            self.refresh(stale_only=True)
-        try:
-            return self._cache[device_id]
-        except KeyError:
-            evictions = self._evictions
         with self.engine.connect() as conn:
             row = conn.execute(select(devices).where(devices.c.id == device_id)).first()
         record = None

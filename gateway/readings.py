@@ -50,11 +50,17 @@ class ReadingIndex:
         self.directory = directory
         self._postgres = engine.dialect.name == "postgresql"
 
-    def _row(self, index: int, device_id: str | None, payload: Any) -> Row | None:
+    def _row(
+        self, index: int, device_id: str | None, payload: Any, minute: str | None = None
+    ) -> Row | None:
         if device_id is None or device_id.startswith("_"):
             return None
         device = self.directory.device(device_id)
-        start = minute_of(payload)
+        if minute is not None and isinstance(payload, dict) and payload.get("start") == minute:
+            # energy_minute's slot: its strict parser took YYYY-MM-DDTHH:MM:00Z alone.
+            start: str | None = minute[:-1] + ".000Z"
+        else:
+            start = minute_of(payload)
         if device is None or start is None:
             return None
         return (index, device.community_id, device_id, start)
@@ -66,7 +72,12 @@ class ReadingIndex:
         rows = []
         for submission, outcome in zip(submissions, outcomes, strict=True):
             if isinstance(outcome, Appended) and outcome.status == "accepted":
-                row = self._row(outcome.entry.index, submission.device_id, submission.payload)
+                row = self._row(
+                    outcome.entry.index,
+                    submission.device_id,
+                    submission.payload,
+                    submission.minute,
+                )
                 if row:
                     rows.append(row)
         if rows and self._postgres:

@@ -11,20 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlalchemy import Connection
 
-from contracts.base import (
-    Checked,
-    Context,
-    ContractError,
-    Directory,
-    EnvelopeContract,
-    precheck,
-)
+from contracts.base import Checked, Context, ContractError, Directory, EnvelopeContract
 from contracts.device_registry import REGISTRY_DEVICE, RegistryChange, RegistryContract
 from contracts.registry import CONTRACTS
 from gateway.directory import TableView
@@ -68,11 +60,11 @@ class Admit(NamedTuple):
     """Envelopes for a contract to admit, then record (the writer's usual request)."""
 
     contract: str
-    envelopes: Sequence[Any]
+    envelopes: Sequence[Any]  # None where `verified` has the envelope (no second copy)
     now: float  # the request's time, POSIX seconds
     community: str | None = None  # set when the transport already names the community
     restroom: bool = False  # each envelope is a whole Restroom request {data, keys}
-    verified: Sequence[Checked | None] = ()  # per envelope: what `precheck` verified
+    verified: Sequence[Checked | None] = ()  # per envelope: what its precheck admitted
 
 
 class WriteFailed(NamedTuple):
@@ -151,11 +143,13 @@ def decide(
         now = datetime.fromtimestamp(request.now, UTC)
         context = Context(directory=directory, log=log, now=now, community=request.community)
         admit = contract.admit_request if request.restroom else contract.admit
-        for index, envelope in enumerate(request.envelopes):
-            checked = request.verified[index] if request.verified else None
+        verified = request.verified or [None] * len(request.envelopes)
+        for envelope, checked in zip(request.envelopes, verified, strict=True):
             try:
-                known = replace(context, checked=checked) if checked else context
-                row.append((contract.tag, admit(envelope, known)))
+                if checked is None:
+                    row.append((contract.tag, admit(envelope, context)))
+                else:
+                    row.append((contract.tag, contract.confirm(checked, context)))
             except (ContractError, LedgerError) as exc:
                 row.append((contract.tag, exc))
         admitted += [item for _, item in row if isinstance(item, Submission)]
@@ -257,13 +251,8 @@ class Submissions:
     ) -> list[dict[str, Any]]:
         """Blocking (any thread but the event loop's): results in order, after the commit."""
         checker = envelope_contract(contract)
-        request = Admit(
-            contract=checker.name,
-            envelopes=list(envelopes),
-            now=time.time(),
-            community=community,
-            verified=self._precheck(checker, envelopes),
-        )
+        now = time.time()
+        request = self._admit(checker, envelopes, now, community)
         results = [v.result for v in self.writer.submit(request).result()]
         log_deliveries(checker.name, envelopes, results)
         return results
@@ -281,16 +270,14 @@ class Submissions:
         checker = envelope_contract(contract)
         now = time.time()
         if len(envelopes) <= INLINE_PRECHECK:
-            verified = self._precheck(checker, envelopes)
-            admit = Admit(checker.name, envelopes, now, community, verified=verified)
+            admit = self._admit(checker, envelopes, now, community)
             results = [v.result for v in await self.writer.request(admit)]
             log_deliveries(checker.name, envelopes, results)
             return results
         sent = []
         for start in range(0, len(envelopes), PRECHECK_CHUNK):
             chunk = envelopes[start : start + PRECHECK_CHUNK]
-            verified = await asyncio.to_thread(self._precheck, checker, chunk)
-            admit = Admit(checker.name, chunk, now, community, verified=verified)
+            admit = await asyncio.to_thread(self._admit, checker, chunk, now, community)
             sent.append(asyncio.ensure_future(self.writer.request(admit)))
         results = []
         for reply in await asyncio.gather(*sent, return_exceptions=True):
@@ -300,10 +287,22 @@ class Submissions:
         log_deliveries(checker.name, envelopes, results)
         return results
 
-    def _precheck(
-        self, contract: EnvelopeContract, envelopes: Sequence[Any]
-    ) -> list[Checked | None]:
-        return [precheck(contract, envelope, self.directory) for envelope in envelopes]
+    def _admit(
+        self,
+        contract: EnvelopeContract,
+        envelopes: Sequence[Any],
+        now: float,
+        community: str | None,
+    ) -> Admit:
+        """The writer's request: each envelope prechecked here, sent as what its precheck
+        admitted or, when it did not, as it came (the writer then decides it in full)."""
+        moment = datetime.fromtimestamp(now, UTC)
+        verified = [contract.precheck(envelope, self.directory, moment) for envelope in envelopes]
+        unchecked = [
+            None if checked else envelope
+            for envelope, checked in zip(envelopes, verified, strict=True)
+        ]
+        return Admit(contract.name, unchecked, now, community, verified=verified)
 
     async def run_one(self, contract: EnvelopeContract, request: Any) -> dict[str, Any]:
         """One Restroom request through an envelope contract: its response, or Refused."""

@@ -6,11 +6,10 @@ the loop to yield, up to the 5 ms switch interval. In the server a 6-entry commi
 4.2 ms of wall time against 0.5 ms alone. The child commits on the other core; the loop
 only writes and reads frames on a socket.
 
-The writer also runs contract admission (gateway.submissions.decide): the strict schema,
-canonical JSON and the device checks run beside the HTTP process instead of in it. The
-HTTP process prechecks signatures with its spare CPU; the writer then only confirms that
-the key is still the device's (taking the payload's JCS from the precheck too), and checks in
-full whatever comes unchecked.
+The writer also runs contract admission (gateway.submissions.decide). The HTTP process
+prechecks each envelope in full with its spare CPU (strict schema, canonical JSON, signature);
+the writer then only confirms that the device may still submit with the key that verified it,
+and admits in full whatever comes unchecked.
 
 Wire format, both ways: 4-byte big-endian length, then a pickle (both ends are this
 package, started together). A request frame is (batch id, Admit | RegistryChange |
@@ -23,7 +22,6 @@ it arrived among the envelopes; so is a sent alert's record (gateway.alerts.reco
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import pickle
@@ -238,7 +236,7 @@ def main() -> None:
     """`python -m gateway.writer FD`: serve on the inherited socket FD."""
     import logging.config
 
-    from gateway.config import Settings
+    from gateway.config import Settings, settle_heap
     from gateway.directory import Directory as GatewayDirectory
     from gateway.logs import log_config
     from gateway.readings import ReadingIndex
@@ -259,7 +257,7 @@ def main() -> None:
     ledger_log = Log(engine=engine, signer=None, origin="writer")  # appends only, no seals
     signer = NamedKey.from_text(os.environ[REGISTRY_VARIABLE])
     directory = GatewayDirectory(engine, registry_key=signer.public_key_b64)
-    gc.freeze()  # as in the HTTP process: collections skip what was built at start
+    settle_heap()  # as in the HTTP process
     try:
         hooks = [ReadingIndex(engine, directory).write]
         if os.environ.get(ROLLUPS_VARIABLE) != "0":

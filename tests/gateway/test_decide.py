@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from contracts.base import Checked, DeviceRecord, precheck
-from contracts.registry import CONTRACTS
-from gateway.submissions import Admit, decide
+from contracts.base import Checked, DeviceRecord
+from gateway.submissions import Admit, decide, envelope_contract
 from ledger.keys import NamedKey, decode_public_key
 from ledger.log import Log, open_data_dir
 
@@ -55,6 +54,10 @@ def log(tmp_path: Path) -> Log:
     return open_data_dir(tmp_path)
 
 
+def precheck(envelope: Any, directory: Keys) -> Checked | None:
+    return envelope_contract("energy_minute").precheck(envelope, directory, datetime.now(UTC))
+
+
 def statuses(
     log: Log, directory: Keys, envelopes: list[Any], verified: list[Checked | None]
 ) -> Any:
@@ -69,7 +72,7 @@ def test_a_precheck_with_a_key_since_rotated_is_checked_again(log: Log) -> None:
     old, new = NamedKey.generate("meter-1"), NamedKey.generate("meter-1")
     directory = Keys(old)
     signed_old = envelope(old, 1)
-    checked_with = precheck(CONTRACTS["energy_minute"], signed_old, directory)  # type: ignore[arg-type]
+    checked_with = precheck(signed_old, directory)
     assert checked_with is not None and checked_with.key == old.public_key_b64
     directory.key = new  # rotated between the HTTP process's check and the commit
     assert statuses(log, directory, [signed_old], [checked_with]) == [("rejected", 401)]
@@ -81,7 +84,7 @@ def test_a_precheck_never_lets_a_bad_signature_through(log: Log) -> None:
     directory = Keys(key)
     forged = envelope(key, 1)
     forged["payload"]["seq"] = 7  # no longer what was signed
-    assert precheck(CONTRACTS["energy_minute"], forged, directory) is None  # type: ignore[arg-type]
+    assert precheck(forged, directory) is None
     # Unclaimed, the contract checks everything itself: signature first, schema as always.
     claimed = statuses(log, directory, [forged, {"payload": {}, "sig": ""}], [None, None])
     assert claimed == [("rejected", 401), ("rejected", 422)]

@@ -26,8 +26,9 @@ class Writer:
             raise WriterUnavailable("the writer restarted before this commit was confirmed")
         await asyncio.sleep(0)  # answers arrive while later chunks are still being checked
         return [
-            Verdict(result={"status": "accepted", "seq": e["payload"]["seq"]}, contract="c")
-            for e in admit.envelopes
+            Verdict(result={"status": "accepted", "seq": c.seq}, contract="c")
+            for c in admit.verified
+            if c is not None
         ]
 
 
