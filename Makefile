@@ -11,9 +11,11 @@ STAMP := $(VENV)/.installed
 # took ~70 s, which is most of the time from a clone to the demo's dashboard (docs/dashboard.md).
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: $(BIN)/python
 	$(BIN)/pip install --quiet uv==0.13.9
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/uv pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
 	touch $(STAMP)
 
