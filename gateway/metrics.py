@@ -61,6 +61,11 @@ class Metrics:
         self.alert_evaluation = Histogram(
             "patio_alert_evaluation_seconds", "Time of one evaluation pass", registry=self.registry
         )
+        self.alert_cpu = Counter(
+            "patio_alert_cpu_seconds",
+            "CPU time of the alert evaluator's thread: its passes and its deliveries",
+            registry=self.registry,
+        )
         self.alert_changes = Counter(
             "patio_alert_state_changes_total",
             "Alert state changes by new state",
