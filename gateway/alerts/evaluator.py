@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
+import msgspec
 import orjson
+from msgspec.structs import astuple
 from pydantic import Field, StringConstraints
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
@@ -177,6 +179,7 @@ class Evaluator:
         self._specs: dict[str, RuleSpec] = {}  # by their stored JSON
         self._profiles: dict[str, Any] = {}  # devices' declared sensors, by their stored JSON
         self._times: dict[str | None, int | None] = {}  # RFC 3339 texts as Unix seconds
+        self._decoders: dict[tuple[str, ...], Callable[[bytes], Any]] = {}  # by the sensors
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(patio_write=True)
@@ -197,8 +200,11 @@ class Evaluator:
             end = log_end(conn) - 1
             upto = min(end, through + self.batch)
             rules = self._rules(conn)
-            if not rules:
-                return self._advance(through, upto) if upto > through else 0
+            if not rules:  # nothing to judge: straight to the end
+                if end > through:
+                    self._advance(through, end)
+                self._measure(end - through, 0, started, cpu)
+                return 0
             cursor = DriverCursor(conn)
             rows = cursor.execute(READ_ENTRIES, (through, upto, MINUTE_CONTRACT)).fetchall()
             work = Pass(now=now, states={}, loaded={})
@@ -238,13 +244,18 @@ class Evaluator:
             self._persist(conn, work)
             if upto > through:
                 conn.execute(update(alert_progress).values(through_idx=upto))
+        self._measure(upto - through, end - upto, started, cpu)
         if self.metrics is not None:
-            self.metrics.alert_entries.inc(upto - through)
-            self.metrics.alert_evaluation.observe(time.perf_counter() - started)
-            self.metrics.alert_cpu.inc(time.thread_time() - cpu)
             for change in work.changes:
                 self.metrics.alert_changes.labels(change.state).inc()
         return upto - through
+
+    def _measure(self, read: int, behind: int, started: float, cpu: float) -> None:
+        if self.metrics is not None:
+            self.metrics.alert_entries.inc(read)
+            self.metrics.alert_behind.set(behind)
+            self.metrics.alert_evaluation.observe(time.perf_counter() - started)
+            self.metrics.alert_cpu.inc(time.thread_time() - cpu)
 
     def _advance(self, through: int | None, to: int) -> int:
         with self._write() as conn, conn.begin():
@@ -315,6 +326,20 @@ class Evaluator:
                 profile = self._profiles[device.profile] = orjson.loads(device.profile)
         return profile, watching, tuple(sensors)
 
+    def _decoder(self, sensors: tuple[str, ...]) -> Callable[[bytes], Any]:
+        """Decodes an energy_minute entry's readings named `sensors` (None when absent) and
+        skips the rest of the JSON without building it: most of a payload is sensors no
+        rule looks at."""
+        decoder = self._decoders.get(sensors)
+        if decoder is None:
+            fields = [(f"s{n}", Any, None) for n in range(len(sensors))]
+            names = {f"s{n}": name for n, name in enumerate(sensors)}
+            readings = msgspec.defstruct("Readings", fields, rename=names)
+            payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
+            entry = msgspec.defstruct("Entry", [("payload", payload)])
+            decoder = self._decoders[sensors] = msgspec.json.Decoder(entry).decode
+        return decoder
+
     def _judge(
         self,
         rows: Sequence[Any],
@@ -330,6 +355,7 @@ class Evaluator:
             profile, watching, sensors = self._watching(device_id, known, by_community, work)
             if not watching:
                 continue
+            decode = self._decoder(sensors)
             samples: list[Sample] = []
             for idx, _, entry, received_at, minute_text in device_rows:
                 minute = self._seconds(minute_text)
@@ -338,8 +364,9 @@ class Evaluator:
                     continue  # not a reading the contract would accept today: nothing to judge
                 values = {}
                 if sensors:
-                    readings = orjson.loads(entry)["payload"].get("readings") or {}
-                    values = {name: readings[name] for name in sensors if name in readings}
+                    readings = decode(entry).payload.readings
+                    if readings is not None:
+                        values = dict(zip(sensors, astuple(readings), strict=True))
                 samples.append((idx, minute, arrived, values))
             for rule, state, subject in watching:
                 judged = samples
