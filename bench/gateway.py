@@ -613,8 +613,9 @@ def alert_cost(
         median = sorted(plain_rates)[len(plain_rates) // 2]
         rates = (
             f"; accepted envelopes/s without rules {spread(plain_rates)}, with "
-            f"{spread(rule_rates)} ({spread([rate / median - 1 for rate in rule_rates], 100)}% "
-            f"against the median without)"
+            f"{spread(rule_rates)} ("
+            + ", ".join(f"{(rate / median - 1) * 100:+.0f}%" for rate in rule_rates)
+            + " against the median without)"
         )
     return (
         f"alert evaluator: {len(BENCH_RULES)} rules, in the HTTP process's worker thread, "
