@@ -355,6 +355,7 @@ class Evaluator:
         a time, each rule over them in one call, keeping of each payload only the readings
         the rules look at."""
         changes: list[Change] = []
+        times = self._times
         for device_id, device_rows in groupby(rows, key=itemgetter(1)):
             profile, watching, sensors = self._watching(device_id, known, by_community, work)
             if not watching:
@@ -362,8 +363,10 @@ class Evaluator:
             decode = self._decoder(sensors)
             samples: list[Sample] = []
             for idx, _, entry, received_at, minute_text in device_rows:
-                minute = self._seconds(minute_text)
-                arrived = self._seconds(received_at)
+                try:  # the memo's lookups inline: this loop runs once per entry
+                    minute, arrived = times[minute_text], times[received_at]
+                except KeyError:
+                    minute, arrived = self._seconds(minute_text), self._seconds(received_at)
                 if minute is None or arrived is None:
                     continue  # not a reading the contract would accept today: nothing to judge
                 values = {}
