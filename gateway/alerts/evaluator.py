@@ -74,6 +74,10 @@ READ_ENTRIES = (
     "received_at, minute FROM entries "
     "WHERE idx > ? AND idx <= ? AND contract = ? AND entry IS NOT NULL ORDER BY idx"
 )
+INSERT_EVENTS = (
+    "INSERT INTO alert_events (community_id, rule_id, subject, state, minute, detected_at, "
+    "late, notified, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 READ_STATES = (
     "SELECT rule_id, subject, state, since, last_notified, acked_by, data FROM alert_states"
 )
@@ -408,8 +412,9 @@ class Evaluator:
         silences = conn.execute(select(alert_silences).where(alert_silences.c.ends_at > 0)).all()
         items: dict[str, list[dict[str, Any]]] = defaultdict(list)
         events = []
+        default = AlertSettings()
         for change in work.changes:
-            policy = settings.get(change.rule.community_id, AlertSettings())
+            policy = settings.get(change.rule.community_id, default)
             late = work.now - (change.minute + MINUTE) > policy.late_after_minutes * MINUTE
             if not change.notify:
                 notified = "suppressed" if change.state == "firing" else "none"
@@ -422,21 +427,21 @@ class Evaluator:
                 items[change.rule.community_id].append(_item(change, late=late))
                 work.states[(change.rule.id, change.subject)].last_notified = work.now
             events.append(
-                {
-                    "community_id": change.rule.community_id,
-                    "rule_id": change.rule.id,
-                    "subject": change.subject,
-                    "state": change.state,
-                    "minute": change.minute,
-                    "detected_at": work.now,
-                    "late": late,
-                    "notified": notified,
-                    "detail": change.detail,
-                }
+                (
+                    change.rule.community_id,
+                    change.rule.id,
+                    change.subject,
+                    change.state,
+                    change.minute,
+                    work.now,
+                    late,
+                    notified,
+                    change.detail,
+                )
             )
         self._repeats(conn, work, settings, items)
-        if events:
-            conn.execute(insert(alert_events), events)
+        if events:  # through the driver: SQLAlchemy's per-row handling cost more than SQLite's
+            DriverCursor(conn).executemany(INSERT_EVENTS, events)
         for community_id, grouped in items.items():
             policy = settings.get(community_id, AlertSettings())
             enqueue(conn, community_id, grouped, policy, zones.get(community_id, "UTC"), work.now)
