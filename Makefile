@@ -31,7 +31,7 @@ serve: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger contracts gateway edge tests bench
-	$(BIN)/mypy --strict ledger
+	$(BIN)/mypy --strict ledger contracts gateway edge
 
 # The pinned EVM toolchain (solc, anvil) for tests/anchoring; reinstalled when the lock changes.
 # --ignore-scripts: the anvil binary comes from its platform package, no download script runs.

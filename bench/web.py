@@ -8,7 +8,8 @@ each with `--minutes` signed minute aggregates of today. Headless chromium
 context (empty cache), over loopback, and reports the bytes transferred (every response of
 the page load: HTML, CSS, scripts, JSON; the open event stream excluded) and the time from
 navigation start to the first render of power and device cards (`performance.mark
-("first-render")`) and to today's self-sufficiency (`"today-loaded"`). Last, with the
+("first-render")`) and to today's self-sufficiency (`"today-loaded"`, from today's day
+report). Last, with the
 overview open and live, it submits `--commits` aggregates one at a time and measures from
 the moment the gateway acknowledged each (after its commit) to the moment its device card
 showed the new entry (a MutationObserver in the page; same machine, same clock).
@@ -55,7 +56,7 @@ TRANSFERRED = """() => {
       .filter((r) => r.responseEnd <= performance.getEntriesByName("first-render")[0].startTime)
       .reduce((n, r) => n + r.transferSize, 0),
     today_bytes: resources
-      .filter((r) => r.name.includes("/v1/entries"))
+      .filter((r) => r.name.includes("/v1/reports"))
       .reduce((n, r) => n + r.transferSize, 0),
     requests: 1 + resources.length,
     first_render: performance.getEntriesByName("first-render")[0].startTime,
@@ -70,13 +71,14 @@ PROFILE = {
         "sensors": {
             "solar_pv": {"role": "generation", "unit": "W"},
             "load": {"role": "consumption", "unit": "W"},
+            "grid_in": {"role": "grid_import", "unit": "W"},
         }
     }
 }
 
 
 def payload(device: str, seq: int, start: datetime) -> dict[str, Any]:
-    """A minute aggregate with a generation and a consumption reading."""
+    """A minute aggregate with generation, consumption and grid import readings."""
     return {
         "device_id": device,
         "seq": seq,
@@ -92,6 +94,8 @@ def payload(device: str, seq: int, start: datetime) -> dict[str, Any]:
                 "max": 1000.0 + seq,
             },
             "load": {"unit": "W", "n": 12, "missing": 0, "avg": 700.0, "min": 500.0, "max": 950.0},
+            # What the load draws beyond the solar output (none: the day is self-sufficient).
+            "grid_in": {"unit": "W", "n": 12, "missing": 0, "avg": 0.0, "min": 0.0, "max": 0.0},
         },
     }
 
@@ -217,7 +221,7 @@ def main() -> None:
     print(
         f"    before the first render: {spread([f['bytes_first'] / 1024 for f in loads], 'KiB', 1)}"
     )
-    print(f"    today's entries: {spread([f['today_bytes'] / 1024 for f in loads], 'KiB', 1)}")
+    print(f"    today's report: {spread([f['today_bytes'] / 1024 for f in loads], 'KiB', 1)}")
     print(f"  to first render: {spread([f['first_render'] for f in loads], 'ms')}")
     print(f"  to today's self-sufficiency: {spread([f['today'] for f in loads], 'ms')}")
     print(f"commit acknowledged -> live view ({len(delays)} commits): {spread(delays, 'ms')}")

@@ -98,9 +98,10 @@ class Outbox:
             (seq, contract, start_ms, body, to_ms(time.time())),
         )
 
-    def add_minute(self, start_ms: int, readings: Mapping[str, Any]) -> int:
-        """Sign and store one energy_minute envelope; returns its seq."""
-        seq = self._allocate_seq()
+    def add_minute(self, start_ms: int, readings: Mapping[str, Any], seq: int | None = None) -> int:
+        """Sign and store one energy_minute envelope; returns its seq (`seq` when given: a
+        number the caller keeps apart from the ones this outbox allocates, see gateway/demo.py)."""
+        seq = self._allocate_seq() if seq is None else seq
         payload = energy_minute(
             device_id=self.device_id, seq=seq, start_ms=start_ms, readings=readings
         )

@@ -97,23 +97,24 @@ readings = Table(
 # -- rollups (gateway/rollups.py) --------------------------------------------------------
 # Hourly per-device, per-sensor sums of energy_minute entries, derived from the ledger and
 # written in the append's transaction. Times are Unix seconds (UTC); energy in mWh, power
-# in mW, as in contracts/energy/hourly.py. On PostgreSQL the migration leaves 30% of each
-# page free (fillfactor 70) so that updates stay HOT.
+# in mW, as in contracts/energy/hourly.py. Keyed as a report reads them, a community's hours
+# in order, each hour's rows by device and sensor (migration g0007; a device never changes
+# community); SQLite keeps the table in that order (WITHOUT ROWID). On PostgreSQL the
+# migration leaves 30% of each page free (fillfactor 70) so that updates stay HOT.
 rollups = Table(
     "rollups",
     metadata,
-    Column("device_id", String(64), primary_key=True),
+    Column("community_id", String(64), primary_key=True),
     Column("hour", BigInteger, primary_key=True, autoincrement=False),
+    Column("device_id", String(64), primary_key=True),
     Column("sensor", String(64), primary_key=True),
-    Column("community_id", String(64), nullable=False),
     Column("minutes", Integer, nullable=False),
     Column("energy_mwh", BigInteger),
     Column("peak_mw", BigInteger),
     Column("peak_minute", BigInteger),
     Column("first_idx", BigInteger, nullable=False),
     Column("last_idx", BigInteger, nullable=False),
-    # A community's hours in order, each hour's rows by device and sensor (the read API's).
-    Index("rollups_community_hour", "community_id", "hour", "device_id", "sensor"),
+    sqlite_with_rowid=False,
 )
 
 # One row: every entry up to `through_idx` is in `rollups` (-1: none yet).

@@ -85,7 +85,7 @@ class FrameReader:
     def _complete(self) -> bool:
         if len(self.buffer) < HEADER.size:
             return False
-        (size,) = HEADER.unpack_from(self.buffer)
+        size: int = HEADER.unpack_from(self.buffer)[0]
         return len(self.buffer) >= HEADER.size + size
 
     def read(self) -> list[Any]:

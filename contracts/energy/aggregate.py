@@ -21,14 +21,14 @@ database and lets it GROUP BY; `merge` does the same in Python.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 
 from contracts.energy.errors import TariffError
 from contracts.energy.hourly import HourlyRollup
 from contracts.energy.minute import HourTotals, hourly_rollup
-from contracts.energy.periods import HOUR, Period
+from contracts.energy.periods import Period, local_hours
 from contracts.energy.report import rollup_ranges
-from contracts.energy.tariff import Tariff, price_hour
+from contracts.energy.tariff import PricedHour, Tariff
 
 
 def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, int]:
@@ -36,9 +36,11 @@ def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, i
     periods = (period, period.previous(), period.year_before())
     bucket_of = [  # keyed by Unix seconds: a year's lookups hash ints, not aware datetimes
         {
-            int(hour.timestamp()): i
+            seconds: i
             for i, bucket in enumerate(p.buckets())
-            for hour in bucket.hours()
+            for seconds in range(
+                int(bucket.utc_start.timestamp()), int(bucket.utc_end.timestamp()), 3600
+            )
         }
         for p in periods
     ]
@@ -52,25 +54,30 @@ def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, i
     partial = int(as_of.replace(minute=0, second=0, microsecond=0).timestamp())
     first_of: dict[tuple[object, ...], int] = {}
     out: dict[int, int] = {}
+    previous, current, year_before = bucket_of
+    day_prices: dict[date, tuple[PricedHour, ...] | None] = {}  # None: the tariff cannot
     for start, end in rollup_ranges(period, tariff):
-        hour = start
-        while hour < end:
-            seconds = int(hour.timestamp())
+        for seconds, day, clock_hour in local_hours(start, end, period.zone):
             if seconds >= partial or seconds in own:
                 out[seconds] = seconds  # an hour of its own
-            else:
-                local = hour.astimezone(period.zone)
-                key: tuple[object, ...] = (
-                    tuple(b.get(seconds, -1) for b in bucket_of), local.year, local.month
-                )  # fmt: skip
-                try:
-                    if tariff is not None:
-                        priced = price_hour(tariff, local)
-                        key += (id(priced.version), priced.period)
-                except TariffError:  # build_report decides what an unpriced hour means
+                continue
+            key: tuple[object, ...] = (
+                previous.get(seconds, -1), current.get(seconds, -1),
+                year_before.get(seconds, -1), day.year, day.month,
+            )  # fmt: skip
+            if tariff is not None:
+                if day not in day_prices:
+                    try:
+                        day_prices[day] = tariff.hours_on(day)
+                    except TariffError:  # build_report decides what an unpriced hour means
+                        day_prices[day] = None
+                prices = day_prices[day]
+                if prices is None:
                     key = (seconds,)
-                out[seconds] = first_of.setdefault(key, seconds)
-            hour += HOUR
+                else:
+                    priced = prices[clock_hour]
+                    key += (id(priced.version), priced.period)
+            out[seconds] = first_of.setdefault(key, seconds)
     return out
 
 

@@ -28,8 +28,8 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from contracts.energy.errors import ReportError
-from contracts.energy.periods import HOUR, Bucket, local_midnight
-from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff, price_hour
+from contracts.energy.periods import HOUR, Bucket, BucketFinder, local_hours, local_midnight
+from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff
 
 ROUNDING = ROUND_HALF_UP  # the one rounding rule: half away from zero, to the minor unit
 ROUNDING_RULE = (
@@ -170,14 +170,19 @@ def bucket_costs(
     def scaled(price: Decimal) -> int:
         return int(price.scaleb(price_digits))  # exact: price_digits >= its decimals
 
-    bucket_of = {hour: i for i, bucket in enumerate(buckets) for hour in bucket.hours()}
+    bucket_of = BucketFinder(buckets)
     known: dict[datetime, _Hour] = {}
+    day_prices: dict[date, tuple[PricedHour, ...]] = {}
 
     def hour_info(hour: datetime) -> _Hour:
         found = known.get(hour)
         if found is None:
             local = hour.astimezone(zone)
-            found = _Hour(bucket_of.get(hour, -1), local.date(), price_hour(tariff, local))
+            day = local.date()
+            prices = day_prices.get(day)
+            if prices is None:
+                prices = day_prices[day] = tariff.hours_on(day)
+            found = _Hour(bucket_of(hour), day, prices[local.hour])
             known[hour] = found
         return found
 
@@ -185,10 +190,14 @@ def bucket_costs(
     # price is an error whatever the data (never a silent guess).
     elapsed: dict[tuple[int, date, int], int] = defaultdict(int)  # (bucket, day, version)
     versions = {id(version): version for version in tariff.versions}
-    for hour in bucket_of:
-        if hour < as_of:
-            info = hour_info(hour)
-            elapsed[(info.bucket, info.day, id(info.priced.version))] += 1
+    for index, bucket in enumerate(buckets):
+        for seconds, day, clock_hour in local_hours(bucket.utc_start, bucket.utc_end, zone):
+            if seconds >= as_of.timestamp():
+                break
+            prices = day_prices.get(day)
+            if prices is None:
+                prices = day_prices[day] = tariff.hours_on(day)
+            elapsed[(index, day, id(prices[clock_hour].version))] += 1
     clock = _Clock(zone)
     for (index, day, version_id), hours in elapsed.items():
         version = versions[version_id]
@@ -243,7 +252,7 @@ def bucket_costs(
     for device, energy in exported.items():
         compensated: dict[tuple[int, Decimal], int] = defaultdict(int)
         for hour, mwh in energy.items():
-            if hour in bucket_of:
+            if bucket_of(hour) >= 0:
                 info = hour_info(hour)
                 export_price = info.priced.version.export_price_per_kWh
                 if export_price is not None:

@@ -96,8 +96,11 @@ def _reading(reading: Any) -> tuple[bool, int | None, int | None] | None:
     if unit.__class__ is str and unit not in ENERGY_UNITS:  # most readings: no energy
         if unit == "bool":
             return NOT_ENERGY[0] if _measured(reading) else NOT_ENERGY[1]
-        # Any other gauge is measured when it has an average.
-        return NOT_ENERGY[0] if _number(reading.get("avg")) else NOT_ENERGY[1]
+        # Any other gauge is measured when it has an average (a parsed float's class is
+        # float: tested first, as most gauges are temperatures).
+        avg = reading.get("avg")
+        measured = math.isfinite(avg) if avg.__class__ is float else _number(avg)
+        return NOT_ENERGY[0] if measured else NOT_ENERGY[1]
     if unit == "Wh":
         if not _measured(reading):
             return False, None, None

@@ -18,6 +18,8 @@ Earlier periods for comparison:
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -65,6 +67,20 @@ class Bucket:
         return [self.utc_start + i * HOUR for i in range(count)]
 
 
+class BucketFinder:
+    """Which of a period's buckets holds an hour, by bisection (a year has 17,520 hours)."""
+
+    def __init__(self, buckets: list[Bucket]) -> None:
+        self.starts = [bucket.utc_start for bucket in buckets]
+        self.end = buckets[-1].utc_end if buckets else None
+
+    def __call__(self, hour: datetime) -> int:
+        """The index of the bucket holding `hour`, -1 when none does."""
+        if self.end is None or hour >= self.end:
+            return -1
+        return bisect_right(self.starts, hour) - 1
+
+
 def zone_named(name: str) -> ZoneInfo:
     """The IANA zone `name`, or a PeriodError saying it is unknown."""
     try:
@@ -80,6 +96,25 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     midnight to its first occurrence: either way the start of the day's first local hour.
     """
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def local_hours(start: datetime, end: datetime, zone: ZoneInfo) -> Iterator[tuple[int, date, int]]:
+    """(Unix seconds, local date, local clock hour) of each UTC hour in `[start, end)`.
+
+    A day without a change of offset is worked out once, not hour by hour."""
+    seconds, stop = int(start.timestamp()), int(end.timestamp())
+    while seconds < stop:
+        local = datetime.fromtimestamp(seconds, zone)
+        day = local.date()
+        day_end = int(local_midnight(day + timedelta(days=1), zone).timestamp())
+        run_end = min(day_end, stop)
+        if datetime.fromtimestamp(run_end - 1, zone).utcoffset() == local.utcoffset():
+            for k, hour in enumerate(range(seconds, run_end, 3600)):
+                yield hour, day, local.hour + k
+        else:  # a DST change inside the day
+            for hour in range(seconds, run_end, 3600):
+                yield hour, day, datetime.fromtimestamp(hour, zone).hour
+        seconds = run_end
 
 
 @dataclass(frozen=True)

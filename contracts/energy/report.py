@@ -69,7 +69,7 @@ from contracts.energy.cost import (
 )
 from contracts.energy.errors import ReportError, TariffError
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.periods import HOUR, Bucket, Period
+from contracts.energy.periods import HOUR, Bucket, BucketFinder, Period
 from contracts.energy.tariff import Tariff
 
 FORMAT = "patio-report/v1"
@@ -83,7 +83,8 @@ Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
 
 def kwh(mwh: int) -> str:
     """Integer milliwatt-hours as exact kWh text with 6 decimals."""
-    return f"{Decimal(mwh).scaleb(-6):f}"
+    whole, fraction = divmod(abs(mwh), 1_000_000)
+    return f"{'-' if mwh < 0 else ''}{whole}.{fraction:06d}"
 
 
 def rollup_ranges(period: Period, tariff: Tariff | None) -> list[tuple[datetime, datetime]]:
@@ -134,14 +135,17 @@ class _Tally:
     peak_generation: _Peak | None = None
 
     def add(self, other: _Tally) -> None:
+        mine, theirs = self.mwh, other.mwh
         for role in ENERGY_ROLES:
-            self.mwh[role] += other.mwh[role]
+            mine[role] += theirs[role]
         self.present += other.present
         self.expected += other.expected
-        for name in ("peak_demand", "peak_generation"):
-            peak = getattr(other, name)
-            if peak is not None and peak.beats(getattr(self, name)):
-                setattr(self, name, peak)
+        peak = other.peak_demand
+        if peak is not None and peak.beats(self.peak_demand):
+            self.peak_demand = peak
+        peak = other.peak_generation
+        if peak is not None and peak.beats(self.peak_generation):
+            self.peak_generation = peak
 
 
 class _Computed:
@@ -169,13 +173,16 @@ class _Computed:
         self.declared = declared
         self.billed_role = "grid_import" if "grid_import" in declared else "consumption"
         self.tallies = [{device: _Tally() for device in self.devices} for _ in self.buckets]
-        bucket_of = {hour: i for i, b in enumerate(self.buckets) for hour in b.hours()}
+        bucket_of = BucketFinder(self.buckets)
 
+        sensors = {
+            device: sum(role in ENERGY_ROLES for role in roles[device].values())
+            for device in self.devices
+        }
         for i, bucket in enumerate(self.buckets):
             minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
-            for device in self.devices:
-                sensors = sum(role in ENERGY_ROLES for role in roles[device].values())
-                self.tallies[i][device].expected = sensors * minutes
+            for device, tally in self.tallies[i].items():
+                tally.expected = sensors[device] * minutes
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
@@ -185,7 +192,6 @@ class _Computed:
             for sensor, role in sensors.items()
             if role in ENERGY_ROLES
         }
-        elapsed = {hour: _elapsed_minutes(hour, hour + HOUR, as_of) for hour in bucket_of}
         first = (
             period.utc_start
             if tariff is None
@@ -194,7 +200,9 @@ class _Computed:
         last = period.utc_end
         self.readings = 0
         in_range = (
-            rollup for hour in _hours_between(first, last) for rollup in rollups.get(hour, ())
+            rollup
+            for hour in sorted(hour for hour in rollups if first <= hour < last)
+            for rollup in rollups[hour]
         )
         for rollup in in_range:
             hour = rollup.hour
@@ -207,17 +215,17 @@ class _Computed:
                 billed[device][hour] += energy
             elif role == "grid_export":
                 exported[device][hour] += energy
-            index = bucket_of.get(hour)
-            if index is None:
+            index = bucket_of(hour)
+            if index < 0:
                 continue  # an hour before the period, needed only to fill tariff blocks
             tally = self.tallies[index][device]
             tally.mwh[role] += energy
             # Only an hour that has not fully elapsed caps its minutes (a summed unit of
             # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
-            minutes_elapsed = elapsed[hour]
-            tally.present += (
-                rollup.minutes if minutes_elapsed == 60 else min(rollup.minutes, minutes_elapsed)
-            )
+            if hour + HOUR <= as_of:
+                tally.present += rollup.minutes
+            else:
+                tally.present += min(rollup.minutes, _elapsed_minutes(hour, hour + HOUR, as_of))
             self.readings += rollup.minutes
             if rollup.peak_mw is None or role == "grid_export":
                 continue
@@ -268,14 +276,6 @@ class _Computed:
         if self.parts is None:
             return None
         return {name: self.parts[(COMMUNITY, name)][index] for name in ("power_term", "fixed")}
-
-
-def _hours_between(start: datetime, end: datetime) -> Iterable[datetime]:
-    """The UTC hours from `start` up to `end` (exclusive)."""
-    hour = start
-    while hour < end:
-        yield hour
-        hour += HOUR
 
 
 def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
@@ -365,6 +365,16 @@ def _cost_json(parts: Iterable[dict[str, Any]], charges: dict[str, Decimal] | No
     return out
 
 
+def _part_json(part: dict[str, Any]) -> Any:
+    """`_cost_json([part], None)` for one device's part, without summing a list."""
+    energy, export = part["energy"], part["export_compensation"]
+    return {
+        "energy": {p: _money(a) for p, a in sorted(energy.items())},
+        "export_compensation": _money(export),
+        "total": _money(sum(energy.values(), Decimal(0)) + export),
+    }
+
+
 def _add_cost(into: dict[str, Any], part: dict[str, Any]) -> None:
     for period, amount in part["energy"].items():
         into["energy"][period] = into["energy"].get(period, Decimal(0)) + amount
@@ -404,7 +414,7 @@ class _Written:
                 device_row: dict[str, Any] = {**times, **_energy_json(device_tally, period)}
                 if part is not None:
                     _add_cost(device_cost_totals[device], part)
-                device_row["cost"] = None if part is None else _cost_json([part], None)
+                device_row["cost"] = None if part is None else _part_json(part)
                 self.device_rows[device].append(device_row)
             charges = computed.community_cost(index)
             if charges is not None:

@@ -148,6 +148,14 @@ class FixedCharge(_Strict):
     amount: Amount
 
 
+@dataclass(frozen=True)
+class PricedHour:
+    """What one local hour is under a tariff: the version valid then and the period it is in."""
+
+    version: TariffVersion
+    period: str
+
+
 class TariffVersion(_Strict):
     """Prices and calendar valid for local dates `valid_from` to `valid_to` (exclusive)."""
 
@@ -206,6 +214,30 @@ class Tariff(_Strict):
         """Whether any version prices energy by monthly blocks."""
         return any(version.has_blocks() for version in self.versions)
 
+    def hours_on(self, day: date) -> tuple[PricedHour, ...]:
+        """The version and period of each local clock hour 0..23 of local date `day` (a report
+        prices thousands of hours: its callers work each day out once)."""
+        version = self.version_on(day)
+        calendar = version.calendar
+        schedule = calendar.days[WEEKDAYS[day.weekday()]]
+        if "holiday" in calendar.days:
+            holidays = calendar.holidays.get(str(day.year))
+            if holidays is None:
+                raise MissingHolidayData(
+                    f"tariff {self.id} has no public holiday data for {day.year}; add "
+                    f'calendar.holidays["{day.year}"] to price {day.isoformat()}'
+                )
+            if day in holidays:
+                schedule = calendar.days["holiday"]
+        priced = {}  # one PricedHour per period: the day's 24 hours share a few
+        hours = []
+        for hour in range(24):
+            span = next(s for s in calendar.schedules[schedule] if s.start <= hour < s.end)
+            if span.period not in priced:
+                priced[span.period] = PricedHour(version=version, period=span.period)
+            hours.append(priced[span.period])
+        return tuple(hours)
+
 
 def parse_tariff(text: str | bytes) -> Tariff:
     """The tariff in JSON `text`, or a TariffError saying what is wrong with it."""
@@ -237,30 +269,6 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-@dataclass(frozen=True)
-class PricedHour:
-    """What one local hour is under a tariff: the version valid then and the period it is in."""
-
-    version: TariffVersion
-    period: str
-
-
 def price_hour(tariff: Tariff, local: datetime) -> PricedHour:
     """The version and period of the hour starting at `local` (an aware local datetime)."""
-    day = local.date()
-    version = tariff.version_on(day)
-    calendar = version.calendar
-    schedule = calendar.days[WEEKDAYS[day.weekday()]]
-    if "holiday" in calendar.days:
-        holidays = calendar.holidays.get(str(day.year))
-        if holidays is None:
-            raise MissingHolidayData(
-                f"tariff {tariff.id} has no public holiday data for {day.year}; add "
-                f'calendar.holidays["{day.year}"] to price {day.isoformat()}'
-            )
-        if day in holidays:
-            schedule = calendar.days["holiday"]
-    for span in calendar.schedules[schedule]:
-        if span.start <= local.hour < span.end:
-            return PricedHour(version=version, period=span.period)
-    raise AssertionError("unreachable: schedules are validated to cover 0..24")
+    return tariff.hours_on(local.date())[local.hour]

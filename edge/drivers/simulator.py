@@ -1,4 +1,5 @@
-"""A seeded, deterministic simulator: solar generation, household load, boiler temperatures."""
+"""A seeded, deterministic simulator: solar generation, household load, boiler temperatures,
+and a grid meter at the connection of simulated solar arrays and households."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edge.config import Section
 from edge.drivers import Channel, Context, Sample
 
 if TYPE_CHECKING:
     from edge.clock import Clock
-    from edge.config import Section
 
-KINDS = ("solar", "household", "boiler")
+KINDS = ("solar", "household", "boiler", "grid")
+MEMBER_KINDS = ("solar", "household")  # what a grid meter's members may be
 DS18B20_STEP = 0.0625  # the DS18B20's 12-bit resolution in °C
 
 
@@ -34,9 +36,17 @@ class Settings:
     base_w: float
     setpoint_c: float
     dropout: float
+    members: tuple[Settings, ...] = ()  # a grid meter's: the simulators behind it
 
     def channels(self) -> list[Channel]:
-        """Power and energy for solar/household; water, flue and fan for a boiler."""
+        """Power and energy for solar/household; water, flue and fan for a boiler; net power,
+        imported and exported energy for a grid meter."""
+        if self.kind == "grid":
+            return [
+                Channel(f"{self.name}_w", "gauge", "W"),
+                Channel(f"{self.name}_import_wh", "counter", "Wh"),
+                Channel(f"{self.name}_export_wh", "counter", "Wh"),
+            ]
         if self.kind == "boiler":
             return [
                 Channel(f"{self.name}_water", "gauge", "Cel"),
@@ -54,15 +64,33 @@ class Settings:
 
 
 def parse(section: Section, context: Context) -> Settings:
-    """Validate the simulator options."""
+    """Validate the simulator options (a grid meter's `members`, each a table with its own
+    kind, seed, peak_w or base_w: the solar and household simulators behind the meter)."""
+    kind = section.text("kind", choices=KINDS)
+    members: list[Settings] = []
+    if kind == "grid":
+        for index, table in enumerate(section.tables("members")):
+            member = Section(table, f"{section.where} members[{index}]")
+            kind_of_member = member.text("kind", choices=MEMBER_KINDS)
+            members.append(_settings(member, context.name, kind_of_member))
+            member.finish()
+        if not members:
+            raise section.error("members", "must list the simulators behind the grid meter")
+    return _settings(section, context.name, kind, tuple(members))
+
+
+def _settings(
+    section: Section, name: str, kind: str, members: tuple[Settings, ...] = ()
+) -> Settings:
     return Settings(
-        name=context.name,
-        kind=section.text("kind", choices=KINDS),
+        name=name,
+        kind=kind,
         seed=section.integer("seed", 1, minimum=0, maximum=2**63 - 1),
         peak_w=section.number("peak_w", 4000.0, minimum=0),
         base_w=section.number("base_w", 180.0, minimum=0),
         setpoint_c=section.number("setpoint_c", 65.0, minimum=20, maximum=95),
         dropout=section.number("dropout", 0.0, minimum=0, maximum=1),
+        members=members,
     )
 
 
@@ -119,12 +147,24 @@ def _ds18b20(celsius: float) -> float:
     return round(celsius / DS18B20_STEP) * DS18B20_STEP
 
 
+def power(settings: Settings, ts: float) -> float:
+    """A solar array's output or a household's load; a grid meter's net power (positive:
+    drawn from the grid), the members' loads less their generation."""
+    if settings.kind == "solar":
+        return solar_power(settings.seed, ts, settings.peak_w)
+    if settings.kind == "household":
+        return household_power(settings.seed, ts, settings.base_w)
+    assert settings.kind == "grid"
+    return sum(-power(m, ts) if m.kind == "solar" else power(m, ts) for m in settings.members)
+
+
 class Simulator:
     """Produces the same samples for the same seed and read times."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._energy_wh = 0.0
+        self._export_wh = 0.0  # a grid meter's second counter
         self._last: tuple[float, float] | None = None  # (ts, power) of the previous read
 
     def read(self, now: float) -> list[Sample]:
@@ -137,15 +177,19 @@ class Simulator:
             water, flue, fan = boiler_state(s.seed, now, s.setpoint_c)
             values: list[float | None] = [water, flue, float(fan)]
         else:
-            if s.kind == "solar":
-                power = solar_power(s.seed, now, s.peak_w)
-            else:
-                power = household_power(s.seed, now, s.base_w)
+            watts = power(s, now)
             if self._last is not None and now > self._last[0]:
-                # Trapezoid rule between reads: the counter a real meter would show.
-                self._energy_wh += (power + self._last[1]) / 2 * (now - self._last[0]) / 3600
-            self._last = (now, power)
-            values = [power, self._energy_wh]
+                # Trapezoid rule between reads: the counter a real meter would show. A grid
+                # meter's is the members' counters netted over the same interval: it counts
+                # what the households drew beyond the solar output as import, the rest as
+                # export (a bidirectional meter nets within each interval between reads).
+                energy = (watts + self._last[1]) / 2 * (now - self._last[0]) / 3600
+                self._energy_wh += max(0.0, energy) if s.kind == "grid" else energy
+                self._export_wh += max(0.0, -energy) if s.kind == "grid" else 0.0
+            self._last = (now, watts)
+            values = [watts, self._energy_wh]
+            if s.kind == "grid":
+                values.append(self._export_wh)
         return [
             Sample.of(channel.name, now, None if dropped else value)
             for channel, value in zip(s.channels(), values, strict=True)

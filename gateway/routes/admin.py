@@ -250,14 +250,16 @@ async def create_app_key(body: AppCreate, gateway: GatewayDep, _: AdminDep) -> d
     scopes = sorted(set(body.scopes))
     with gateway.log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
         app_id = conn.execute(
-            apps.insert().values(
+            apps.insert()
+            .values(
                 name=body.name,
                 scopes=" ".join(scopes),
                 key_hash=secret_hash(key),
                 created_at=_now(),
                 revoked=False,
             )
-        ).inserted_primary_key[0]
+            .returning(apps.c.id)
+        ).scalar_one()
     return {"id": app_id, "name": body.name, "scopes": scopes, "api_key": key}
 
 

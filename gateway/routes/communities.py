@@ -4,6 +4,7 @@ minute of every device of a community."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -35,7 +36,7 @@ def _by_id(query: Select[Any], column: Any, after: str | None, limit: int, postg
     return query.order_by(key).limit(limit + 1)
 
 
-def _page(rows: list[Any], limit: int, item: Any) -> dict[str, Any]:
+def _page(rows: Sequence[Any], limit: int, item: Any) -> dict[str, Any]:
     items = [item(row) for row in rows[:limit]]
     return {"items": items, "next": items[-1]["id"] if len(rows) > limit else None}
 
@@ -118,7 +119,9 @@ def average_watts(reading: Any) -> float | None:
     counter's sum * 60; None when the reading says nothing finite about power."""
     if not isinstance(reading, dict):
         return None
-    scale = {"W": ("avg", 1.0), "kW": ("avg", 1000.0), "Wh": ("sum", 60.0)}.get(reading.get("unit"))
+    unit = reading.get("unit")
+    scales = {"W": ("avg", 1.0), "kW": ("avg", 1000.0), "Wh": ("sum", 60.0)}
+    scale = scales.get(unit) if isinstance(unit, str) else None
     if scale is None or not isinstance(reading.get(scale[0]), int | float):
         return None
     watts = float(reading[scale[0]]) * scale[1]

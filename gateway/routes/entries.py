@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Annotated, Any, Literal
 
@@ -163,7 +164,9 @@ class SubmitFastPath:
                 for kind in type(exc).__mro__
                 if kind in self.fastapi.exception_handlers
             )
-            response = await handler(Request(scope, receive), exc)
+            response = handler(Request(scope, receive), exc)
+            if inspect.isawaitable(response):  # Starlette allows sync and async handlers
+                response = await response
             await response(scope, receive, send)
             return
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]

@@ -68,7 +68,7 @@ def test_keygen_refuses_a_bad_device_id(tmp_path: Path, capsys: Capture) -> None
         ),
         (
             HEAD + URL + '[[sensor]]\ndriver = "simulator"\nname = "s"\nkind = "wind"\n',
-            "sensor 's': 'kind' must be one of solar, household, boiler, not 'wind'",
+            "sensor 's': 'kind' must be one of solar, household, boiler, grid, not 'wind'",
         ),
         (
             HEAD + URL + "[agent]\ntime_scale = 60\n"

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from edge.drivers.simulator import DS18B20_STEP, Settings, Simulator
+from edge.errors import ConfigError
 from tests.edge.conftest import T0, ConfigFactory
 
 NIGHT = T0 - 8 * 3600  # 02:00 UTC
@@ -85,3 +86,42 @@ def test_dropouts_are_missing_samples(make_config: ConfigFactory) -> None:
     dropped = [r for r in reads if r[0] is None]
     assert all(r == [None, None, None] for r in dropped)
     assert 0.15 < len(dropped) / len(reads) < 0.25
+
+
+def test_a_grid_meter_nets_its_members_between_reads(make_config: ConfigFactory) -> None:
+    """Read at the same times as the solar array and households behind it, the grid meter's
+    import is what they drew beyond the solar output in each interval, its export the rest."""
+    members = [
+        {"kind": "solar", "seed": 1, "peak_w": 9000.0},
+        {"kind": "household", "seed": 2, "base_w": 220.0},
+        {"kind": "household", "seed": 3, "base_w": 160.0},
+    ]
+    grid = simulator(make_config, kind="grid", seed=9, members=members)
+    behind = [simulator(make_config, **member) for member in members]
+    # Dawn: generation overtakes consumption, so both directions occur.
+    start = int(T0) - 4 * 3600 + 1800
+    reads = [
+        (grid.read(t), [sim.read(t) for sim in behind]) for t in range(start, start + 7200, 60)
+    ]
+    directions = set()
+    for (before, members_before), (after, members_after) in itertools.pairwise(reads):
+        energy = [
+            a[1].value - b[1].value for a, b in zip(members_after, members_before, strict=True)
+        ]  # type: ignore[operator]
+        drawn = sum(energy[1:]) - energy[0]
+        imported = after[1].value - before[1].value  # type: ignore[operator]
+        exported = after[2].value - before[2].value  # type: ignore[operator]
+        assert imported == pytest.approx(max(0.0, drawn), abs=1e-9)
+        assert exported == pytest.approx(max(0.0, -drawn), abs=1e-9)
+        assert after[0].value == pytest.approx(
+            sum(m[0].value for m in members_after[1:]) - members_after[0][0].value  # type: ignore[misc]
+        )
+        directions.add(drawn > 0)
+    assert directions == {True, False}
+
+
+def test_a_grid_meter_needs_its_members(make_config: ConfigFactory) -> None:
+    with pytest.raises(ConfigError, match="members"):
+        simulator(make_config, kind="grid")
+    with pytest.raises(ConfigError, match="must be one of solar, household"):
+        simulator(make_config, kind="grid", members=[{"kind": "boiler"}])

@@ -1,4 +1,4 @@
-"""The gateway's migration g0003 on a database that already holds a registry."""
+"""The gateway's migrations g0003 and g0007 on databases that already hold data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from gateway.store import MIGRATIONS, VERSION_TABLE
 from ledger.registry_replay import local_directory
@@ -53,4 +53,43 @@ def test_time_zones_and_profiles_arrive_on_an_existing_directory(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, name FROM communities")).all() == [("c1", "C")]
         assert conn.execute(text("SELECT count(*) FROM device_keys")).scalar_one() == 1
+    engine.dispose()
+
+
+ROLLUP = "('d1', 3600, 'meter', 'c1', 5, 10, 20, 3660, 1, 2)"
+COLUMNS = (
+    "device_id, hour, sensor, community_id, minutes, energy_mwh, peak_mw, peak_minute, "
+    "first_idx, last_idx"
+)
+
+
+def test_rollups_are_rekeyed_by_community_and_hour_and_back(database_url: str) -> None:
+    engine = open_engine(database_url)
+    migrate(engine, "g0006")
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}"))
+    migrate(engine, "g0007")
+    schema = inspect(engine)
+    key = schema.get_pk_constraint("rollups")["constrained_columns"]
+    assert key == ["community_id", "hour", "device_id", "sensor"]
+    assert schema.get_indexes("rollups") == []  # the table is the one B-tree written
+    with engine.begin() as conn:
+        assert conn.execute(text(f"SELECT {COLUMNS} FROM rollups")).all() == [
+            ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2)
+        ]
+        if engine.dialect.name == "sqlite":  # the table is kept in its key's order
+            sql = "SELECT sql FROM sqlite_master WHERE name = 'rollups'"
+            assert conn.execute(text(sql)).scalar_one().endswith("WITHOUT ROWID")
+    migrate(engine, "g0006", down=True)
+    schema = inspect(engine)
+    assert schema.get_pk_constraint("rollups")["constrained_columns"] == [
+        "device_id",
+        "hour",
+        "sensor",
+    ]
+    assert [index["name"] for index in schema.get_indexes("rollups")] == ["rollups_community_hour"]
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT {COLUMNS} FROM rollups")).all() == [
+            ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2)
+        ]
     engine.dispose()

@@ -69,11 +69,13 @@ class Tab:
 
     def _expected_refusal(self, response: Any) -> None:
         """Answers a page expects, which chromium logs as failed loads: a community without
-        a tariff (404 of GET .../tariff), a report before the first checkpoint (409)."""
+        a tariff (404 of GET .../tariff), a report before the first checkpoint (409) or before
+        the first that covers its community (404)."""
         path = response.url.split("?")[0]
         if (response.status, path.endswith("/tariff"), path.endswith("/v1/reports")) in (
             (404, True, False),
             (409, False, True),
+            (404, False, True),
         ):
             self.expected_errors += 1
 

@@ -11,6 +11,7 @@ import struct
 import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -221,8 +222,65 @@ def test_overview_shows_a_new_submission_live(tab: Tab, web_gateway: Gateway) ->
     card = page.wait_for_selector(f".card[data-log-tag='{second}']", timeout=10_000)
     assert "stale" not in (card.get_attribute("class") or "")
     assert "Reading of" in card.inner_text()
-    assert page.inner_text("#sufficiency") == "100 %"
+    # No grid meter: the day report has no self-sufficiency, and the page says why.
+    assert page.inner_text("#sufficiency") == "—"
     tab.screenshot("overview-live")
+
+
+def submit_watts(
+    gateway: Gateway, key: NamedKey, seq: int, ago: int, sensor: str, watts: float
+) -> None:
+    """One signed minute of one W reading, `ago` minutes ago."""
+    start = (datetime.now(UTC) - timedelta(minutes=ago)).replace(second=0, microsecond=0)
+    reading = {"unit": "W", "n": 3, "missing": 0, "avg": watts, "min": watts, "max": watts}
+    payload = {"device_id": key.name, "seq": seq, "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "period_s": 60, "readings": {sensor: reading}}  # fmt: skip
+    with gateway.client() as client:
+        reply = client.post("/v1/entries", json={
+            "contract": "energy_minute",
+            "envelopes": [{"payload": payload, "sig": key.sign_payload(payload)}],
+        })  # fmt: skip
+    assert reply.json()["results"][0]["status"] == "accepted", reply.text
+
+
+def test_the_overviews_self_sufficiency_is_the_day_reports(tab: Tab, web_gateway: Gateway) -> None:
+    """Today's self-sufficiency on the overview is the day report's (the total row of its
+    CSV), and follows a new checkpoint."""
+    community = "sufficient-hoa"
+    flat, meter = (web_gateway.device(d, community) for d in ("suff-flat", "suff-meter"))
+    for key, sensor, role in ((flat, "load", "consumption"), (meter, "grid_in", "grid_import")):
+        profile = {"sensors": {sensor: {"role": role, "unit": "W"}}}
+        web_gateway.admin.post(f"/v1/devices/{key.name}/profile", json={"profile": profile})
+    for seq, ago in enumerate((3, 2), start=1):
+        submit_watts(web_gateway, flat, seq, ago, "load", 600.0)
+        submit_watts(web_gateway, meter, seq, ago, "grid_in", 240.0)
+    web_gateway.seal()
+    communities = web_gateway.admin.get("/v1/communities", params={"limit": 1000}).json()["items"]
+    [zone] = [c["time_zone"] for c in communities if c["id"] == community]
+
+    def reported() -> str:
+        today = datetime.now(ZoneInfo(zone)).date().isoformat()
+        params = {"community": community, "period": "day", "date": today}
+        reply = web_gateway.admin.get("/v1/reports", params=params)
+        assert reply.status_code == 200, reply.text
+        ratio: str = reply.json()["total"]["self_sufficiency"]["ratio"]
+        return ratio
+
+    tab.sign_in(web_gateway.app_key(f"read:{community}"))
+    page = tab.open(f"/?community={community}")
+    page.wait_for_selector("#sufficiency[data-value]")
+    assert page.get_attribute("#sufficiency", "data-value") == reported() == "0.6000"
+    assert page.inner_text("#sufficiency") == "60 %"
+    assert page.inner_text("#sufficiency-detail") == "0 kWh generated, 0.02 kWh consumed"
+    page.wait_for_selector("#live[data-state='live']")
+    # A minute drawn wholly from the grid, sealed: the page asks for the report again (at
+    # most every 30 s) and shows what it says now.
+    submit_watts(web_gateway, flat, 3, 1, "load", 600.0)
+    submit_watts(web_gateway, meter, 3, 1, "grid_in", 600.0)
+    web_gateway.seal()
+    page.wait_for_selector("#sufficiency[data-value='0.4000']", timeout=60_000)
+    assert reported() == "0.4000" and page.inner_text("#sufficiency") == "40 %"
+    assert tab.unexpected_errors == [], tab.errors
 
 
 def test_a_silent_device_is_stale(tab: Tab, web_gateway: Gateway) -> None:

@@ -54,9 +54,11 @@ function headers(token = session.token()) {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-/** Call the JSON API; an RFC 9457 refusal becomes an ApiError carrying its detail. */
-export async function api(path, { method = "GET", body, token } = {}) {
+/** Call the JSON API (a JSON answer parsed, any other text as it is; `accept` asks for
+ * another type); an RFC 9457 refusal becomes an ApiError carrying its detail. */
+export async function api(path, { method = "GET", body, token, accept } = {}) {
   const init = { method, headers: headers(token) };
+  if (accept !== undefined) init.headers.Accept = accept;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);

@@ -1,10 +1,18 @@
 // Community overview: live power over the SSE stream, a card per device, today's
-// self-sufficiency. Every number comes from the JSON API.
+// self-sufficiency from today's report. Every number comes from the JSON API.
 
-import { ago, api, el, follow, kw, listAll, number, ready, say, t, whoAmI } from "./app.js";
-import { rolesOf, SelfSufficiency } from "./power.js";
+import { ago, api, ApiError, el, follow, kw, listAll, number, ready, say, t, whoAmI } from "./app.js";
+import { totalRow } from "./csv.js";
 
 const STALE_SECONDS = 120; // a device silent for 2 minutes is stale
+// Today's report changes with each checkpoint (every few seconds while minutes arrive); once
+// every 30 s is fresh enough for a figure summed since midnight, and costs the gateway one
+// report per open overview per 30 s.
+const REPORT_EVERY_MS = 30_000;
+// The stream sends every entry of the community in log order: while a back-fill appends
+// thousands a second, a live minute waits behind them (a minute or more on a busy machine).
+// Asking /latest this often as well keeps the cards and power current meanwhile.
+const LATEST_EVERY_MS = 15_000;
 const status = document.getElementById("status");
 const picker = document.getElementById("community");
 const cards = document.getElementById("devices");
@@ -13,7 +21,7 @@ let latest = null;
 let stop = null;
 let refreshing = null;
 let pending = false;
-let sufficiency = null;
+let today = null; // {community, zone, fetched: ms, timer}
 
 function renderPower(power) {
   document.getElementById("generation").textContent = kw(power.generation_w);
@@ -63,34 +71,66 @@ function tick() {
   }
 }
 
-function renderSufficiency() {
-  const { ratio, consumedWh, generatedWh } = sufficiency.value;
-  document.getElementById("sufficiency").textContent =
-    ratio === null ? "—" : `${Math.round(ratio * 100)} %`;
-  document.getElementById("sufficiency-detail").textContent = t("overview.sufficiency_detail", {
-    generated: number(generatedWh / 1000), consumed: number(consumedWh / 1000),
-  });
+function renderSufficiency(total) {
+  const ratio = total.self_sufficiency_ratio;
+  const figure = document.getElementById("sufficiency");
+  figure.textContent = ratio === null ? "—" : `${Math.round(Number(ratio) * 100)} %`;
+  figure.dataset.value = ratio ?? "";
+  document.getElementById("sufficiency-detail").textContent = ratio === null
+    ? t("overview.sufficiency_none")
+    : t("overview.sufficiency_detail", {
+      generated: number(Number(total.generated_kWh)), consumed: number(Number(total.consumed_kWh)),
+    });
 }
 
 async function refresh(community) {
+  const before = new Map((latest?.devices ?? []).map((device) => [device.device_id, device.start]));
   latest = await api(`/v1/communities/${encodeURIComponent(community)}/latest`);
   renderPower(latest.power);
   renderCards();
+  // A new minute is in today's report once a checkpoint covers it: the stream's checkpoint
+  // events say so, but they wait behind its entries as well.
+  if (today?.community === community && latest.devices.some((d) => before.get(d.device_id) !== d.start)) {
+    reportChanged(today);
+  }
 }
 
-/** Today's entries, page by page (the reports API will answer this in one call). */
-async function loadToday(community) {
-  const midnight = new Date();
-  midnight.setHours(0, 0, 0, 0);
-  const devices = await listAll("/v1/devices", { community });
-  sufficiency = new SelfSufficiency(midnight, new Map(devices.map((d) => [d.id, rolesOf(d.profile)])));
-  let cursor = -1;
-  do {
-    const page = await api(`/v1/entries?community=${encodeURIComponent(community)}&from=${midnight.toISOString().replace(/\.\d+Z$/, "Z")}&limit=1000&cursor=${cursor}`);
-    for (const item of page.entries) sufficiency.add(item.log_tag_id, item.entry.payload);
-    cursor = page.next_cursor;
-  } while (cursor !== null);
-  renderSufficiency();
+/** Today's date in the community's time zone (the day report's date), YYYY-MM-DD. */
+function todayIn(zone) {
+  const format = new Intl.DateTimeFormat("en-US", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" });
+  const parts = Object.fromEntries(format.formatToParts(new Date()).map((part) => [part.type, part.value]));
+  return `${parts.year}-${parts.month}-${parts.day}`;
+}
+
+/** Today's self-sufficiency: the total row of today's day report as CSV (a few KiB,
+ * whatever the number of devices), GET /v1/reports. */
+async function loadToday(state) {
+  clearTimeout(state.timer);
+  state.timer = null;
+  state.fetched = Date.now();
+  const query = new URLSearchParams({ community: state.community, period: "day", date: todayIn(state.zone) });
+  let csv;
+  try {
+    csv = await api(`/v1/reports?${query}`, { accept: "text/csv" });
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    // A community newer than the last checkpoint (404): the next checkpoint event asks again.
+    if (error.status === 404) return;
+    // Not sealed yet (409) or rollups catching up (503): the gateway says when to ask again.
+    if (![409, 503].includes(error.status) || !error.retryAfter) throw error;
+    if (today === state) state.timer = setTimeout(() => loadToday(state).catch(fail), Number(error.retryAfter) * 1000);
+    return;
+  }
+  if (today !== state) return; // another community was chosen meanwhile
+  renderSufficiency(totalRow(csv));
+  if (!performance.getEntriesByName("today-loaded").length) performance.mark("today-loaded");
+}
+
+/** After a new checkpoint: today's report again, at most once every REPORT_EVERY_MS. */
+function reportChanged(state) {
+  if (state.timer !== null) return;
+  const wait = Math.max(0, state.fetched + REPORT_EVERY_MS - Date.now());
+  state.timer = setTimeout(() => loadToday(state).catch(fail), wait);
 }
 
 /** One refresh at a time; events that arrive meanwhile are folded into one more. */
@@ -113,25 +153,35 @@ function setLive(state) {
   live.textContent = t(`overview.live.${state}`);
 }
 
-async function show(community) {
+async function show(community, zone) {
   stop?.();
+  if (today) clearTimeout(today.timer);
+  today = { community, zone, fetched: 0, timer: null };
+  const state = today;
   history.replaceState(null, "", `?community=${encodeURIComponent(community)}`);
   localStorage.setItem("patio.community", community);
   await refresh(community);
   document.body.dataset.rendered = "1";
   performance.mark("first-render");
   setLive("connecting");
-  stop = follow(`/v1/stream?community=${encodeURIComponent(community)}`, {
+  const polling = setInterval(() => scheduleRefresh(community), LATEST_EVERY_MS);
+  const following = follow(`/v1/stream?community=${encodeURIComponent(community)}`, {
     onState: setLive,
     onEvent(event, data) {
+      if (event === "checkpoint") reportChanged(state);
       if (event !== "entry" || data.community_id !== community) return;
-      sufficiency?.add(data.log_tag_id, data.payload);
-      if (sufficiency) renderSufficiency();
+      // A minute older than the device's newest (history arriving, a resend) leaves
+      // /latest as it is: no need to ask (a back-fill streams thousands of them).
+      const shown = latest?.devices.find((device) => device.device_id === data.device_id);
+      if (shown && typeof data.payload?.start === "string" && data.payload.start <= shown.start) return;
       scheduleRefresh(community);
     },
   });
-  await loadToday(community);
-  performance.mark("today-loaded");
+  stop = () => {
+    clearInterval(polling);
+    following();
+  };
+  await loadToday(state);
 }
 
 async function main() {
@@ -146,9 +196,10 @@ async function main() {
   const wanted = new URLSearchParams(location.search).get("community") ?? localStorage.getItem("patio.community");
   picker.value = communities.some((c) => c.id === wanted) ? wanted : communities[0].id;
   picker.closest("label").hidden = communities.length < 2;
-  picker.addEventListener("change", () => show(picker.value).catch(fail));
+  const zones = new Map(communities.map((c) => [c.id, c.time_zone]));
+  picker.addEventListener("change", () => show(picker.value, zones.get(picker.value)).catch(fail));
   setInterval(tick, 1000);
-  await show(picker.value);
+  await show(picker.value, zones.get(picker.value));
 }
 
 function fail(error) {
