@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--per-pass", type=int, default=1500, help="entries between passes")
     parser.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    parser.add_argument("--sort", default="cumulative", help="the profile's order (tottime...)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
@@ -105,7 +106,7 @@ def main() -> None:
             f"wall per entry (this process; the database server's CPU not counted)"
         )
         if profile is not None:
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(profile).sort_stats(args.sort).print_stats(25)
         log.engine.dispose()
 
 

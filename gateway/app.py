@@ -246,6 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.alerts = alerts
         alerts.start()
+        metrics.leader.labels("alerts").set_function(lambda: alerts.leadership.leading)
         retention_task = RetentionTask(ledger_log, interval=settings.retention_interval)
         retention_task.start()
         anchor_settings = AnchorSettings.from_env()

@@ -55,11 +55,21 @@ class Metrics:
         # Alerts (gateway/alerts/): the evaluator's passes and the notification outbox.
         self.alert_entries = Counter(
             "patio_alert_entries_evaluated_total",
-            "Log entries the alert evaluator has read",
+            "Log entries the alert evaluator has gone past (read, or skipped: no rule for them)",
             registry=self.registry,
         )
         self.alert_evaluation = Histogram(
             "patio_alert_evaluation_seconds", "Time of one evaluation pass", registry=self.registry
+        )
+        self.alert_behind = Gauge(
+            "patio_alert_behind_entries",
+            "Log entries committed that the alert evaluator had not yet read at its last pass",
+            registry=self.registry,
+        )
+        self.alert_cpu = Counter(
+            "patio_alert_cpu_seconds",
+            "CPU time of the alert evaluator's thread: its passes and its deliveries",
+            registry=self.registry,
         )
         self.alert_changes = Counter(
             "patio_alert_state_changes_total",

@@ -15,13 +15,17 @@ import json
 import logging
 import time
 import zoneinfo
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from itertools import groupby
+from operator import attrgetter, itemgetter
+from typing import Annotated, Any, Optional
 
+import msgspec
 import orjson
+from msgspec.structs import astuple
 from pydantic import Field, StringConstraints
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
@@ -30,14 +34,15 @@ from gateway.alerts.channels import Channel, DeliveryError, Sender, recipients
 from gateway.alerts.rules import (
     MINUTE,
     Change,
-    Reading,
     Rule,
     RuleSpec,
+    Sample,
     Silence,
     State,
     Strict,
     on_clock,
-    on_reading,
+    on_readings,
+    sensors_of,
     subject_of,
 )
 from gateway.alerts.tables import (
@@ -57,8 +62,25 @@ from ledger.storage import DriverCursor, entries
 
 Clock = Callable[[], int]  # Unix seconds
 Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
-BATCH = 5_000  # entries read per pass
+BATCH = 5_000  # log indices read per pass
+MEMO = 100_000  # entries in each memo of parsed texts before it starts over
 MINUTE_CONTRACT = "energy_minute@1"
+# The log's energy_minute entries in an index range (by the primary key: a filter on the
+# device would let the planner walk each device's whole history), with the payload only for
+# the devices of communities with rules; dropped payloads (NULL) left out.
+READ_ENTRIES = (
+    "SELECT idx, device_id, CASE WHEN device_id IN (SELECT devices.id FROM devices JOIN "
+    "alert_rules ON alert_rules.community_id = devices.community_id) THEN entry END, "
+    "received_at, minute FROM entries "
+    "WHERE idx > ? AND idx <= ? AND contract = ? AND entry IS NOT NULL ORDER BY idx"
+)
+INSERT_EVENTS = (
+    "INSERT INTO alert_events (community_id, rule_id, subject, state, minute, detected_at, "
+    "late, notified, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+READ_STATES = (
+    "SELECT rule_id, subject, state, since, last_notified, acked_by, data FROM alert_states"
+)
 MAX_ATTEMPTS = 20  # then the delivery is marked failed (visible in the API)
 MAX_BACKOFF = 3600
 # An attempt not finished after this long is unconfirmed (the channel's timeouts are 10 s).
@@ -135,31 +157,6 @@ class Pass:
     states: dict[tuple[int, str], State]
     loaded: dict[tuple[int, str], str]  # the state each row had when read
     changes: list[Change] = field(default_factory=list)
-    times: dict[str | None, int] = field(default_factory=dict)
-    # Per device: its declared profile, the rules watching it with their states and
-    # subjects, and whether any of them needs the readings' values.
-    watchers: dict[str, tuple[Any, list[tuple[Rule, State, str]], bool]] = field(
-        default_factory=dict
-    )
-
-    def seconds(self, text: str | None) -> int:
-        """An RFC 3339 time as Unix seconds; a batch's entries share a few (memoised)."""
-        try:
-            return self.times[text]
-        except KeyError:
-            value = int(parse_rfc3339(text, what="time").timestamp())  # type: ignore[arg-type]
-            self.times[text] = value
-            return value
-
-
-def _state(row: Any) -> State:
-    return State(
-        state=row.state,
-        since=row.since,
-        last_notified=row.last_notified,
-        acked_by=row.acked_by,
-        data=orjson.loads(row.data),
-    )
 
 
 class Evaluator:
@@ -186,6 +183,9 @@ class Evaluator:
         self.claim_seconds = claim_seconds
         self.batch = batch
         self._specs: dict[str, RuleSpec] = {}  # by their stored JSON
+        self._profiles: dict[str, Any] = {}  # devices' declared sensors, by their stored JSON
+        self._times: dict[str | None, int | None] = {}  # RFC 3339 texts as Unix seconds
+        self._decoders: dict[tuple[str, ...], Callable[[bytes], Any]] = {}  # by the sensors
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(patio_write=True)
@@ -193,35 +193,37 @@ class Evaluator:
     # -- evaluation -----------------------------------------------------------------------
 
     def evaluate(self) -> int:
-        """One pass over the entries committed since the last: the number read."""
-        started = time.perf_counter()
+        """One pass over the entries committed since the last: the number of log indices
+        it went past (the energy_minute entries of devices no rule concerns are not read)."""
+        started, cpu = time.perf_counter(), time.thread_time()
         now = self.clock()
         with self.engine.connect() as conn:
-            through = conn.execute(select(alert_progress.c.through_idx)).scalar_one()
+            through: int | None = conn.execute(select(alert_progress.c.through_idx)).scalar_one()
             if through is None:  # first start: from where the oldest rule began, else the end
                 starts = [rule.from_idx for rule in self._rules(conn) if rule.from_idx]
                 first = min(starts) if starts else log_end(conn)
                 return self._advance(None, first - 1)
-            rows = conn.execute(
-                select(
-                    entries.c.idx,
-                    entries.c.device_id,
-                    entries.c.contract,
-                    entries.c.entry,
-                    entries.c.received_at,
-                    entries.c.minute,
-                )
-                .where(entries.c.idx > through)
-                .order_by(entries.c.idx)
-                .limit(self.batch)
-            ).all()
+            end = log_end(conn) - 1
+            upto = min(end, through + self.batch)
             rules = self._rules(conn)
-            if not rules:
-                return self._advance(through, rows[-1].idx) if rows else 0
+            if not rules:  # nothing to judge: straight to the end
+                if end > through:
+                    self._advance(through, end)
+                self._measure(end - through, 0, started, cpu)
+                return 0
+            cursor = DriverCursor(conn)
+            rows = [*cursor.execute(READ_ENTRIES, (through, upto, MINUTE_CONTRACT)).fetchall()]
+            rows.sort(key=itemgetter(1))  # by device, each in log order (the sort is stable)
             work = Pass(now=now, states={}, loaded={})
-            for row in conn.execute(select(alert_states)):
-                work.states[(row.rule_id, row.subject)] = _state(row)
-                work.loaded[(row.rule_id, row.subject)] = row.state
+            for rule_id, subject, *values in cursor.execute(READ_STATES).fetchall():
+                work.states[(rule_id, subject)] = State(
+                    state=values[0],
+                    since=values[1],
+                    last_notified=values[2],
+                    acked_by=values[3],
+                    data=orjson.loads(values[4]),
+                )
+                work.loaded[(rule_id, subject)] = values[0]
             known = {
                 row.id: row
                 for row in conn.execute(
@@ -237,9 +239,8 @@ class Evaluator:
         by_community: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules:
             by_community[rule.community_id].append(rule)
-        for row in rows:
-            self._read(row, known, by_community, work)
-        if len(rows) < self.batch:  # caught up with the log: the clock may speak
+        self._judge(rows, known, by_community, work)
+        if upto == end:  # caught up with the log: the clock may speak
             self._silences(known, by_community, work)
         with self._write() as conn, conn.begin():
             current = conn.execute(
@@ -248,14 +249,20 @@ class Evaluator:
             if current != through:  # another process evaluated these entries
                 return 0
             self._persist(conn, work)
-            if rows:
-                conn.execute(update(alert_progress).values(through_idx=rows[-1].idx))
+            if upto > through:
+                conn.execute(update(alert_progress).values(through_idx=upto))
+        self._measure(upto - through, end - upto, started, cpu)
         if self.metrics is not None:
-            self.metrics.alert_entries.inc(len(rows))
+            for state, count in Counter(change.state for change in work.changes).items():
+                self.metrics.alert_changes.labels(state).inc(count)
+        return upto - through
+
+    def _measure(self, read: int, behind: int, started: float, cpu: float) -> None:
+        if self.metrics is not None:
+            self.metrics.alert_entries.inc(read)
+            self.metrics.alert_behind.set(behind)
             self.metrics.alert_evaluation.observe(time.perf_counter() - started)
-            for change in work.changes:
-                self.metrics.alert_changes.labels(change.state).inc()
-        return len(rows)
+            self.metrics.alert_cpu.inc(time.thread_time() - cpu)
 
     def _advance(self, through: int | None, to: int) -> int:
         with self._write() as conn, conn.begin():
@@ -287,47 +294,100 @@ class Evaluator:
                 )
         return rules
 
-    def _read(
-        self, row: Any, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
-    ) -> None:
-        if row.contract != MINUTE_CONTRACT or row.entry is None:  # None: payload dropped
-            return
-        watchers = work.watchers.get(row.device_id)
-        if watchers is None:  # once per device and pass: its rules, their states, its profile
-            device = known.get(row.device_id)
-            rules = [] if device is None else by_community.get(device.community_id, [])
-            watching = []
-            for rule in rules:
-                if rule.watches(row.device_id):
-                    subject = subject_of(rule, row.device_id)
-                    state = work.states.setdefault((rule.id, subject), State())
-                    watching.append((rule, state, subject))
-            profile = (
-                orjson.loads(device.profile) if device is not None and device.profile else None
-            )
-            # A silence rule needs a reading's minute and arrival, not its values.
-            values = any(not isinstance(rule.spec.condition, Silence) for rule, *_ in watching)
-            watchers = work.watchers[row.device_id] = (profile, watching, values)
-        profile, watching, values = watchers
-        if not watching:
-            return
+    def _seconds(self, text: str | None) -> int | None:
+        """An RFC 3339 time as Unix seconds, None when it is not one; memoised across passes
+        (a device's minutes recur in every rule's state, a batch's entries share an arrival)."""
         try:
-            minute = work.seconds(row.minute)
-            arrived = work.seconds(row.received_at)
+            return self._times[text]
+        except KeyError:
+            pass
+        try:
+            value = minute_seconds(text) if text is not None else None
         except FormatError:
-            return  # not a reading the contract would accept today; nothing to evaluate
-        reading = Reading(
-            device_id=row.device_id,
-            minute=minute,
-            arrived=arrived,
-            values=(orjson.loads(row.entry)["payload"].get("readings") or {}) if values else {},
-            profile=profile,
-        )
-        for rule, state, subject in watching:
-            if row.idx < rule.from_idx:
-                continue  # appended before the rule existed: history it does not judge
-            if changes := on_reading(rule, reading, state, subject):
-                work.changes += changes
+            value = None
+        if len(self._times) >= MEMO:
+            self._times.clear()
+        self._times[text] = value
+        return value
+
+    def _watching(
+        self, device_id: str, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
+    ) -> tuple[dict[str, Any] | None, list[tuple[Rule, State, str]], tuple[str, ...]]:
+        """A device's declared profile, the rules watching it with their states and subjects,
+        and the readings those rules look at."""
+        device = known.get(device_id)
+        watching = []
+        sensors: dict[str, None] = {}
+        for rule in [] if device is None else by_community.get(device.community_id, []):
+            if rule.watches(device_id):
+                subject = subject_of(rule, device_id)
+                state = work.states.setdefault((rule.id, subject), State())
+                watching.append((rule, state, subject))
+                sensors.update(dict.fromkeys(sensors_of(rule.spec.condition)))
+        profile = None
+        if device is not None and device.profile:
+            profile = self._profiles.get(device.profile)
+            if profile is None:
+                if len(self._profiles) >= MEMO:
+                    self._profiles.clear()
+                profile = self._profiles[device.profile] = orjson.loads(device.profile)
+        return profile, watching, tuple(sensors)
+
+    def _decoder(self, sensors: tuple[str, ...]) -> Callable[[bytes], Any]:
+        """Decodes an energy_minute entry's readings named `sensors` (None when absent) and
+        skips the rest of the JSON without building it: most of a payload is sensors no
+        rule looks at."""
+        decoder = self._decoders.get(sensors)
+        if decoder is None:
+            fields = [(f"s{n}", Any, None) for n in range(len(sensors))]
+            names = {f"s{n}": name for n, name in enumerate(sensors)}
+            readings = msgspec.defstruct("Readings", fields, rename=names)
+            payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
+            entry = msgspec.defstruct("Entry", [("payload", payload)])
+            decoder = self._decoders[sensors] = msgspec.json.Decoder(entry).decode
+        return decoder
+
+    def _judge(
+        self,
+        rows: Sequence[Any],
+        known: dict[str, Any],
+        by_community: dict[str, list[Rule]],
+        work: Pass,
+    ) -> None:
+        """Run the rules over the rows (idx, device_id, entry, received_at, minute), sorted
+        by device then index (entry None: no rule for the device): one device's readings at
+        a time, each rule over them in one call, keeping of each payload only the readings
+        the rules look at."""
+        changes: list[Change] = []
+        times = self._times
+        for device_id, device_rows in groupby(rows, key=itemgetter(1)):
+            profile, watching, sensors = self._watching(device_id, known, by_community, work)
+            if not watching:
+                continue
+            decode = self._decoder(sensors)
+            samples: list[Sample] = []
+            for idx, _, entry, received_at, minute_text in device_rows:
+                try:  # the memo's lookups inline: this loop runs once per entry
+                    minute, arrived = times[minute_text], times[received_at]
+                except KeyError:
+                    minute, arrived = self._seconds(minute_text), self._seconds(received_at)
+                if minute is None or arrived is None:
+                    continue  # not a reading the contract would accept today: nothing to judge
+                values = {}
+                if sensors:
+                    readings = decode(entry).payload.readings
+                    if readings is not None:
+                        values = dict(zip(sensors, astuple(readings), strict=True))
+                samples.append((idx, minute, arrived, values))
+            for rule, state, subject in watching:
+                judged = samples
+                if samples and rule.from_idx > samples[0][0]:  # history from before the rule
+                    judged = [sample for sample in samples if sample[0] >= rule.from_idx]
+                if judged:
+                    changes += on_readings(rule, judged, state, subject, profile)
+        # In log order, as a reading at a time would have made them (the sort is stable).
+        changes.sort(key=attrgetter("idx"))
+        work.changes += changes
 
     def _silences(
         self, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
@@ -338,7 +398,9 @@ class Evaluator:
             for rule in by_community.get(device.community_id, ()):
                 if not (isinstance(rule.spec.condition, Silence) and rule.watches(device.id)):
                     continue
-                registered = int(parse_rfc3339(device.created_at, what="created_at").timestamp())
+                registered = self._seconds(device.created_at)
+                if registered is None:
+                    registered = minute_seconds(device.created_at)  # raises its FormatError
                 state = work.states.setdefault((rule.id, device.id), State())
                 work.changes += on_clock(
                     rule, rule.spec.condition, device.id, registered, state, work.now
@@ -350,8 +412,9 @@ class Evaluator:
         silences = conn.execute(select(alert_silences).where(alert_silences.c.ends_at > 0)).all()
         items: dict[str, list[dict[str, Any]]] = defaultdict(list)
         events = []
+        default = AlertSettings()
         for change in work.changes:
-            policy = settings.get(change.rule.community_id, AlertSettings())
+            policy = settings.get(change.rule.community_id, default)
             late = work.now - (change.minute + MINUTE) > policy.late_after_minutes * MINUTE
             if not change.notify:
                 notified = "suppressed" if change.state == "firing" else "none"
@@ -364,21 +427,21 @@ class Evaluator:
                 items[change.rule.community_id].append(_item(change, late=late))
                 work.states[(change.rule.id, change.subject)].last_notified = work.now
             events.append(
-                {
-                    "community_id": change.rule.community_id,
-                    "rule_id": change.rule.id,
-                    "subject": change.subject,
-                    "state": change.state,
-                    "minute": change.minute,
-                    "detected_at": work.now,
-                    "late": late,
-                    "notified": notified,
-                    "detail": change.detail,
-                }
+                (
+                    change.rule.community_id,
+                    change.rule.id,
+                    change.subject,
+                    change.state,
+                    change.minute,
+                    work.now,
+                    late,
+                    notified,
+                    change.detail,
+                )
             )
         self._repeats(conn, work, settings, items)
-        if events:
-            conn.execute(insert(alert_events), events)
+        if events:  # through the driver: SQLAlchemy's per-row handling cost more than SQLite's
+            DriverCursor(conn).executemany(INSERT_EVENTS, events)
         for community_id, grouped in items.items():
             policy = settings.get(community_id, AlertSettings())
             enqueue(conn, community_id, grouped, policy, zones.get(community_id, "UTC"), work.now)
@@ -534,7 +597,7 @@ class Evaluator:
         lease of `claim_seconds` ran out) or that broke after the channel may have taken
         the message becomes `unconfirmed`, never sent again.
         """
-        now = self.clock()
+        now, cpu = self.clock(), time.thread_time()
         self._unfinished(now)
         with self.engine.connect() as conn:
             due = conn.execute(
@@ -582,22 +645,21 @@ class Evaluator:
                     select(func.count()).where(alert_deliveries.c.status == "pending")
                 ).scalar_one()
             self.metrics.alert_outbox.set(pending)
+            self.metrics.alert_cpu.inc(time.thread_time() - cpu)
         return attempted
 
     def _unfinished(self, now: int) -> None:
         """Attempts whose lease ran out without an outcome: unconfirmed, not sent again."""
         with self._write() as conn, conn.begin():
-            channels = (
-                conn.execute(
-                    update(alert_deliveries)
-                    .where(
-                        alert_deliveries.c.status == "sending",
-                        alert_deliveries.c.next_attempt <= now,
-                    )
-                    .values(status="unconfirmed", last_error=UNFINISHED)
-                    .returning(alert_deliveries.c.id, alert_deliveries.c.channel)
-                ).all()
-            )
+            channels = conn.execute(
+                update(alert_deliveries)
+                .where(
+                    alert_deliveries.c.status == "sending",
+                    alert_deliveries.c.next_attempt <= now,
+                )
+                .values(status="unconfirmed", last_error=UNFINISHED)
+                .returning(alert_deliveries.c.id, alert_deliveries.c.channel)
+            ).all()
         for delivery_id, channel in channels:
             log.warning("alert delivery %d on %s: %s", delivery_id, channel, UNFINISHED)
             if self.metrics is not None:

@@ -9,7 +9,7 @@ decides what is late and what gets sent.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -114,15 +114,9 @@ class Rule:
         return self.spec.enabled and (device is None or device == device_id)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reading:
-    """One energy_minute entry as the rules see it."""
-
-    device_id: str
-    minute: int  # Unix seconds, on the minute
-    arrived: int  # when the gateway received it
-    values: dict[str, Any]  # the payload's `readings`
-    profile: dict[str, Any] | None  # the device's declared sensors
+# One energy_minute entry as the rules see it: its log index, its minute and arrival (Unix
+# seconds), and the payload's `readings` (empty for rules that need no values).
+Sample = tuple[int, int, int, dict[str, Any]]
 
 
 @dataclass(kw_only=True)
@@ -147,24 +141,38 @@ class Change:
     minute: int
     detail: str
     notify: bool  # worth a notification (pending is not; a boiler repeat inside its window is not)
+    idx: int = -1  # the log index of the reading it came from (-1: the clock's)
 
 
 def _move(
-    rule: Rule, subject: str, state: State, new: str, minute: int, detail: str, *, notify: bool
+    rule: Rule,
+    subject: str,
+    state: State,
+    new: str,
+    minute: int,
+    detail: str,
+    *,
+    notify: bool,
+    idx: int = -1,
 ) -> Change:
     state.state, state.since, state.dirty = new, minute, True
     if new != "acknowledged":
         state.acked_by = None
     return Change(
-        rule=rule, subject=subject, state=new, minute=minute, detail=detail, notify=notify
+        rule=rule,
+        subject=subject,
+        state=new,
+        minute=minute,
+        detail=detail,
+        notify=notify,
+        idx=idx,
     )
 
 
 def _number(reading: Any, name: str) -> Number | None:
     value = reading.get(name) if isinstance(reading, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
+    # JSON numbers only (a bool is an int to isinstance; the type test is also the fastest)
+    return value if type(value) is int or type(value) is float else None
 
 
 def _on(reading: Any) -> bool | None:
@@ -178,6 +186,19 @@ def _on(reading: Any) -> bool | None:
     return None if value is None else value > 0
 
 
+def sensors_of(condition: Threshold | Silence | Counter | Boiler) -> tuple[str, ...]:
+    """The readings a rule looks at (a silence rule: none, only the minutes)."""
+    if isinstance(condition, Threshold | Counter):
+        return (condition.sensor,)
+    if isinstance(condition, Boiler):
+        return (
+            condition.water,
+            condition.fan,
+            *((condition.ignition,) if condition.ignition else ()),
+        )
+    return ()
+
+
 def subject_of(rule: Rule, device_id: str) -> str:
     """What a rule's state is kept per: the device, or the device's sensor."""
     condition = rule.spec.condition
@@ -186,99 +207,130 @@ def subject_of(rule: Rule, device_id: str) -> str:
     return device_id
 
 
-def on_reading(
-    rule: Rule, reading: Reading, state: State, subject: str | None = None
+def on_readings(
+    rule: Rule,
+    samples: Sequence[Sample],
+    state: State,
+    subject: str,
+    profile: dict[str, Any] | None = None,
 ) -> list[Change]:
-    """The rule's changes for one reading of a device it watches (`subject`: the rule's
-    subject for that device, when the caller has it already)."""
+    """The rule's changes for readings of one device it watches, in log order (`profile`:
+    the device's declared sensors). A minute not after one already seen (the device resent
+    out of order) is skipped."""
     data = state.data
-    last = data.get("last_minute")
-    if last is not None and reading.minute <= last:
-        return []  # an older minute than one already seen (the device resent out of order)
-    data["last_minute"] = reading.minute
-    if reading.arrived > data.get("last_arrival", 0):
-        data["last_arrival"] = reading.arrived
+    before = last = data.get("last_minute")
+    arrival = data.get("last_arrival", 0)
+    fresh = []
+    for sample in samples:
+        if last is not None and sample[1] <= last:
+            continue
+        fresh.append(sample)
+        last = sample[1]
+        if sample[2] > arrival:
+            arrival = sample[2]
+    if not fresh:
+        return []
+    data["last_minute"] = last
+    if arrival > data.get("last_arrival", 0):
+        data["last_arrival"] = arrival
     state.dirty = True
-    if subject is None:
-        subject = subject_of(rule, reading.device_id)
     condition = rule.spec.condition
     if isinstance(condition, Threshold):
-        return _threshold(rule, condition, reading, state, subject)
+        return _threshold(rule, condition, fresh, state, subject)
     if isinstance(condition, Counter):
-        return _counter(rule, condition, reading, state, subject)
+        return _counter(rule, condition, fresh, state, subject, profile)
     if isinstance(condition, Boiler):
-        return _boiler(rule, condition, reading, state, subject)
-    return _heard(rule, condition, reading, state, subject, last)
+        return _boiler(rule, condition, fresh, state, subject)
+    return _heard(rule, condition, fresh, state, subject, before)
 
 
 def _threshold(
-    rule: Rule, c: Threshold, reading: Reading, state: State, subject: str
+    rule: Rule, c: Threshold, fresh: list[Sample], state: State, subject: str
 ) -> list[Change]:
-    value = _number(reading.values.get(c.sensor), c.field)
-    if value is None:
-        return []
-    detail = f"{c.sensor}.{c.field} = {value} ({c.op} {c.value})"
-    changes = []
-    if OPS[c.op](value, c.value):
-        if state.state in ("inactive", "resolved"):
-            changes.append(
-                _move(rule, subject, state, "pending", reading.minute, detail, notify=False)
-            )
-        if (
-            state.state == "pending"
-            and reading.minute - (state.since or 0) >= c.for_minutes * MINUTE
-        ):
-            changes.append(
-                _move(rule, subject, state, "firing", reading.minute, detail, notify=True)
-            )
-    elif state.state == "pending":
-        changes.append(
-            _move(rule, subject, state, "inactive", reading.minute, detail, notify=False)
-        )
-    elif state.state in ACTIVE:
-        changes.append(_move(rule, subject, state, "resolved", reading.minute, detail, notify=True))
+    changes: list[Change] = []
+    sensor, name, beyond, limit = c.sensor, c.field, OPS[c.op], c.value
+    span = c.for_minutes * MINUTE
+    for idx, minute, _, values in fresh:
+        value = _number(values.get(sensor), name)
+        if value is None:
+            continue
+        met = beyond(value, limit)
+        if met and state.state in ("inactive", "resolved", "pending"):
+            detail = f"{sensor}.{name} = {value} ({c.op} {limit})"
+            if state.state != "pending":
+                changes.append(
+                    _move(rule, subject, state, "pending", minute, detail, notify=False, idx=idx)
+                )
+            if minute - (state.since or 0) >= span:
+                changes.append(
+                    _move(rule, subject, state, "firing", minute, detail, notify=True, idx=idx)
+                )
+        elif not met and state.state in ("pending", *ACTIVE):
+            detail = f"{sensor}.{name} = {value} ({c.op} {limit})"
+            new, notify = ("inactive", False) if state.state == "pending" else ("resolved", True)
+            changes.append(_move(rule, subject, state, new, minute, detail, notify=notify, idx=idx))
     return changes
 
 
-def _counter(rule: Rule, c: Counter, reading: Reading, state: State, subject: str) -> list[Change]:
-    value = _number(reading.values.get(c.sensor), c.field)
-    if value is None:
-        return []
-    declared = (reading.profile or {}).get("sensors", {}).get(c.sensor, {})
+def _counter(
+    rule: Rule,
+    c: Counter,
+    fresh: list[Sample],
+    state: State,
+    subject: str,
+    profile: dict[str, Any] | None,
+) -> list[Change]:
+    declared = (profile or {}).get("sensors", {}).get(c.sensor, {})
     low = c.min if c.min is not None else 0
     high = c.max if c.max is not None else declared.get("max")
-    if value < low:
-        problem: str | None = f"{c.sensor}.{c.field} = {value} runs backwards (below {low})"
-    elif high is not None and value > high:
-        problem = f"{c.sensor}.{c.field} = {value} jumps beyond the plausible {high}"
-    else:
-        problem = None
-    if problem is not None and state.state not in ACTIVE:
-        return [_move(rule, subject, state, "firing", reading.minute, problem, notify=True)]
-    if problem is None and state.state in ACTIVE:
-        detail = f"{c.sensor}.{c.field} = {value} is plausible again"
-        return [_move(rule, subject, state, "resolved", reading.minute, detail, notify=True)]
-    return []
+    sensor, name = c.sensor, c.field
+    changes: list[Change] = []
+    for idx, minute, _, values in fresh:
+        value = _number(values.get(sensor), name)
+        if value is None:
+            continue
+        if value < low:
+            problem: str | None = f"{sensor}.{name} = {value} runs backwards (below {low})"
+        elif high is not None and value > high:
+            problem = f"{sensor}.{name} = {value} jumps beyond the plausible {high}"
+        else:
+            problem = None
+        if problem is not None and state.state not in ACTIVE:
+            changes.append(
+                _move(rule, subject, state, "firing", minute, problem, notify=True, idx=idx)
+            )
+        elif problem is None and state.state in ACTIVE:
+            detail = f"{sensor}.{name} = {value} is plausible again"
+            changes.append(
+                _move(rule, subject, state, "resolved", minute, detail, notify=True, idx=idx)
+            )
+    return changes
 
 
 def _heard(
-    rule: Rule, c: Silence, reading: Reading, state: State, subject: str, last: int | None
+    rule: Rule, c: Silence, fresh: list[Sample], state: State, subject: str, last: int | None
 ) -> list[Change]:
-    """A silence rule hears a reading: the silence (if any) is over. A gap in the readings'
+    """A silence rule hears readings: the silence (if any) is over. A gap in the readings'
     minutes longer than the rule allows, which the clock did not see (the gateway was down,
     or the device's backlog filled it in), is reported too, as it happened."""
-    if state.state in ACTIVE:
-        return [
-            _move(rule, subject, state, "resolved", reading.minute, "readings again", notify=True)
-        ]
-    if last is None or reading.minute - (last + MINUTE) <= c.minutes * MINUTE:
-        return []
-    began = last + MINUTE
-    detail = f"no reading for the {(reading.minute - began) // MINUTE} minutes before this one"
-    return [
-        _move(rule, subject, state, "firing", began + c.minutes * MINUTE, detail, notify=True),
-        _move(rule, subject, state, "resolved", reading.minute, "readings again", notify=True),
-    ]
+    changes: list[Change] = []
+    limit = c.minutes * MINUTE
+    for idx, minute, _, _ in fresh:
+        if state.state in ACTIVE:
+            changes.append(
+                _move(rule, subject, state, "resolved", minute, "readings again", notify=True,
+                      idx=idx)
+            )  # fmt: skip
+        elif last is not None and minute - (last + MINUTE) > limit:
+            began = last + MINUTE
+            detail = f"no reading for the {(minute - began) // MINUTE} minutes before this one"
+            changes += [
+                _move(rule, subject, state, "firing", began + limit, detail, notify=True, idx=idx),
+                _move(rule, subject, state, "resolved", minute, "readings again", notify=True,
+                      idx=idx),
+            ]  # fmt: skip
+        last = minute
+    return changes
 
 
 def on_clock(
@@ -318,23 +370,34 @@ def boiler_phase(c: Boiler, values: dict[str, Any]) -> str:
     return "combustion" if fan else "holding"
 
 
-def _boiler(rule: Rule, c: Boiler, reading: Reading, state: State, subject: str) -> list[Change]:
-    phase = boiler_phase(c, reading.values)
-    previous = state.data.get("phase")
-    state.data["phase"] = phase
-    if phase != c.into:
-        if state.state in ACTIVE:  # the seed sends nothing when the boiler recovers
-            detail = f"phase {phase}"
-            return [_move(rule, subject, state, "resolved", reading.minute, detail, notify=False)]
-        return []
-    last_seen = state.data.get("last_target")
-    state.data["last_target"] = reading.minute
-    if previous == c.into and state.state in ACTIVE:
-        return []
-    water = _number(reading.values.get(c.water), "avg")
-    detail = f"phase {previous or 'unknown'} -> {phase} (water {water})"
+def _boiler(rule: Rule, c: Boiler, fresh: list[Sample], state: State, subject: str) -> list[Change]:
+    data = state.data
+    previous = data.get("phase")
+    last_seen = data.get("last_target")
     window = c.no_repeat_minutes * MINUTE
-    repeat = last_seen is not None and reading.minute - last_seen <= window
-    if repeat:
-        detail += f"; in it within the previous {c.no_repeat_minutes} minutes: not sent"
-    return [_move(rule, subject, state, "firing", reading.minute, detail, notify=not repeat)]
+    changes: list[Change] = []
+    for idx, minute, _, values in fresh:
+        phase = boiler_phase(c, values)
+        if phase != c.into:
+            if state.state in ACTIVE:  # the seed sends nothing when the boiler recovers
+                changes.append(
+                    _move(rule, subject, state, "resolved", minute, f"phase {phase}",
+                          notify=False, idx=idx)
+                )  # fmt: skip
+        elif previous == c.into and state.state in ACTIVE:
+            last_seen = minute
+        else:
+            water = _number(values.get(c.water), "avg")
+            detail = f"phase {previous or 'unknown'} -> {phase} (water {water})"
+            repeat = last_seen is not None and minute - last_seen <= window
+            if repeat:
+                detail += f"; in it within the previous {c.no_repeat_minutes} minutes: not sent"
+            last_seen = minute
+            changes.append(
+                _move(rule, subject, state, "firing", minute, detail, notify=not repeat, idx=idx)
+            )
+        previous = phase
+    data["phase"] = previous
+    if last_seen is not None:
+        data["last_target"] = last_seen
+    return changes

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from gateway.alerts.evaluator import Evaluator
+from gateway.leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,14 @@ class AlertConfig:
 
 
 class AlertTask:
-    """Runs the evaluator after commits, off the event loop and outside the writer."""
+    """Runs the evaluator after commits, off the event loop and outside the writer; with
+    several gateway processes on PostgreSQL, only in the one holding the `alerts` role
+    (gateway.leader): the others would read every entry only to drop their passes."""
 
     def __init__(self, evaluator: Evaluator, *, interval: float) -> None:
         self.evaluator = evaluator
         self.interval = interval
+        self.leadership = Leadership(evaluator.engine, "alerts")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -59,8 +63,11 @@ class AlertTask:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.to_thread(self.leadership.resign)
 
     def _pass(self) -> None:
+        if not self.leadership.try_lead():
+            return  # another gateway process evaluates; this one takes over if it dies
         while self.evaluator.evaluate() >= self.evaluator.batch:
             pass  # a backlog: read it all before the clock and the outbox
         self.evaluator.deliver()

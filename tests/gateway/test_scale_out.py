@@ -37,9 +37,9 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
     return 0.0
 
 
-def leaders(gateways: list[Gateway]) -> list[Gateway]:
-    """The gateways that say they hold the sealer role."""
-    return [g for g in gateways if metric(g, "patio_leader", role="sealer") == 1]
+def leaders(gateways: list[Gateway], role: str = "sealer") -> list[Gateway]:
+    """The gateways that say they hold the role."""
+    return [g for g in gateways if metric(g, "patio_leader", role=role) == 1]
 
 
 def kill(gateway: Gateway) -> None:
@@ -77,12 +77,16 @@ def test_one_sealer_leads_and_another_takes_over_when_it_is_killed(
     three: list[Gateway],
 ) -> None:
     wait_until(lambda: len(leaders(three)) == 1, 30, "one sealer to lead")
+    # The alert evaluator too runs in one process only (docs/alerts.md).
+    wait_until(lambda: len(leaders(three, "alerts")) == 1, 30, "one alert evaluator to lead")
     [leader] = leaders(three)
     key = three[0].device("meter-1", "hoa-1")
     assert submit(leader, envelope(key, minute(key.name, 1)))[0]["status"] == "accepted"
     kill(leader)
     survivors = [g for g in three if g is not leader]
     wait_until(lambda: len(leaders(survivors)) == 1, 30, "a survivor to take the sealer role")
+    # Whether the killed process evaluated them or not, one survivor does.
+    wait_until(lambda: len(leaders(survivors, "alerts")) == 1, 30, "one evaluator among them")
     results = submit(survivors[0], *(envelope(key, minute(key.name, s)) for s in range(2, 12)))
     assert {r["status"] for r in results} == {"accepted"}
     size = len(survivors[0].export())
