@@ -11,6 +11,7 @@ N with the same arithmetic (contracts/energy/minute.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +20,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from contracts.energy.aggregate import add, units
 from contracts.energy.csv import render_csv
@@ -36,7 +38,7 @@ from contracts.energy.provenance import (
 from contracts.energy.report import build_report, rollup_ranges
 from gateway.deps import GatewayDep, ReaderDep
 from gateway.problems import Problem
-from gateway.rollups import Rollups
+from gateway.rollups import WEEK_SECONDS, Rollups
 from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
@@ -138,21 +140,14 @@ def _registry(cursor: DriverCursor, tree_size: int) -> list[RegistryEntry]:
     return found
 
 
-def _sums(
+def _group(
     cursor: DriverCursor, community_id: str, unit_of: dict[int, int], tree_size: int,
     postgres: bool,
 ) -> list[Any]:  # fmt: skip
-    """The rollups below `tree_size` summed per (device, sensor, unit), as AGGREGATE's rows."""
-    sizes = Counter(unit_of.values())
-    single = {hour: unit for hour, unit in unit_of.items() if sizes[unit] == 1}
-    rows = [
-        row
-        for start, end in _spans(single)
-        for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
-    ]
-    unit_of = {hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}
+    """Rollups below `tree_size` summed per (device, sensor, unit) for units of 2+ hours."""
     if not unit_of:
-        return rows
+        return []
+    rows: list[Any] = []
     if postgres:
         for start, end in _spans(unit_of):  # the periods' ranges, not the year between them
             span_units = [unit_of[hour] for hour in range(start, end, 3600)]
@@ -168,11 +163,62 @@ def _sums(
     cursor.executemany(
         "INSERT INTO report_unit_hours VALUES (?, ?)", [(u, h) for h, u in unit_of.items()]
     )
-    return rows + [
+    return [
         row
         for unit in sorted(set(unit_of.values()))
         for row in cursor.execute(UNIT_AGGREGATE, (community_id, unit, tree_size)).fetchall()
     ]
+
+
+def _chunks(unit_of: dict[int, int]) -> list[dict[int, int]]:
+    """`unit_of` split by the UTC month of each unit's first hour (a unit never spans two
+    chunks), in time order: what `report_units` caches one row of."""
+    chunks: dict[tuple[int, int], dict[int, int]] = {}
+    for hour, unit in sorted(unit_of.items()):
+        first = datetime.fromtimestamp(unit, UTC)
+        chunks.setdefault((first.year, first.month), {})[hour] = unit
+    return list(chunks.values())
+
+
+def _sums(
+    cursor: DriverCursor, community_id: str, unit_of: dict[int, int], tree_size: int,
+    postgres: bool, markers: dict[int, int], stores: list[tuple[str, str, str, str]],
+) -> list[Any]:  # fmt: skip
+    """The rollups below `tree_size` summed per (device, sensor, unit), as AGGREGATE's rows.
+
+    A chunk of units whose weeks' markers (`rollup_weeks`) are all below `tree_size` has no
+    rollup the checkpoint does not cover; its sums are read from `report_units` when they
+    were summed under the same markers (no rollup of those weeks changed since), else summed
+    here and appended to `stores` for `compute` to keep once its weeks are over."""
+    sizes = Counter(unit_of.values())
+    single = {hour: unit for hour, unit in unit_of.items() if sizes[unit] == 1}
+    rows = [
+        row
+        for start, end in _spans(single)
+        for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
+    ]
+    this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
+    uncached: dict[int, int] = {}
+    for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}):
+        weeks = sorted({hour // WEEK_SECONDS for hour in chunk})
+        marks = [markers.get(week, -1) for week in weeks]
+        if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
+            uncached.update(chunk)
+            continue
+        digest = hashlib.sha256(orjson.dumps(sorted(chunk.items()))).hexdigest()
+        stamp = orjson.dumps([weeks, marks]).decode()
+        cached = cursor.execute(
+            "SELECT markers, sums FROM report_units WHERE community_id = ? AND chunk_sha256 = ?",
+            (community_id, digest),
+        ).fetchone()
+        if cached is not None and cached[0] == stamp:
+            rows += orjson.loads(cached[1])
+            continue
+        summed = [list(row) for row in _group(cursor, community_id, chunk, tree_size, postgres)]
+        rows += summed
+        if weeks[-1] < this_week:  # the current week's markers move with every batch
+            stores.append((community_id, digest, stamp, orjson.dumps(summed).decode()))
+    return rows + _group(cursor, community_id, uncached, tree_size, postgres)
 
 
 def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
@@ -188,13 +234,20 @@ def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
 
 def _rollups(
     cursor: DriverCursor, inputs: CommunityInputs, unit_of: dict[int, int], tree_size: int,
-    postgres: bool,
+    postgres: bool, stores: list[tuple[str, str, str, str]],
 ) -> list[HourlyRollup]:  # fmt: skip
     """The community's rollups summed per unit, as the log up to `tree_size` builds them."""
     if not unit_of:
         return []
+    markers = dict(
+        cursor.execute(
+            "SELECT week, changed_idx FROM rollup_weeks WHERE community_id = ? "
+            "AND week >= ? AND week <= ?",
+            (inputs.community_id, min(unit_of) // WEEK_SECONDS, max(unit_of) // WEEK_SECONDS),
+        ).fetchall()
+    )
     sums: dict[HourKey, HourTotals] = {}
-    rows = _sums(cursor, inputs.community_id, unit_of, tree_size, postgres)
+    rows = _sums(cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores)
     for device, sensor, unit, minutes, mwh, peak, ranked in rows:
         if peak is None:
             peak_at = None
@@ -210,9 +263,12 @@ def _rollups(
             int(minutes), None if mwh is None else int(mwh), peak, peak_at, 0, 0
         )
     # Rollups touched by an entry the checkpoint does not cover: recomputed from the log.
+    # Only the weeks whose marker reaches the checkpoint can hold one.
+    newer = {hour: unit for hour, unit in unit_of.items()
+             if markers.get(hour // WEEK_SECONDS, -1) >= tree_size}  # fmt: skip
     dirty = [
         row
-        for start, end in _spans(unit_of)
+        for start, end in _spans(newer)
         for row in cursor.execute(
             "SELECT device_id, sensor, hour, first_idx FROM rollups WHERE community_id = ? "
             "AND hour >= ? AND hour < ? AND last_idx >= ?",
@@ -287,9 +343,14 @@ def compute(
     options = {"isolation_level": SNAPSHOT[engine.dialect.name]} if (
         engine.dialect.name in SNAPSHOT) else {}  # fmt: skip
     for attempt in range(2):
+        stores: list[tuple[str, str, str, str]] = []
         with engine.connect().execution_options(**options) as conn, conn.begin():
-            report = _compute_in(conn, community_id, period_args, with_entries=with_entries)
+            report = _compute_in(
+                conn, community_id, period_args, with_entries=with_entries, stores=stores
+            )
         if report is not None:
+            if stores:
+                _keep(engine, stores)
             return report
         if attempt == 0:  # entries were appended without the rollup hook: fold them in
             Rollups(engine, gateway.directory).catch_up()
@@ -297,9 +358,25 @@ def compute(
                   headers={"Retry-After": "1"})  # fmt: skip
 
 
+def _keep(engine: Engine, stores: list[tuple[str, str, str, str]]) -> None:
+    """Keep unit sums for the next report, in a write transaction of their own: each row
+    carries the markers it was summed under, so one stale by now is simply never used."""
+    upsert = (
+        "INSERT INTO report_units (community_id, chunk_sha256, markers, sums) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (community_id, chunk_sha256) DO UPDATE SET "
+        "markers = excluded.markers, sums = excluded.sums"
+    )
+    try:
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            DriverCursor(conn).executemany(upsert, stores)
+    except OperationalError:  # the writer held the lock too long: the report stands anyway
+        pass
+
+
 def _compute_in(
-    conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool
-) -> dict[str, Any] | None:
+    conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool,
+    stores: list[tuple[str, str, str, str]],
+) -> dict[str, Any] | None:  # fmt: skip
     cursor = DriverCursor(conn)
     if conn.dialect.name == "postgresql":
         # A year's GROUP BY over a million rollups: sorted on disk with the default 4 MB,
@@ -331,7 +408,7 @@ def _compute_in(
     as_of = datetime.now(UTC).replace(second=0, microsecond=0)
     unit_of = units(period, inputs.tariff, as_of)
     postgres = conn.dialect.name == "postgresql"
-    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres)
+    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres, stores)
     report = build_report(
         rollups=rollups, roles=inputs.roles, period=period, tariff=inputs.tariff,
         contracted_kw=inputs.contracted_kw, as_of=as_of,
