@@ -173,10 +173,14 @@ def _group(
 def _chunks(unit_of: dict[int, int]) -> list[dict[int, int]]:
     """`unit_of` split by the UTC month of each unit's first hour (a unit never spans two
     chunks), in time order: what `report_units` caches one row of."""
+    month_of: dict[int, tuple[int, int]] = {}
     chunks: dict[tuple[int, int], dict[int, int]] = {}
     for hour, unit in sorted(unit_of.items()):
-        first = datetime.fromtimestamp(unit, UTC)
-        chunks.setdefault((first.year, first.month), {})[hour] = unit
+        month = month_of.get(unit)
+        if month is None:
+            first = datetime.fromtimestamp(unit, UTC)
+            month = month_of[unit] = (first.year, first.month)
+        chunks.setdefault(month, {})[hour] = unit
     return list(chunks.values())
 
 
