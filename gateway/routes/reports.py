@@ -305,7 +305,28 @@ def _rollups(
                 known = sums[unit_key] = HourTotals(0, None, None, None, part.first_idx,
                                                     part.last_idx)  # fmt: skip
             add(known, part)
-    return [hourly_rollup(key, sums[key]) for key in sorted(sums)]
+    moments: dict[int, datetime] = {}  # a day's 4,320 rollups share 72 hours: convert once
+
+    def moment(seconds: int) -> datetime:
+        found = moments.get(seconds)
+        if found is None:
+            found = moments[seconds] = datetime.fromtimestamp(seconds, UTC)
+        return found
+
+    return [
+        HourlyRollup(
+            device_id=device,
+            sensor=sensor,
+            hour=moment(hour),
+            minutes=t.minutes,
+            energy_mwh=t.energy_mwh,
+            peak_mw=t.peak_mw,
+            peak_minute=None if t.peak_minute is None else moment(t.peak_minute),
+            first_idx=t.first_idx,
+            last_idx=t.last_idx,
+        )
+        for (device, sensor, hour), t in sorted(sums.items())
+    ]
 
 
 def _entries_used(
