@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import operator
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -147,14 +150,24 @@ def _group(
     """Rollups below `tree_size` summed per (device, sensor, unit) for units of 2+ hours."""
     if not unit_of:
         return []
-    rows: list[Any] = []
     if postgres:
+        # A unit whose hours fall in two spans comes back once from each: added up here as
+        # SQL would (SUM and MAX skip NULLs, SUM of NULLs alone is NULL).
+        merged: dict[tuple[str, str, int], list[Any]] = {}
         for start, end in _spans(unit_of):  # the periods' ranges, not the year between them
             span_units = [unit_of[hour] for hour in range(start, end, 3600)]
-            rows += cursor.execute(
+            for row in cursor.execute(
                 AGGREGATE, (span_units, start, community_id, start, end, tree_size)
-            ).fetchall()
-        return rows
+            ).fetchall():
+                known = merged.get((row[0], row[1], row[2]))
+                if known is None:
+                    merged[(row[0], row[1], row[2])] = list(row)
+                    continue
+                known[3] += row[3]
+                known[4] = _either(known[4], row[4], operator.add)
+                known[5] = _either(known[5], row[5], max)
+                known[6] = _either(known[6], row[6], max)
+        return list(merged.values())
     cursor.execute(
         "CREATE TEMP TABLE IF NOT EXISTS report_unit_hours (unit INTEGER, hour INTEGER, "
         "PRIMARY KEY (unit, hour)) WITHOUT ROWID"
@@ -170,15 +183,23 @@ def _group(
     ]
 
 
-def _chunks(unit_of: dict[int, int]) -> list[dict[int, int]]:
-    """`unit_of` split by the UTC month of each unit's first hour (a unit never spans two
-    chunks), in time order: what `report_units` caches one row of."""
+def _either(known: Any, more: Any, combine: Callable[[Any, Any], Any]) -> Any:
+    """Two partial SUMs or MAXes of SQL combined, NULL standing for no value."""
+    if known is None or more is None:
+        return more if known is None else known
+    return combine(known, more)
+
+
+def _chunks(unit_of: dict[int, int], zone: ZoneInfo) -> list[dict[int, int]]:
+    """`unit_of` split by the local month of each unit's first hour, in time order: what
+    `report_units` caches one row of. A unit never leaves its local month
+    (contracts/energy/aggregate.py), so a chunk is a month's hours, one span to sum."""
     month_of: dict[int, tuple[int, int]] = {}
     chunks: dict[tuple[int, int], dict[int, int]] = {}
     for hour, unit in sorted(unit_of.items()):
         month = month_of.get(unit)
         if month is None:
-            first = datetime.fromtimestamp(unit, UTC)
+            first = datetime.fromtimestamp(unit, zone)
             month = month_of[unit] = (first.year, first.month)
         chunks.setdefault(month, {})[hour] = unit
     return list(chunks.values())
@@ -187,6 +208,7 @@ def _chunks(unit_of: dict[int, int]) -> list[dict[int, int]]:
 def _sums(
     cursor: DriverCursor, community_id: str, unit_of: dict[int, int], tree_size: int,
     postgres: bool, markers: dict[int, int], stores: list[tuple[str, str, str, str]],
+    zone: ZoneInfo,
 ) -> list[Any]:  # fmt: skip
     """The rollups below `tree_size` summed per (device, sensor, unit), as AGGREGATE's rows.
 
@@ -203,7 +225,7 @@ def _sums(
     ]
     this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
     uncached: dict[int, int] = {}
-    for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}):
+    for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}, zone):
         weeks = sorted({hour // WEEK_SECONDS for hour in chunk})
         marks = [markers.get(week, -1) for week in weeks]
         if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
@@ -251,7 +273,10 @@ def _rollups(
         ).fetchall()
     )
     sums: dict[HourKey, HourTotals] = {}
-    rows = _sums(cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores)
+    rows = _sums(
+        cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores,
+        zone_named(inputs.time_zone),
+    )  # fmt: skip
     for device, sensor, unit, minutes, mwh, peak, ranked in rows:
         if peak is None:
             peak_at = None
