@@ -224,12 +224,13 @@ def _sums(
         for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
     ]
     this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
-    uncached: dict[int, int] = {}
+    to_sum: dict[int, int] = {}  # the hours summed here, in one _group (a few queries)
+    keep: dict[int, tuple[str, str]] = {}  # a unit of a chunk to keep -> (digest, markers)
     for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}, zone):
         weeks = sorted({hour // WEEK_SECONDS for hour in chunk})
         marks = [markers.get(week, -1) for week in weeks]
+        to_sum.update(chunk)
         if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
-            uncached.update(chunk)
             continue
         digest = hashlib.sha256(orjson.dumps(sorted(chunk.items()))).hexdigest()
         stamp = orjson.dumps([weeks, marks]).decode()
@@ -239,12 +240,18 @@ def _sums(
         ).fetchone()
         if cached is not None and cached[0] == stamp:
             rows += orjson.loads(cached[1])
-            continue
-        summed = [list(row) for row in _group(cursor, community_id, chunk, tree_size, postgres)]
-        rows += summed
-        if weeks[-1] < this_week:  # the current week's markers move with every batch
-            stores.append((community_id, digest, stamp, orjson.dumps(summed).decode()))
-    return rows + _group(cursor, community_id, uncached, tree_size, postgres)
+            for hour in chunk:
+                del to_sum[hour]
+        elif weeks[-1] < this_week:  # the current week's markers move with every batch
+            keep.update(dict.fromkeys(chunk.values(), (digest, stamp)))
+    kept: dict[tuple[str, str], list[list[Any]]] = {key: [] for key in keep.values()}
+    for row in _group(cursor, community_id, to_sum, tree_size, postgres):
+        rows.append(row)
+        if row[2] in keep:
+            kept[keep[row[2]]].append(list(row))
+    stores += [(community_id, digest, stamp, orjson.dumps(summed).decode())
+               for (digest, stamp), summed in kept.items()]  # fmt: skip
+    return rows
 
 
 def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
