@@ -66,6 +66,16 @@ UPSERT = (
     "last_idx = CASE WHEN excluded.last_idx > rollups.last_idx "
     "THEN excluded.last_idx ELSE rollups.last_idx END"
 )
+# A rollup's week marker (migration g0008): the highest log index any rollup of that
+# community's 7 UTC days was built from; a report's cached unit sums are valid while the
+# markers they were summed under are unchanged (gateway/routes/reports.py).
+WEEK_SECONDS = 604_800
+MARK_WEEK = (
+    "INSERT INTO rollup_weeks (community_id, week, changed_idx) VALUES (?, ?, ?) "
+    "ON CONFLICT (community_id, week) DO UPDATE SET changed_idx = CASE "
+    "WHEN excluded.changed_idx > rollup_weeks.changed_idx THEN excluded.changed_idx "
+    "ELSE rollup_weeks.changed_idx END"
+)
 THROUGH = "SELECT through_idx FROM rollup_progress WHERE id = 1"
 SET_THROUGH = "UPDATE rollup_progress SET through_idx = ? WHERE id = 1"
 LOGGED = (
@@ -141,7 +151,13 @@ class Rollups:
         communities: dict[str, str],
         through: int,
     ) -> None:
-        """One upsert for every (device, sensor, hour) touched, and the new progress mark."""
+        """One upsert for every (device, sensor, hour) touched, one per (community, week)
+        touched (its change marker), and the new progress mark."""
+        weeks: dict[tuple[str, int], int] = {}
+        for (device_id, _, hour), t in totals.items():
+            week = (communities[device_id], hour // WEEK_SECONDS)
+            if weeks.get(week, -1) < t.last_idx:
+                weeks[week] = t.last_idx
         rows = [
             (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
              t.peak_mw, t.peak_minute, t.first_idx, t.last_idx)
@@ -151,6 +167,8 @@ class Rollups:
             cursor.execute(UPSERT.format(JSON_ROWS), (orjson.dumps(rows).decode(),))
         elif rows:
             cursor.executemany(UPSERT.format(VALUES), rows)
+        if weeks:
+            cursor.executemany(MARK_WEEK, [(c, w, last) for (c, w), last in weeks.items()])
         cursor.execute(SET_THROUGH, (through,))
 
     # -- the append hook, catch-up and rebuild --------------------------------------------
@@ -221,6 +239,8 @@ class Rollups:
                     "hours cannot be recomputed from the log, so they are not rebuilt"
                 )
             cursor.execute("DELETE FROM rollups")
+            cursor.execute("DELETE FROM rollup_weeks")
+            cursor.execute("DELETE FROM report_units")
             entries = minutes = 0
             through = -1
             while True:

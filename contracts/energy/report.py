@@ -83,6 +83,8 @@ Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
 
 def kwh(mwh: int) -> str:
     """Integer milliwatt-hours as exact kWh text with 6 decimals."""
+    if mwh >= 0:  # the common case, without abs and a sign test (a day writes 8,000)
+        return f"{mwh // 1_000_000}.{mwh % 1_000_000:06d}"
     whole, fraction = divmod(abs(mwh), 1_000_000)
     return f"{'-' if mwh < 0 else ''}{whole}.{fraction:06d}"
 
@@ -119,6 +121,8 @@ class _Peak:
         """Higher power wins; ties go to the earliest minute, then device and sensor."""
         if other is None:
             return True
+        if self.mw != other.mw:  # the usual answer, without building tuples
+            return self.mw > other.mw
         mine = (-self.mw, self.minute or datetime.max.replace(tzinfo=UTC), self.device_id)
         theirs = (-other.mw, other.minute or datetime.max.replace(tzinfo=UTC), other.device_id)
         return (mine, self.sensor) < (theirs, other.sensor)
@@ -136,15 +140,19 @@ class _Tally:
 
     def add(self, other: _Tally) -> None:
         mine, theirs = self.mwh, other.mwh
-        for role in ENERGY_ROLES:
-            mine[role] += theirs[role]
+        mine["generation"] += theirs["generation"]  # ENERGY_ROLES, unrolled: the hot loop
+        mine["consumption"] += theirs["consumption"]
+        mine["grid_import"] += theirs["grid_import"]
+        mine["grid_export"] += theirs["grid_export"]
         self.present += other.present
         self.expected += other.expected
         peak = other.peak_demand
-        if peak is not None and peak.beats(self.peak_demand):
+        if peak is not None and (self.peak_demand is None or peak.beats(self.peak_demand)):
             self.peak_demand = peak
         peak = other.peak_generation
-        if peak is not None and peak.beats(self.peak_generation):
+        if peak is not None and (
+            self.peak_generation is None or peak.beats(self.peak_generation)
+        ):
             self.peak_generation = peak
 
 
@@ -199,49 +207,47 @@ class _Computed:
         )
         last = period.utc_end
         self.readings = 0
-        in_range = (
-            rollup
-            for hour in sorted(hour for hour in rollups if first <= hour < last)
-            for rollup in rollups[hour]
-        )
-        for rollup in in_range:
-            hour = rollup.hour
-            device = rollup.device_id
-            role = role_of.get((device, rollup.sensor))
-            if role is None:
-                continue
-            energy = rollup.energy_mwh or 0
-            if role == self.billed_role:
-                billed[device][hour] += energy
-            elif role == "grid_export":
-                exported[device][hour] += energy
-            index = bucket_of(hour)
-            if index < 0:
-                continue  # an hour before the period, needed only to fill tariff blocks
-            tally = self.tallies[index][device]
-            tally.mwh[role] += energy
+        billed_role = self.billed_role
+        elapsed = as_of - HOUR  # an hour starting by then has fully elapsed
+        for hour in sorted(hour for hour in rollups if first <= hour < last):
+            index = bucket_of(hour)  # < 0: before the period, needed only for tariff blocks
+            tallies = self.tallies[index] if index >= 0 else None
             # Only an hour that has not fully elapsed caps its minutes (a summed unit of
             # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
-            if hour + HOUR <= as_of:
-                tally.present += rollup.minutes
-            else:
-                tally.present += min(rollup.minutes, _elapsed_minutes(hour, hour + HOUR, as_of))
-            self.readings += rollup.minutes
-            if rollup.peak_mw is None or role == "grid_export":
-                continue
-            name = "peak_generation" if role == "generation" else "peak_demand"
-            best = getattr(tally, name)
-            if best is None or rollup.peak_mw > best.mw:
-                setattr(
-                    tally, name, _Peak(rollup.peak_mw, rollup.peak_minute, device, rollup.sensor)
-                )
-            elif rollup.peak_mw == best.mw and (
-                best.minute is None
-                or (rollup.peak_minute is not None and rollup.peak_minute <= best.minute)
-            ):
-                peak = _Peak(rollup.peak_mw, rollup.peak_minute, device, rollup.sensor)
-                if peak.beats(best):
-                    setattr(tally, name, peak)
+            cap = None if hour <= elapsed else _elapsed_minutes(hour, hour + HOUR, as_of)
+            for rollup in rollups[hour]:
+                device = rollup.device_id
+                role = role_of.get((device, rollup.sensor))
+                if role is None:
+                    continue
+                energy = rollup.energy_mwh or 0
+                if role == billed_role:
+                    billed[device][hour] += energy
+                elif role == "grid_export":
+                    exported[device][hour] += energy
+                if tallies is None:
+                    continue
+                tally = tallies[device]
+                tally.mwh[role] += energy
+                minutes = rollup.minutes
+                tally.present += minutes if cap is None else min(minutes, cap)
+                self.readings += minutes
+                mw = rollup.peak_mw
+                if mw is None or role == "grid_export":
+                    continue
+                best = tally.peak_generation if role == "generation" else tally.peak_demand
+                if best is not None and mw < best.mw:
+                    continue
+                peak = _Peak(mw, rollup.peak_minute, device, rollup.sensor)
+                if best is None or mw > best.mw or (
+                    (best.minute is None
+                     or (peak.minute is not None and peak.minute <= best.minute))
+                    and peak.beats(best)
+                ):  # fmt: skip
+                    if role == "generation":
+                        tally.peak_generation = peak
+                    else:
+                        tally.peak_demand = peak
 
         # Rounded cost parts: (device, part) -> one amount per bucket; part is an energy
         # period or "export_compensation"; the community's under device "".
@@ -388,6 +394,10 @@ class _Written:
         """`detail=False` (a comparison): only `total`, `readings` and `mwh` are filled."""
         period, devices = computed.period, computed.devices
         costed = computed.parts is not None
+        self.readings = computed.readings
+        if not detail:
+            self._total_only(computed)
+            return
         self.buckets: list[dict[str, Any]] = []
         self.device_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
         device_totals = {d: _Tally() for d in devices}
@@ -444,8 +454,34 @@ class _Written:
             if costed
             else None
         )
-        self.readings = computed.readings
         self.mwh = grand.mwh
+
+    def _total_only(self, computed: _Computed) -> None:
+        """The total as the detailed path writes it, each part summed over its buckets at
+        once (exact decimal sums: the order does not matter) instead of bucket by bucket."""
+        grand = _Tally()
+        for tallies in computed.tallies:
+            for tally in tallies.values():
+                grand.add(tally)
+        self.total = {**_energy_json(grand, computed.period)}
+        self.total.update(_ratios(grand.mwh, computed.declared))
+        self.mwh = grand.mwh
+        parts = computed.parts
+        if parts is None:
+            self.total["cost"] = None
+            return
+        device_parts = []
+        for device in computed.devices:
+            energy = {
+                part: sum(amounts, Decimal(0))
+                for part, amounts in computed.energy_parts.get(device, [])
+            }
+            export = parts.get((device, EXPORT))
+            exported = computed.zero if export is None else sum(export, Decimal(0))
+            device_parts.append({"energy": energy, "export_compensation": exported})
+        charges = {name: sum(parts[(COMMUNITY, name)], Decimal(0))
+                   for name in ("power_term", "fixed")}  # fmt: skip
+        self.total["cost"] = _cost_json(device_parts, charges)
 
 
 def _times(bucket: Bucket) -> dict[str, str]:

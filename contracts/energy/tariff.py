@@ -229,13 +229,12 @@ class Tariff(_Strict):
                 )
             if day in holidays:
                 schedule = calendar.days["holiday"]
-        priced = {}  # one PricedHour per period: the day's 24 hours share a few
-        hours = []
-        for hour in range(24):
-            span = next(s for s in calendar.schedules[schedule] if s.start <= hour < s.end)
-            if span.period not in priced:
-                priced[span.period] = PricedHour(version=version, period=span.period)
-            hours.append(priced[span.period])
+        priced: dict[str, PricedHour] = {}  # one per period: the day's 24 hours share a few
+        hours: list[PricedHour] = []
+        # Validated (Calendar._consistent) to cover hours 0-24 once, in any order.
+        for span in sorted(calendar.schedules[schedule], key=lambda span: span.start):
+            found = priced.setdefault(span.period, PricedHour(version, span.period))
+            hours += [found] * (span.end - span.start)
         return tuple(hours)
 
 

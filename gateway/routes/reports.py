@@ -11,15 +11,20 @@ N with the same arithmetic (contracts/energy/minute.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import operator
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from contracts.energy.aggregate import add, units
 from contracts.energy.csv import render_csv
@@ -36,7 +41,7 @@ from contracts.energy.provenance import (
 from contracts.energy.report import build_report, rollup_ranges
 from gateway.deps import GatewayDep, ReaderDep
 from gateway.problems import Problem
-from gateway.rollups import Rollups
+from gateway.rollups import WEEK_SECONDS, Rollups
 from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
@@ -138,28 +143,31 @@ def _registry(cursor: DriverCursor, tree_size: int) -> list[RegistryEntry]:
     return found
 
 
-def _sums(
+def _group(
     cursor: DriverCursor, community_id: str, unit_of: dict[int, int], tree_size: int,
     postgres: bool,
 ) -> list[Any]:  # fmt: skip
-    """The rollups below `tree_size` summed per (device, sensor, unit), as AGGREGATE's rows."""
-    sizes = Counter(unit_of.values())
-    single = {hour: unit for hour, unit in unit_of.items() if sizes[unit] == 1}
-    rows = [
-        row
-        for start, end in _spans(single)
-        for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
-    ]
-    unit_of = {hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}
+    """Rollups below `tree_size` summed per (device, sensor, unit) for units of 2+ hours."""
     if not unit_of:
-        return rows
+        return []
     if postgres:
+        # A unit whose hours fall in two spans comes back once from each: added up here as
+        # SQL would (SUM and MAX skip NULLs, SUM of NULLs alone is NULL).
+        merged: dict[tuple[str, str, int], list[Any]] = {}
         for start, end in _spans(unit_of):  # the periods' ranges, not the year between them
             span_units = [unit_of[hour] for hour in range(start, end, 3600)]
-            rows += cursor.execute(
+            for row in cursor.execute(
                 AGGREGATE, (span_units, start, community_id, start, end, tree_size)
-            ).fetchall()
-        return rows
+            ).fetchall():
+                known = merged.get((row[0], row[1], row[2]))
+                if known is None:
+                    merged[(row[0], row[1], row[2])] = list(row)
+                    continue
+                known[3] += row[3]
+                known[4] = _either(known[4], row[4], operator.add)
+                known[5] = _either(known[5], row[5], max)
+                known[6] = _either(known[6], row[6], max)
+        return list(merged.values())
     cursor.execute(
         "CREATE TEMP TABLE IF NOT EXISTS report_unit_hours (unit INTEGER, hour INTEGER, "
         "PRIMARY KEY (unit, hour)) WITHOUT ROWID"
@@ -168,11 +176,82 @@ def _sums(
     cursor.executemany(
         "INSERT INTO report_unit_hours VALUES (?, ?)", [(u, h) for h, u in unit_of.items()]
     )
-    return rows + [
+    return [
         row
         for unit in sorted(set(unit_of.values()))
         for row in cursor.execute(UNIT_AGGREGATE, (community_id, unit, tree_size)).fetchall()
     ]
+
+
+def _either(known: Any, more: Any, combine: Callable[[Any, Any], Any]) -> Any:
+    """Two partial SUMs or MAXes of SQL combined, NULL standing for no value."""
+    if known is None or more is None:
+        return more if known is None else known
+    return combine(known, more)
+
+
+def _chunks(unit_of: dict[int, int], zone: ZoneInfo) -> list[dict[int, int]]:
+    """`unit_of` split by the local month of each unit's first hour, in time order: what
+    `report_units` caches one row of. A unit never leaves its local month
+    (contracts/energy/aggregate.py), so a chunk is a month's hours, one span to sum."""
+    month_of: dict[int, tuple[int, int]] = {}
+    chunks: dict[tuple[int, int], dict[int, int]] = {}
+    for hour, unit in sorted(unit_of.items()):
+        month = month_of.get(unit)
+        if month is None:
+            first = datetime.fromtimestamp(unit, zone)
+            month = month_of[unit] = (first.year, first.month)
+        chunks.setdefault(month, {})[hour] = unit
+    return list(chunks.values())
+
+
+def _sums(
+    cursor: DriverCursor, community_id: str, unit_of: dict[int, int], tree_size: int,
+    postgres: bool, markers: dict[int, int], stores: list[tuple[str, str, str, str]],
+    zone: ZoneInfo,
+) -> list[Any]:  # fmt: skip
+    """The rollups below `tree_size` summed per (device, sensor, unit), as AGGREGATE's rows.
+
+    A chunk of units whose weeks' markers (`rollup_weeks`) are all below `tree_size` has no
+    rollup the checkpoint does not cover; its sums are read from `report_units` when they
+    were summed under the same markers (no rollup of those weeks changed since), else summed
+    here and appended to `stores` for `compute` to keep once its weeks are over."""
+    sizes = Counter(unit_of.values())
+    single = {hour: unit for hour, unit in unit_of.items() if sizes[unit] == 1}
+    rows = [
+        row
+        for start, end in _spans(single)
+        for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
+    ]
+    this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
+    to_sum: dict[int, int] = {}  # the hours summed here, in one _group (a few queries)
+    keep: dict[int, tuple[str, str]] = {}  # a unit of a chunk to keep -> (digest, markers)
+    for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}, zone):
+        weeks = sorted({hour // WEEK_SECONDS for hour in chunk})
+        marks = [markers.get(week, -1) for week in weeks]
+        to_sum.update(chunk)
+        if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
+            continue
+        digest = hashlib.sha256(orjson.dumps(sorted(chunk.items()))).hexdigest()
+        stamp = orjson.dumps([weeks, marks]).decode()
+        cached = cursor.execute(
+            "SELECT markers, sums FROM report_units WHERE community_id = ? AND chunk_sha256 = ?",
+            (community_id, digest),
+        ).fetchone()
+        if cached is not None and cached[0] == stamp:
+            rows += orjson.loads(cached[1])
+            for hour in chunk:
+                del to_sum[hour]
+        elif weeks[-1] < this_week:  # the current week's markers move with every batch
+            keep.update(dict.fromkeys(chunk.values(), (digest, stamp)))
+    kept: dict[tuple[str, str], list[list[Any]]] = {key: [] for key in keep.values()}
+    for row in _group(cursor, community_id, to_sum, tree_size, postgres):
+        rows.append(row)
+        if row[2] in keep:
+            kept[keep[row[2]]].append(list(row))
+    stores += [(community_id, digest, stamp, orjson.dumps(summed).decode())
+               for (digest, stamp), summed in kept.items()]  # fmt: skip
+    return rows
 
 
 def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
@@ -188,13 +267,23 @@ def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
 
 def _rollups(
     cursor: DriverCursor, inputs: CommunityInputs, unit_of: dict[int, int], tree_size: int,
-    postgres: bool,
+    postgres: bool, stores: list[tuple[str, str, str, str]],
 ) -> list[HourlyRollup]:  # fmt: skip
     """The community's rollups summed per unit, as the log up to `tree_size` builds them."""
     if not unit_of:
         return []
+    markers = dict(
+        cursor.execute(
+            "SELECT week, changed_idx FROM rollup_weeks WHERE community_id = ? "
+            "AND week >= ? AND week <= ?",
+            (inputs.community_id, min(unit_of) // WEEK_SECONDS, max(unit_of) // WEEK_SECONDS),
+        ).fetchall()
+    )
     sums: dict[HourKey, HourTotals] = {}
-    rows = _sums(cursor, inputs.community_id, unit_of, tree_size, postgres)
+    rows = _sums(
+        cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores,
+        zone_named(inputs.time_zone),
+    )  # fmt: skip
     for device, sensor, unit, minutes, mwh, peak, ranked in rows:
         if peak is None:
             peak_at = None
@@ -210,9 +299,12 @@ def _rollups(
             int(minutes), None if mwh is None else int(mwh), peak, peak_at, 0, 0
         )
     # Rollups touched by an entry the checkpoint does not cover: recomputed from the log.
+    # Only the weeks whose marker reaches the checkpoint can hold one.
+    newer = {hour: unit for hour, unit in unit_of.items()
+             if markers.get(hour // WEEK_SECONDS, -1) >= tree_size}  # fmt: skip
     dirty = [
         row
-        for start, end in _spans(unit_of)
+        for start, end in _spans(newer)
         for row in cursor.execute(
             "SELECT device_id, sensor, hour, first_idx FROM rollups WHERE community_id = ? "
             "AND hour >= ? AND hour < ? AND last_idx >= ?",
@@ -245,7 +337,28 @@ def _rollups(
                 known = sums[unit_key] = HourTotals(0, None, None, None, part.first_idx,
                                                     part.last_idx)  # fmt: skip
             add(known, part)
-    return [hourly_rollup(key, sums[key]) for key in sorted(sums)]
+    moments: dict[int, datetime] = {}  # a day's 4,320 rollups share 72 hours: convert once
+
+    def moment(seconds: int) -> datetime:
+        found = moments.get(seconds)
+        if found is None:
+            found = moments[seconds] = datetime.fromtimestamp(seconds, UTC)
+        return found
+
+    return [
+        HourlyRollup(
+            device_id=device,
+            sensor=sensor,
+            hour=moment(hour),
+            minutes=t.minutes,
+            energy_mwh=t.energy_mwh,
+            peak_mw=t.peak_mw,
+            peak_minute=None if t.peak_minute is None else moment(t.peak_minute),
+            first_idx=t.first_idx,
+            last_idx=t.last_idx,
+        )
+        for (device, sensor, hour), t in sorted(sums.items())
+    ]
 
 
 def _entries_used(
@@ -287,9 +400,14 @@ def compute(
     options = {"isolation_level": SNAPSHOT[engine.dialect.name]} if (
         engine.dialect.name in SNAPSHOT) else {}  # fmt: skip
     for attempt in range(2):
+        stores: list[tuple[str, str, str, str]] = []
         with engine.connect().execution_options(**options) as conn, conn.begin():
-            report = _compute_in(conn, community_id, period_args, with_entries=with_entries)
+            report = _compute_in(
+                conn, community_id, period_args, with_entries=with_entries, stores=stores
+            )
         if report is not None:
+            if stores:
+                _keep(engine, stores)
             return report
         if attempt == 0:  # entries were appended without the rollup hook: fold them in
             Rollups(engine, gateway.directory).catch_up()
@@ -297,9 +415,25 @@ def compute(
                   headers={"Retry-After": "1"})  # fmt: skip
 
 
+def _keep(engine: Engine, stores: list[tuple[str, str, str, str]]) -> None:
+    """Keep unit sums for the next report, in a write transaction of their own: each row
+    carries the markers it was summed under, so one stale by now is simply never used."""
+    upsert = (
+        "INSERT INTO report_units (community_id, chunk_sha256, markers, sums) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (community_id, chunk_sha256) DO UPDATE SET "
+        "markers = excluded.markers, sums = excluded.sums"
+    )
+    try:
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            DriverCursor(conn).executemany(upsert, stores)
+    except OperationalError:  # the writer held the lock too long: the report stands anyway
+        pass
+
+
 def _compute_in(
-    conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool
-) -> dict[str, Any] | None:
+    conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool,
+    stores: list[tuple[str, str, str, str]],
+) -> dict[str, Any] | None:  # fmt: skip
     cursor = DriverCursor(conn)
     if conn.dialect.name == "postgresql":
         # A year's GROUP BY over a million rollups: sorted on disk with the default 4 MB,
@@ -331,7 +465,7 @@ def _compute_in(
     as_of = datetime.now(UTC).replace(second=0, microsecond=0)
     unit_of = units(period, inputs.tariff, as_of)
     postgres = conn.dialect.name == "postgresql"
-    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres)
+    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres, stores)
     report = build_report(
         rollups=rollups, roles=inputs.roles, period=period, tariff=inputs.tariff,
         contracted_kw=inputs.contracted_kw, as_of=as_of,

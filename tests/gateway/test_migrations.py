@@ -93,3 +93,19 @@ def test_rollups_are_rekeyed_by_community_and_hour_and_back(database_url: str) -
             ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2)
         ]
     engine.dispose()
+
+
+def test_week_markers_are_computed_for_rollups_already_written(database_url: str) -> None:
+    engine = open_engine(database_url)
+    migrate(engine, "g0007")
+    later = "('d1', 1209600, 'meter', 'c1', 5, 10, 20, 1209660, 7, 9)"  # week 2
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}, {later}"))
+    migrate(engine, "g0008")
+    with engine.connect() as conn:
+        weeks = conn.execute(text("SELECT * FROM rollup_weeks ORDER BY week")).all()
+        assert [tuple(w) for w in weeks] == [("c1", 0, 2), ("c1", 2, 9)]
+        assert conn.execute(text("SELECT count(*) FROM report_units")).scalar_one() == 0
+    migrate(engine, "g0007", down=True)
+    assert not {"rollup_weeks", "report_units"} & set(inspect(engine).get_table_names())
+    engine.dispose()

@@ -341,9 +341,102 @@ def test_a_peak_too_large_to_rank_in_sql(gateway: Gateway, community: dict[str, 
                     ),
                     {"h": hour + offset, "p": peak, "m": hour + offset + 17 * 60},
                 )
+            # What Rollups._store does with every row it writes: raise the week's marker, so
+            # no report_units row summed before this insert is used after it.
+            conn.execute(text("UPDATE rollup_weeks SET changed_idx = changed_idx + 1 "
+                              "WHERE community_id = 'hoa-rep' AND week = :w"),
+                         {"w": hour // 604800})  # fmt: skip
+        report = get_report(gateway, period="week", date="2026-03-11").json()
+        peak = report["total"]["peak_demand"]
+        assert peak["kW"] == f"{huge // 10**6}.{huge % 10**6:06d}"
+        assert peak["at"] == "2026-03-11T11:17:00+01:00"  # the earlier of the two equal peaks
+    finally:  # rows with no entry behind them: gone, so later reports verify against the log
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            conn.execute(text("DELETE FROM rollups WHERE hour >= :h AND hour < :e "
+                              "AND first_idx = 0 AND last_idx = 0"),
+                         {"h": hour, "e": hour + 3 * 3600})  # fmt: skip
+            conn.execute(text("UPDATE rollup_weeks SET changed_idx = changed_idx + 1 "
+                              "WHERE community_id = 'hoa-rep' AND week = :w"),
+                         {"w": hour // 604800})  # fmt: skip
+        engine.dispose()
+
+
+def test_cached_unit_sums_equal_a_recomputation(
+    gateway: Gateway, community: dict[str, Any], audit_key: str, tmp_path: Path
+) -> None:
+    """Reports that read unit sums kept in report_units equal the same reports summed from
+    the hourly rollups, after random late minutes into old months, a tariff change and a
+    role change; the year's report passes `patio report verify`."""
+    from sqlalchemy import text
+
+    from ledger.storage import database_url, open_engine
+
+    engine = open_engine(
+        database_url(gateway.env.get("PATIO_DATABASE_URL"), gateway.data_dir), migrate=False
+    )
+    queries = [{"period": "year", "date": "2026-03-10"}, {"period": "month", "date": "2026-03-10"},
+               {"period": "year", "date": "2027-02-01"}]  # fmt: skip
+
+    def three(params: dict[str, str]) -> list[dict[str, Any]]:
+        """The report with what report_units holds, again with what that request kept, and
+        with report_units emptied; the same as_of (minute) for all three."""
+        for _ in range(3):
+            reports = [get_report(gateway, **params), get_report(gateway, **params)]
+            with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+                conn.execute(text("DELETE FROM report_units"))
+            reports.append(get_report(gateway, **params))
+            assert all(r.status_code == 200 for r in reports), reports[-1].text
+            found = [r.json() for r in reports]
+            if len({r["as_of"] for r in found}) == 1:
+                return found
+        raise AssertionError("the minute changed during every attempt")
+
+    def check(params: dict[str, str]) -> dict[str, Any]:
+        first, cached, uncached = three(params)
+        assert first == uncached and cached == uncached
+        return uncached
+
+    try:
+        before = [check(q) for q in queries]
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM report_units")).scalar_one() > 0
+
+        rng = random.Random(8)
+        key = community["keys"]["panel-1"]
+        late = [
+            envelope(key, "panel-1", at, 200_000 + n, rng)
+            for n, at in enumerate(sorted(
+                {DAY + timedelta(hours=14, minutes=rng.randrange(6 * 60)) for _ in range(20)}
+                | {datetime(2026, 1, day, 9, tzinfo=UTC)  # P1 hours of two days: one unit
+                   + timedelta(minutes=rng.randrange(240)) for day in (15, 20) for _ in range(5)}))
+        ]  # fmt: skip
+        post(gateway, late)  # late minutes into old months, after their sums were kept
+        gateway.seal()
+        after = [check(q) for q in queries]
+        assert after[0]["total"]["generated_kWh"] != before[0]["total"]["generated_kWh"]
+
+        tariff = json.loads((TARIFFS / "es-2.0td.json").read_text())
+        changed = copy.deepcopy(tariff["versions"][-1])  # from 2027 workdays are P3 all day
+        changed["calendar"]["schedules"]["workday"] = [{"start": 0, "end": 24, "period": "P3"}]
+        tariff["versions"][-1]["valid_to"] = changed["valid_from"] = "2027-01-01"
+        tariff["versions"].append(changed)
+        reply = gateway.admin.put("/v1/communities/hoa-rep/tariff", json={
+            "tariff": tariff, "contracted_kW": {"P1": "4.6", "P2": "4.6"}})  # fmt: skip
+        assert reply.status_code in (200, 201), reply.text
+        gateway.seal()
+        retariffed = [check(q) for q in queries]
+        assert retariffed[2]["provenance"]["inputs"] != after[2]["provenance"]["inputs"]
+
+        reply = gateway.admin.post("/v1/devices/panel-1/profile", json={"profile": {
+            "sensors": {"pv_w": {"role": "consumption", "unit": "W"}}}})  # fmt: skip
+        assert reply.status_code in (200, 201), reply.text
+        gateway.seal()
+        reroled = [check(q) for q in queries]
+        assert reroled[0]["total"]["generated_kWh"] == "0.000000"
+
+        path = tmp_path / "year.json"
+        path.write_text(get_report(gateway, period="year", date="2026-03-10", entries="true").text)
+        done = verify(gateway, path, "--gateway", gateway.url, key=audit_key)
+        assert done.returncode == 0, done.stdout + done.stderr
     finally:
         engine.dispose()
-    report = get_report(gateway, period="week", date="2026-03-11").json()
-    peak = report["total"]["peak_demand"]
-    assert peak["kW"] == f"{huge // 10**6}.{huge % 10**6:06d}"
-    assert peak["at"] == "2026-03-11T11:17:00+01:00"  # the earlier of the two equal peaks

@@ -185,13 +185,22 @@ def stored(place: Place) -> list[HourlyRollup]:
 
 
 def raw_rows(place: Place) -> list[tuple[Any, ...]]:
-    """Every column of every rollup row, and the progress mark."""
+    """Every column of every rollup row, the progress mark and the week markers, after
+    checking each week's marker is the highest last_idx of its rollups."""
     engine = place.engine()
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT * FROM rollups ORDER BY device_id, hour, sensor"))
             through = conn.execute(text("SELECT through_idx FROM rollup_progress")).all()
-            return [tuple(row) for row in rows] + [tuple(r) for r in through]
+            weeks = conn.execute(
+                text("SELECT * FROM rollup_weeks ORDER BY community_id, week")
+            ).all()
+            expected = conn.execute(
+                text("SELECT community_id, hour / 604800, max(last_idx) FROM rollups "
+                     "GROUP BY community_id, hour / 604800 ORDER BY 1, 2")
+            ).all()  # fmt: skip
+            assert [tuple(w) for w in weeks] == [tuple(e) for e in expected]
+            return [tuple(row) for row in rows] + [tuple(r) for r in through + weeks]
     finally:
         engine.dispose()
 
@@ -220,6 +229,7 @@ def test_rollups_equal_a_recomputation(place: Place) -> None:
         assert statuses.count("duplicate") == 30
         assert statuses.count("rejected") == len(conflicting) > 0
         assert stored(place) == before == recomputed(place)
+        raw_rows(place)  # the week markers follow the rollups
 
         # Entries appended beside the gateway leave a gap the next commit fills.
         append_directly(place, fleet.minutes(20))
@@ -245,12 +255,26 @@ def test_rollups_equal_a_recomputation(place: Place) -> None:
         assert any(r.minutes < 60 for r in caught_up if r.hour < FIRST_HOUR + timedelta(hours=2))
         rows = raw_rows(place)
 
-        # `patio reports rebuild` recomputes the same rows while the gateway runs.
+        # `patio reports rebuild` recomputes the same rows while the gateway runs, and
+        # forgets every report's kept unit sums.
+        engine = place.engine()
+        try:
+            with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+                conn.execute(text("INSERT INTO report_units VALUES ('c', 'sha', '[]', '[]')"))
+        finally:
+            engine.dispose()
         result = patio("reports", "rebuild", env=server.env)
         assert result.stdout.startswith(f"rebuilt {len(caught_up)} hourly rollups from "), result
         assert raw_rows(place) == rows
+        engine = place.engine()
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM report_units")).scalar_one() == 0
+        finally:
+            engine.dispose()
         submit(server, fleet.minutes(10), rng)
         assert stored(place) == recomputed(place)
+        raw_rows(place)
     finally:
         server.stop()
 
