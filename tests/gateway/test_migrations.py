@@ -93,3 +93,21 @@ def test_rollups_are_rekeyed_by_community_and_hour_and_back(database_url: str) -
             ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2)
         ]
     engine.dispose()
+
+
+def test_rollups_without_energy_or_power_are_deleted(database_url: str) -> None:
+    engine = open_engine(database_url)
+    migrate(engine, "g0008")
+    kept = ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2)
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}"))
+        conn.execute(
+            text(
+                f"INSERT INTO rollups ({COLUMNS}) "
+                "VALUES ('d1', 3600, 'water', 'c1', 5, NULL, NULL, NULL, 1, 2)"
+            )
+        )
+    migrate(engine, "g0009")
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT {COLUMNS} FROM rollups")).all() == [kept]
+    engine.dispose()
