@@ -204,20 +204,15 @@ def add_entry(totals: dict[HourKey, HourTotals], index: int, device_id: str, pay
     hour = minute - minute % HOUR
     for sensor, reading in readings.items():
         found = _reading(reading) if isinstance(sensor, str) else None
-        if found is None:
+        # Only minutes with energy or power are rolled up: a report reads nothing else
+        # (temperatures, switches and unusable readings would be rows no report reads).
+        if found is None or (found[1] is None and found[2] is None):
             continue
         key = (device_id, sensor, hour)
         known = totals.get(key)
         if known is None:
             totals[key] = known = HourTotals(0, None, None, None, index, index)
-        if found[1] is None and found[2] is None:  # the common case, without a call
-            known.minutes += found[0]
-            if index < known.first_idx:
-                known.first_idx = index
-            elif index > known.last_idx:
-                known.last_idx = index
-        else:
-            known.add(index, minute, *found)
+        known.add(index, minute, *found)
 
 
 def _utc(seconds: int | None) -> datetime | None:

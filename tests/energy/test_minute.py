@@ -173,6 +173,14 @@ def test_equal_peaks_take_the_earliest_minute_in_any_order() -> None:
         assert hour.peak_minute == HOUR.replace(minute=10)
 
 
-def test_temperature_hour_has_no_energy() -> None:
-    [hour] = rollups([(0, "d1", payload("2026-11-22T10:00:00Z", t=gauge("Cel", 21.0)))])
-    assert (hour.minutes, hour.energy_mwh, hour.peak_mw, hour.peak_minute) == (1, None, None, None)
+def test_only_minutes_with_energy_or_power_are_rolled_up() -> None:
+    minute = payload(
+        "2026-11-22T10:00:00Z",
+        t=gauge("Cel", 21.0),
+        pump={"unit": "bool", "any": True, "on_fraction": 0.5},
+        silent={"unit": "W", "n": 0, "missing": 12},
+        absurd={"unit": "Wh", "sum": 10.0**13},
+        pv=gauge("W", 600.0),
+    )
+    [hour] = rollups([(0, "d1", minute)])
+    assert (hour.sensor, hour.minutes, hour.energy_mwh) == ("pv", 1, 10_000)

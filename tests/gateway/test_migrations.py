@@ -1,4 +1,4 @@
-"""The gateway's migrations g0003 and g0007 on databases that already hold data."""
+"""The gateway's migrations g0003, g0007, g0008 and g0009 on databases that already hold data."""
 
 from __future__ import annotations
 
@@ -108,4 +108,22 @@ def test_week_markers_are_computed_for_rollups_already_written(database_url: str
         assert conn.execute(text("SELECT count(*) FROM report_units")).scalar_one() == 0
     migrate(engine, "g0007", down=True)
     assert not {"rollup_weeks", "report_units"} & set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_rollups_without_energy_or_power_are_deleted(database_url: str) -> None:
+    engine = open_engine(database_url)
+    migrate(engine, "g0008")
+    kept = ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2)
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}"))
+        conn.execute(
+            text(
+                f"INSERT INTO rollups ({COLUMNS}) "
+                "VALUES ('d1', 3600, 'water', 'c1', 5, NULL, NULL, NULL, 1, 2)"
+            )
+        )
+    migrate(engine, "g0009")
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT {COLUMNS} FROM rollups")).all() == [kept]
     engine.dispose()
