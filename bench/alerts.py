@@ -16,37 +16,24 @@ import cProfile
 import pstats
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.gateway import BENCH_RULES
 from bench.ledger import signed
+from bench.retention import COMMUNITY, register
 from gateway.alerts.channels import Sender
 from gateway.alerts.evaluator import Evaluator
 from gateway.alerts.rules import RuleSpec
 from gateway.alerts.tables import alert_rules
-from gateway.store import communities, devices, upgrade
-from ledger.encoding import rfc3339_utc
+from gateway.store import upgrade
 from ledger.keys import NamedKey
 from ledger.log import Log
-
-COMMUNITY = "bench-hoa"
 
 
 def setup(log: Log, device_count: int) -> list[NamedKey]:
     """The community, its devices and the bench's rules."""
-    keys = [NamedKey.generate(f"bench-{d:03d}") for d in range(device_count)]
-    now = rfc3339_utc(datetime.now(UTC))
     with log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-        conn.execute(communities.insert().values(id=COMMUNITY, name=COMMUNITY, created_at=now))
-        conn.execute(
-            devices.insert(),
-            [
-                {"id": k.name, "community_id": COMMUNITY, "public_key": k.public_key_b64,
-                 "created_at": now}
-                for k in keys
-            ],
-        )  # fmt: skip
+        keys = register(conn, device_count)
         for rule in BENCH_RULES:
             spec = RuleSpec.model_validate(rule)
             conn.execute(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from gateway import retention
 from gateway.store import communities, devices, upgrade
@@ -111,20 +111,26 @@ def minute_payload(device: str, seq: int, start: int) -> dict[str, Any]:
     }
 
 
+def register(conn: Connection, device_count: int) -> list[NamedKey]:
+    """The bench community and `device_count` new devices in the gateway's tables."""
+    keys = [NamedKey.generate(f"bench-{d:03d}") for d in range(device_count)]
+    now = rfc3339_utc(datetime.now(UTC))
+    conn.execute(communities.insert().values(id=COMMUNITY, name=COMMUNITY, created_at=now))
+    conn.execute(
+        devices.insert(),
+        [
+            {"id": k.name, "community_id": COMMUNITY, "public_key": k.public_key_b64,
+             "created_at": now}
+            for k in keys
+        ],
+    )  # fmt: skip
+    return keys
+
+
 def build(log: Log, *, device_count: int, days: int, workers: int) -> int:
     """Append `days` of minutes for each device, day by day, oldest first."""
-    keys = [NamedKey.generate(f"bench-{d:03d}") for d in range(device_count)]
     with log.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-        now = rfc3339_utc(datetime.now(UTC))
-        conn.execute(communities.insert().values(id=COMMUNITY, name=COMMUNITY, created_at=now))
-        conn.execute(
-            devices.insert(),
-            [
-                {"id": k.name, "community_id": COMMUNITY, "public_key": k.public_key_b64,
-                 "created_at": now}
-                for k in keys
-            ],
-        )  # fmt: skip
+        keys = register(conn, device_count)
     first_minute = (int(time.time()) // 86400 - days - 1) * 86400
     jobs = [
         (day, first_minute, keys[d].to_text()) for day in range(days) for d in range(device_count)
