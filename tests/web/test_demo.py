@@ -26,6 +26,7 @@ from tests.docs.fenced import (
     session_env,
     wait_until_none_in,
 )
+from tests.wait import wait_until
 from tests.web.conftest import Tab
 
 DEMO_TIMEOUT = 1200  # a limit for a hung demo on a loaded machine, not a speed expectation
@@ -124,6 +125,10 @@ def test_make_run_shows_a_live_community_with_30_days_of_reports(
             assert float(report.json()["total"]["consumed_kWh"]) == 0
             os.kill(back_fill, signal.SIGCONT)
             read_until(shell.stdout, r"back-filled \d+ days of \d+ devices")
+            # Reports are computed at the latest checkpoint: wait for one sealed after the
+            # back-fill's last batch was acknowledged, so every day it sent is in the report.
+            sealed = sealed_size(client)
+            wait_until(lambda: sealed_size(client) > sealed, 180, "a seal after the back-fill")
 
             latest = client.get(f"/v1/communities/{COMMUNITY['id']}/latest").json()
             now = datetime.now(UTC)
@@ -245,3 +250,10 @@ def test_stopping_make_run_leaves_no_process_behind(tmp_path: Path, how: str) ->
             os.kill(demo, signal.SIGKILL)
         shell.wait(timeout=60)
     assert wait_until_none_in(clone) == []
+
+
+def sealed_size(client: httpx.Client) -> int:
+    """The tree size of the gateway's latest checkpoint (the note's second line)."""
+    reply = client.get("/v1/checkpoint")
+    assert reply.status_code == 200, reply.text
+    return int(reply.text.splitlines()[1])
