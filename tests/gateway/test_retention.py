@@ -38,21 +38,20 @@ def _old_entries(
     """Entries of `key`'s device as if the gateway had received them at `received`, written
     while the gateway is stopped (its start indexes them)."""
     log = Log.open(url=database_url_for(database, data_dir), signer=None, origin="test")
-    subs = []
-    for seq in seqs:
-        payload = minute(key.name, seq)
-        subs.append(
-            Submission(
-                contract="energy_minute@1",
-                payload=payload,
-                sig=key.sign_payload(payload),
-                device_id=key.name,
-                seq=seq,
-                minute=payload["start"],
-            )
-        )
-    log.append(subs, now=received)
+    log.append([_signed(key, minute(key.name, seq)) for seq in seqs], now=received)
     log.engine.dispose()
+
+
+def _signed(key: NamedKey, payload: dict[str, Any]) -> Submission:
+    """`payload` signed by `key`, as the energy_minute contract hands it to the log."""
+    return Submission(
+        contract="energy_minute@1",
+        payload=payload,
+        sig=key.sign_payload(payload),
+        device_id=key.name,
+        seq=payload["seq"],
+        minute=payload["start"],
+    )
 
 
 def _resend_changed(
@@ -62,15 +61,7 @@ def _resend_changed(
     received at `received` (written while the gateway is stopped)."""
     log = Log.open(url=database_url_for(database, data_dir), signer=None, origin="test")
     payload = minute(key.name, seq, readings={"m": {"unit": "Wh", "sum": 1.0}})
-    sub = Submission(
-        contract="energy_minute@1",
-        payload=payload,
-        sig=key.sign_payload(payload),
-        device_id=key.name,
-        seq=seq,
-        minute=payload["start"],
-    )
-    [outcome] = log.append([sub], now=received)
+    [outcome] = log.append([_signed(key, payload)], now=received)
     assert not isinstance(outcome, Appended), outcome
     log.engine.dispose()
 
