@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, kw_only=True)
-class HourlyRollup:
+class HourlyRollup(NamedTuple):
     """What the minutes of one (device, sensor, UTC hour) add up to.
 
     `energy_mwh` is None for a sensor that measures no energy (a temperature, a switch);
     missing minutes are `60 - minutes`, never filled with zero. `first_idx` and `last_idx`
-    are the lowest and highest log indexes the rollup was built from.
+    are the lowest and highest log indexes the rollup was built from. A named tuple, not a
+    dataclass: a day's report builds 4,320 of them, at a third of a frozen dataclass's cost.
     """
 
     device_id: str

@@ -53,11 +53,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from contracts.energy.cost import (
     COMMUNITY,
@@ -110,7 +111,7 @@ def rollup_ranges(period: Period, tariff: Tariff | None) -> list[tuple[datetime,
     return merged
 
 
-@dataclass
+@dataclass(slots=True)
 class _Peak:
     mw: int
     minute: datetime | None
@@ -128,15 +129,18 @@ class _Peak:
         return (mine, self.sensor) < (theirs, other.sensor)
 
 
-@dataclass
 class _Tally:
     """Sums for one device (or the community) over one bucket."""
 
-    mwh: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENERGY_ROLES, 0))
-    present: int = 0
-    expected: int = 0
-    peak_demand: _Peak | None = None
-    peak_generation: _Peak | None = None
+    __slots__ = ("expected", "mwh", "peak_demand", "peak_generation", "present")
+
+    def __init__(self) -> None:
+        # ENERGY_ROLES, written out: a day's report makes 3,600 tallies
+        self.mwh = {"generation": 0, "consumption": 0, "grid_import": 0, "grid_export": 0}
+        self.present = 0
+        self.expected = 0
+        self.peak_demand: _Peak | None = None
+        self.peak_generation: _Peak | None = None
 
     def add(self, other: _Tally) -> None:
         mine, theirs = self.mwh, other.mwh
@@ -150,9 +154,7 @@ class _Tally:
         if peak is not None and (self.peak_demand is None or peak.beats(self.peak_demand)):
             self.peak_demand = peak
         peak = other.peak_generation
-        if peak is not None and (
-            self.peak_generation is None or peak.beats(self.peak_generation)
-        ):
+        if peak is not None and (self.peak_generation is None or peak.beats(self.peak_generation)):
             self.peak_generation = peak
 
 
@@ -168,7 +170,10 @@ class _Computed:
         tariff: Tariff | None,
         contracted_kw: Mapping[str, Decimal],
         as_of: datetime,
+        per_device: bool = True,
     ) -> None:
+        """`per_device=False` (a comparison, whose total alone is written): the devices of
+        a bucket share one tally, `tallies[i][device]` being the same for every device."""
         self.period = period
         self.buckets = period.buckets()
         self.tariff = tariff
@@ -180,7 +185,13 @@ class _Computed:
         declared = {role for sensors in roles.values() for role in sensors.values()}
         self.declared = declared
         self.billed_role = "grid_import" if "grid_import" in declared else "consumption"
-        self.tallies = [{device: _Tally() for device in self.devices} for _ in self.buckets]
+        self.per_device = per_device
+        self.tallies = [
+            {device: _Tally() for device in self.devices}
+            if per_device
+            else dict.fromkeys(self.devices, _Tally())
+            for _ in self.buckets
+        ]
         bucket_of = BucketFinder(self.buckets)
 
         sensors = {
@@ -190,7 +201,7 @@ class _Computed:
         for i, bucket in enumerate(self.buckets):
             minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
             for device, tally in self.tallies[i].items():
-                tally.expected = sensors[device] * minutes
+                tally.expected += sensors[device] * minutes
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
@@ -206,7 +217,7 @@ class _Computed:
             else costing_start(tariff, period.zone, period.utc_start)
         )
         last = period.utc_end
-        self.readings = 0
+        readings = 0
         billed_role = self.billed_role
         elapsed = as_of - HOUR  # an hour starting by then has fully elapsed
         for hour in sorted(hour for hour in rollups if first <= hour < last):
@@ -215,12 +226,11 @@ class _Computed:
             # Only an hour that has not fully elapsed caps its minutes (a summed unit of
             # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
             cap = None if hour <= elapsed else _elapsed_minutes(hour, hour + HOUR, as_of)
-            for rollup in rollups[hour]:
-                device = rollup.device_id
-                role = role_of.get((device, rollup.sensor))
+            for device, sensor, _, minutes, mwh, mw, minute, _, _ in rollups[hour]:
+                role = role_of.get((device, sensor))
                 if role is None:
                     continue
-                energy = rollup.energy_mwh or 0
+                energy = mwh or 0
                 if role == billed_role:
                     billed[device][hour] += energy
                 elif role == "grid_export":
@@ -229,16 +239,14 @@ class _Computed:
                     continue
                 tally = tallies[device]
                 tally.mwh[role] += energy
-                minutes = rollup.minutes
                 tally.present += minutes if cap is None else min(minutes, cap)
-                self.readings += minutes
-                mw = rollup.peak_mw
+                readings += minutes
                 if mw is None or role == "grid_export":
                     continue
                 best = tally.peak_generation if role == "generation" else tally.peak_demand
                 if best is not None and mw < best.mw:
                     continue
-                peak = _Peak(mw, rollup.peak_minute, device, rollup.sensor)
+                peak = _Peak(mw, minute, device, sensor)
                 if best is None or mw > best.mw or (
                     (best.minute is None
                      or (peak.minute is not None and peak.minute <= best.minute))
@@ -248,6 +256,7 @@ class _Computed:
                         tally.peak_generation = peak
                     else:
                         tally.peak_demand = peak
+        self.readings = readings
 
         # Rounded cost parts: (device, part) -> one amount per bucket; part is an energy
         # period or "export_compensation"; the community's under device "".
@@ -268,14 +277,6 @@ class _Computed:
             for (owner, part), amounts in sorted(self.parts.items()):
                 if owner != COMMUNITY and part != EXPORT:
                     self.energy_parts[owner].append((part, amounts))
-
-    def device_cost(self, index: int, device: str) -> dict[str, Any] | None:
-        """A device's rounded cost parts in one bucket."""
-        if self.parts is None:
-            return None
-        energy = {part: amounts[index] for part, amounts in self.energy_parts.get(device, [])}
-        export = self.parts.get((device, EXPORT))
-        return {"energy": energy, "export_compensation": export[index] if export else self.zero}
 
     def community_cost(self, index: int) -> dict[str, Decimal] | None:
         """The community's rounded charges in one bucket."""
@@ -321,18 +322,25 @@ def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, s
     return {"self_consumption": production, "self_sufficiency": consumption}
 
 
-def _peak_json(peak: _Peak | None, period: Period) -> dict[str, str | None] | None:
+def _peak_json(
+    peak: _Peak | None, zone: ZoneInfo, at_text: dict[datetime, str]
+) -> dict[str, str | None] | None:
+    """A peak as JSON; `at_text` keeps each minute's local ISO text (a day writes 2,500)."""
     if peak is None:
         return None
+    minute = peak.minute
+    at = None if minute is None else at_text.get(minute)
+    if minute is not None and at is None:
+        at = at_text[minute] = minute.astimezone(zone).isoformat()
     return {
         "kW": kwh(peak.mw),  # mW / 10^6 = kW, the same scaling as mWh to kWh
-        "at": peak.minute.astimezone(period.zone).isoformat() if peak.minute else None,
+        "at": at,
         "device_id": peak.device_id,
         "sensor": peak.sensor,
     }
 
 
-def _energy_json(tally: _Tally, period: Period) -> dict[str, Any]:
+def _energy_json(tally: _Tally, zone: ZoneInfo, at_text: dict[datetime, str]) -> dict[str, Any]:
     mwh = tally.mwh
     return {
         "generated_kWh": kwh(mwh["generation"]),
@@ -340,8 +348,8 @@ def _energy_json(tally: _Tally, period: Period) -> dict[str, Any]:
         "grid_import_kWh": kwh(mwh["grid_import"]),
         "grid_export_kWh": kwh(mwh["grid_export"]),
         "net_kWh": kwh(mwh["grid_import"] - mwh["grid_export"]),
-        "peak_demand": _peak_json(tally.peak_demand, period),
-        "peak_generation": _peak_json(tally.peak_generation, period),
+        "peak_demand": _peak_json(tally.peak_demand, zone, at_text),
+        "peak_generation": _peak_json(tally.peak_generation, zone, at_text),
         "expected_minutes": tally.expected,
         "missing_minutes": tally.expected - tally.present,
     }
@@ -351,14 +359,11 @@ def _money(value: Decimal) -> str:
     return f"{value:f}"
 
 
-def _cost_json(parts: Iterable[dict[str, Any]], charges: dict[str, Decimal] | None) -> Any:
-    """The sum of rounded device cost parts and community charges, as JSON."""
-    energy: dict[str, Decimal] = defaultdict(Decimal)
-    export = Decimal(0)
-    for part in parts:
-        for period, amount in part["energy"].items():
-            energy[period] += amount
-        export += part["export_compensation"]
+def _cost_json(
+    energy: Mapping[str, Decimal], export: Decimal, charges: dict[str, Decimal] | None
+) -> Any:
+    """Summed rounded cost parts (energy per period, export compensation) and community
+    charges, as JSON."""
     power_term = charges["power_term"] if charges else Decimal(0)
     fixed = charges["fixed"] if charges else Decimal(0)
     total = sum(energy.values(), Decimal(0)) + export + power_term + fixed
@@ -371,20 +376,8 @@ def _cost_json(parts: Iterable[dict[str, Any]], charges: dict[str, Decimal] | No
     return out
 
 
-def _part_json(part: dict[str, Any]) -> Any:
-    """`_cost_json([part], None)` for one device's part, without summing a list."""
-    energy, export = part["energy"], part["export_compensation"]
-    return {
-        "energy": {p: _money(a) for p, a in sorted(energy.items())},
-        "export_compensation": _money(export),
-        "total": _money(sum(energy.values(), Decimal(0)) + export),
-    }
-
-
-def _add_cost(into: dict[str, Any], part: dict[str, Any]) -> None:
-    for period, amount in part["energy"].items():
-        into["energy"][period] = into["energy"].get(period, Decimal(0)) + amount
-    into["export_compensation"] += part["export_compensation"]
+def _add(into: dict[str, Decimal], name: str, amount: Decimal) -> None:
+    into[name] = into.get(name, Decimal(0)) + amount
 
 
 class _Written:
@@ -398,33 +391,52 @@ class _Written:
         if not detail:
             self._total_only(computed)
             return
+        zone, at_text = period.zone, dict[datetime, str]()
         self.buckets: list[dict[str, Any]] = []
         self.device_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
         device_totals = {d: _Tally() for d in devices}
-        device_cost_totals: dict[str, dict[str, Any]] = {
-            d: {"energy": {}, "export_compensation": Decimal(0)} for d in devices
-        }
+        # Rounded cost parts: a device's energy parts (name, one amount per bucket) in name
+        # order and its export compensation; their sums per device, per bucket, in all.
+        energy_parts = {d: computed.energy_parts.get(d, []) for d in devices} if costed else {}
+        exports = {d: (computed.parts or {}).get((d, EXPORT)) for d in devices}
+        device_energy: dict[str, dict[str, Decimal]] = {d: {} for d in devices}
+        device_export = dict.fromkeys(devices, Decimal(0))
+        grand_energy: dict[str, Decimal] = {}
+        grand_export = Decimal(0)
         charges_rows: list[dict[str, Any]] = []
         charges_total = {"power_term": Decimal(0), "fixed": Decimal(0)}
         grand = _Tally()
-        all_parts: list[dict[str, Any]] = []
         for index, bucket in enumerate(computed.buckets):
             times = _times(bucket)
             tally = _Tally()
-            parts: list[dict[str, Any]] = []
+            bucket_energy: dict[str, Decimal] = {}
+            bucket_export = Decimal(0)
+            tallies = computed.tallies[index]
             for device in devices:
-                device_tally = computed.tallies[index][device]
+                device_tally = tallies[device]
                 tally.add(device_tally)
-                part = computed.device_cost(index, device)
-                if part is not None:
-                    parts.append(part)
-                if not detail:
-                    continue
                 device_totals[device].add(device_tally)
-                device_row: dict[str, Any] = {**times, **_energy_json(device_tally, period)}
-                if part is not None:
-                    _add_cost(device_cost_totals[device], part)
-                device_row["cost"] = None if part is None else _part_json(part)
+                device_row: dict[str, Any] = {**times, **_energy_json(device_tally, zone, at_text)}
+                cost = None
+                if costed:
+                    energy: dict[str, str] = {}
+                    summed, sums = Decimal(0), device_energy[device]
+                    for name, amounts in energy_parts[device]:
+                        amount = amounts[index]
+                        energy[name] = _money(amount)
+                        summed += amount
+                        _add(sums, name, amount)
+                        _add(bucket_energy, name, amount)
+                    export = exports[device]
+                    exported = computed.zero if export is None else export[index]
+                    device_export[device] += exported
+                    bucket_export += exported
+                    cost = {
+                        "energy": energy,
+                        "export_compensation": _money(exported),
+                        "total": _money(summed + exported),
+                    }
+                device_row["cost"] = cost
                 self.device_rows[device].append(device_row)
             charges = computed.community_cost(index)
             if charges is not None:
@@ -432,20 +444,24 @@ class _Written:
                 for key, value in charges.items():
                     charges_total[key] += value
             grand.add(tally)
-            all_parts.extend(parts)
-            if not detail:
-                continue
-            row: dict[str, Any] = {**times, **_energy_json(tally, period)}
+            for name, amount in bucket_energy.items():
+                _add(grand_energy, name, amount)
+            grand_export += bucket_export
+            row: dict[str, Any] = {**times, **_energy_json(tally, zone, at_text)}
             row.update(_ratios(tally.mwh, computed.declared))
-            row["cost"] = _cost_json(parts, charges) if costed else None
+            row["cost"] = _cost_json(bucket_energy, bucket_export, charges) if costed else None
             self.buckets.append(row)
-        self.total: dict[str, Any] = {**_energy_json(grand, period)}
+        self.total: dict[str, Any] = {**_energy_json(grand, zone, at_text)}
         self.total.update(_ratios(grand.mwh, computed.declared))
-        self.total["cost"] = _cost_json(all_parts, charges_total) if costed else None
+        self.total["cost"] = (
+            _cost_json(grand_energy, grand_export, charges_total) if costed else None
+        )
         self.devices: list[dict[str, Any]] = []
         for device in devices:
-            total: dict[str, Any] = _energy_json(device_totals[device], period)
-            total["cost"] = _cost_json([device_cost_totals[device]], None) if costed else None
+            total: dict[str, Any] = _energy_json(device_totals[device], zone, at_text)
+            total["cost"] = (
+                _cost_json(device_energy[device], device_export[device], None) if costed else None
+            )
             self.devices.append(
                 {"device_id": device, "buckets": self.device_rows[device], "total": total}
             )
@@ -463,25 +479,25 @@ class _Written:
         for tallies in computed.tallies:
             for tally in tallies.values():
                 grand.add(tally)
-        self.total = {**_energy_json(grand, computed.period)}
+                if not computed.per_device:
+                    break  # the bucket's one tally
+        self.total = {**_energy_json(grand, computed.period.zone, {})}
         self.total.update(_ratios(grand.mwh, computed.declared))
         self.mwh = grand.mwh
         parts = computed.parts
         if parts is None:
             self.total["cost"] = None
             return
-        device_parts = []
+        energy: dict[str, Decimal] = {}
+        exported = Decimal(0)
         for device in computed.devices:
-            energy = {
-                part: sum(amounts, Decimal(0))
-                for part, amounts in computed.energy_parts.get(device, [])
-            }
+            for part, amounts in computed.energy_parts.get(device, []):
+                _add(energy, part, sum(amounts, Decimal(0)))
             export = parts.get((device, EXPORT))
-            exported = computed.zero if export is None else sum(export, Decimal(0))
-            device_parts.append({"energy": energy, "export_compensation": exported})
+            exported += computed.zero if export is None else sum(export, Decimal(0))
         charges = {name: sum(parts[(COMMUNITY, name)], Decimal(0))
                    for name in ("power_term", "fixed")}  # fmt: skip
-        self.total["cost"] = _cost_json(device_parts, charges)
+        self.total["cost"] = _cost_json(energy, exported, charges)
 
 
 def _times(bucket: Bucket) -> dict[str, str]:
@@ -561,21 +577,24 @@ def build_report(
         if power < 0:
             raise ReportError(f"contracted power for {power_period} is negative ({power} kW)")
     by_hour: dict[datetime, list[HourlyRollup]] = defaultdict(list)
-    seen: set[tuple[str, str, datetime]] = set()
-    for rollup in rollups:
-        key = (rollup.device_id, rollup.sensor, rollup.hour)
-        if key in seen:  # it would count that hour's energy twice
-            raise ReportError(
-                f"two rollups for device {rollup.device_id} sensor {rollup.sensor} "
-                f"at {rollup.hour.isoformat()}"
-            )
-        seen.add(key)
+    listed = list(rollups)
+    if len({rollup[:3] for rollup in listed}) < len(listed):  # (device, sensor, hour)
+        seen: set[tuple[str, str, datetime]] = set()
+        for rollup in listed:
+            if rollup[:3] in seen:  # it would count that hour's energy twice
+                raise ReportError(
+                    f"two rollups for device {rollup.device_id} sensor {rollup.sensor} "
+                    f"at {rollup.hour.isoformat()}"
+                )
+            seen.add(rollup[:3])
+    for rollup in listed:
         by_hour[rollup.hour].append(rollup)
     kw = contracted_kw or {}
-    computed: dict[tuple[date, date, bool], _Computed] = {}
+    computed: dict[tuple[date, date, bool, bool], _Computed] = {}
 
-    def compute(target: Period, *, with_tariff: bool) -> _Computed:
-        key = (target.first, target.last, with_tariff)  # a year's previous is its year before
+    def compute(target: Period, *, with_tariff: bool, per_device: bool = False) -> _Computed:
+        # a year's previous is its year before: computed once
+        key = (target.first, target.last, with_tariff, per_device)
         if key not in computed:
             computed[key] = _Computed(
                 period=target,
@@ -584,10 +603,11 @@ def build_report(
                 tariff=tariff if with_tariff else None,
                 contracted_kw=kw,
                 as_of=as_of,
+                per_device=per_device,
             )
         return computed[key]
 
-    written = _Written(compute(period, with_tariff=True))
+    written = _Written(compute(period, with_tariff=True, per_device=True))
     return {
         "format": FORMAT,
         "period": _period_json(period),

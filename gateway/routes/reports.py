@@ -115,11 +115,9 @@ GROUP BY r.device_id, r.sensor
 """
 )
 # Hours that are units of their own (a day's hourly buckets, the hour in progress) need no
-# grouping: their rows are read as they are, in the AGGREGATE row's shape.
+# grouping: their rows are read as they are, in HourlyRollup's order of fields.
 SINGLE_HOURS = """
-SELECT r.device_id, r.sensor, r.hour, r.minutes, r.energy_mwh, r.peak_mw,
-       CASE WHEN r.peak_mw > -140737488355328 AND r.peak_mw < 140737488355328
-           THEN r.peak_mw * 65536 + (65535 - (r.peak_minute - r.hour) / 60) END
+SELECT r.device_id, r.sensor, r.hour, r.minutes, r.energy_mwh, r.peak_mw, r.peak_minute
 FROM rollups r WHERE r.community_id = ? AND r.hour >= ? AND r.hour < ? AND r.last_idx < ?
 """
 PEAK_MINUTE = (
@@ -209,8 +207,9 @@ def _sums(
     cursor: DriverCursor, community_id: str, unit_of: dict[int, int], tree_size: int,
     postgres: bool, markers: dict[int, int], stores: list[tuple[str, str, str, str]],
     zone: ZoneInfo,
-) -> list[Any]:  # fmt: skip
-    """The rollups below `tree_size` summed per (device, sensor, unit), as AGGREGATE's rows.
+) -> tuple[list[Any], list[Any]]:  # fmt: skip
+    """The rollups below `tree_size` of the units of one hour, as SINGLE_HOURS's rows, and
+    of the other units summed per (device, sensor, unit), as AGGREGATE's rows.
 
     A chunk of units whose weeks' markers (`rollup_weeks`) are all below `tree_size` has no
     rollup the checkpoint does not cover; its sums are read from `report_units` when they
@@ -218,11 +217,12 @@ def _sums(
     here and appended to `stores` for `compute` to keep once its weeks are over."""
     sizes = Counter(unit_of.values())
     single = {hour: unit for hour, unit in unit_of.items() if sizes[unit] == 1}
-    rows = [
+    singles = [
         row
         for start, end in _spans(single)
         for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
     ]
+    rows: list[Any] = []
     this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
     to_sum: dict[int, int] = {}  # the hours summed here, in one _group (a few queries)
     keep: dict[int, tuple[str, str]] = {}  # a unit of a chunk to keep -> (digest, markers)
@@ -251,7 +251,7 @@ def _sums(
             kept[keep[row[2]]].append(list(row))
     stores += [(community_id, digest, stamp, orjson.dumps(summed).decode())
                for (digest, stamp), summed in kept.items()]  # fmt: skip
-    return rows
+    return singles, rows
 
 
 def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
@@ -279,11 +279,25 @@ def _rollups(
             (inputs.community_id, min(unit_of) // WEEK_SECONDS, max(unit_of) // WEEK_SECONDS),
         ).fetchall()
     )
-    sums: dict[HourKey, HourTotals] = {}
-    rows = _sums(
+    moments: dict[int, datetime] = {}  # a day's 4,320 rollups share 72 hours: convert once
+
+    def moment(seconds: int) -> datetime:
+        found = moments.get(seconds)
+        if found is None:
+            found = moments[seconds] = datetime.fromtimestamp(seconds, UTC)
+        return found
+
+    singles, rows = _sums(
         cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores,
         zone_named(inputs.time_zone),
     )  # fmt: skip
+    # An hour of its own is its rollup as stored (a day's 4,320): no arithmetic, no totals.
+    cached = moments.get  # most are: no call to `moment`
+    built = [
+        HourlyRollup(device, sensor, cached(hour) or moment(hour), minutes, mwh, peak,
+                     None if peak_at is None else cached(peak_at) or moment(peak_at), 0, 0)
+        for device, sensor, hour, minutes, mwh, peak, peak_at in singles
+    ]  # fmt: skip
     for device, sensor, unit, minutes, mwh, peak, ranked in rows:
         if peak is None:
             peak_at = None
@@ -295,9 +309,12 @@ def _rollups(
                 PEAK_MINUTE.format(", ".join("?" * len(hours))),
                 (inputs.community_id, device, sensor, peak, tree_size, *hours),
             )
-        sums[(device, sensor, unit)] = HourTotals(
-            int(minutes), None if mwh is None else int(mwh), peak, peak_at, 0, 0
-        )
+        built.append(
+            HourlyRollup(
+                device, sensor, moment(unit), int(minutes), None if mwh is None else int(mwh),
+                peak, None if peak_at is None else moment(peak_at), 0, 0,
+            )
+        )  # fmt: skip
     # Rollups touched by an entry the checkpoint does not cover: recomputed from the log.
     # Only the weeks whose marker reaches the checkpoint can hold one.
     newer = {hour: unit for hour, unit in unit_of.items()
@@ -312,53 +329,41 @@ def _rollups(
         ).fetchall()
     ]
     wanted = {(device, sensor, hour) for device, sensor, hour, _ in dirty if hour in unit_of}
-    if wanted:
-        devices = sorted({device for device, _, _ in wanted})
-        marks = ", ".join("?" * len(devices))
-        totals: dict[HourKey, HourTotals] = {}
-        for index, device, data in cursor.execute(
-            f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
-            f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
-            (min(first for *_, first in dirty), tree_size, CONTRACT, *devices),
-        ).fetchall():
-            if data is None:  # a payload removed under retention: see _payloads_removed
-                continue
-            try:
-                payload = parse_json(bytes(data), what="entry").get("payload")
-            except (FormatError, AttributeError):
-                continue
-            add_entry(totals, index, device, payload)
-        for key in sorted(wanted & totals.keys()):
-            device, sensor, hour = key
-            unit_key = (device, sensor, unit_of[hour])
-            known = sums.get(unit_key)
-            part = hourly_rollup(key, totals[key])
-            if known is None:
-                known = sums[unit_key] = HourTotals(0, None, None, None, part.first_idx,
-                                                    part.last_idx)  # fmt: skip
-            add(known, part)
-    moments: dict[int, datetime] = {}  # a day's 4,320 rollups share 72 hours: convert once
-
-    def moment(seconds: int) -> datetime:
-        found = moments.get(seconds)
-        if found is None:
-            found = moments[seconds] = datetime.fromtimestamp(seconds, UTC)
-        return found
-
-    return [
-        HourlyRollup(
-            device_id=device,
-            sensor=sensor,
-            hour=moment(hour),
-            minutes=t.minutes,
-            energy_mwh=t.energy_mwh,
-            peak_mw=t.peak_mw,
-            peak_minute=None if t.peak_minute is None else moment(t.peak_minute),
-            first_idx=t.first_idx,
-            last_idx=t.last_idx,
-        )
-        for (device, sensor, hour), t in sorted(sums.items())
-    ]
+    if not wanted:
+        return built  # build_report does not depend on their order
+    summed = {(r.device_id, r.sensor, int(r.hour.timestamp())): r for r in built}
+    devices = sorted({device for device, _, _ in wanted})
+    marks = ", ".join("?" * len(devices))
+    totals: dict[HourKey, HourTotals] = {}
+    for index, device, data in cursor.execute(
+        f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
+        f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
+        (min(first for *_, first in dirty), tree_size, CONTRACT, *devices),
+    ).fetchall():
+        if data is None:  # a payload removed under retention: see _payloads_removed
+            continue
+        try:
+            payload = parse_json(bytes(data), what="entry").get("payload")
+        except (FormatError, AttributeError):
+            continue
+        add_entry(totals, index, device, payload)
+    for key in sorted(wanted & totals.keys()):
+        device, sensor, hour = key
+        unit_key = (device, sensor, unit_of[hour])
+        part = hourly_rollup(key, totals[key])
+        known = summed.get(unit_key)
+        unit_totals = (
+            HourTotals(0, None, None, None, part.first_idx, part.last_idx)
+            if known is None
+            else HourTotals(
+                known.minutes, known.energy_mwh, known.peak_mw,
+                None if known.peak_minute is None else int(known.peak_minute.timestamp()),
+                known.first_idx, known.last_idx,
+            )
+        )  # fmt: skip
+        add(unit_totals, part)
+        summed[unit_key] = hourly_rollup(unit_key, unit_totals)
+    return list(summed.values())
 
 
 def _entries_used(
