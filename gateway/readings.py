@@ -19,10 +19,11 @@ from ledger.storage import DriverCursor
 Row = tuple[int, str, str, str]  # idx, community_id, device_id, start
 INSERT = "INSERT INTO readings (idx, community_id, device_id, start) VALUES (?, ?, ?, ?)"
 # PostgreSQL takes a commit's rows as one array per column, in one statement: psycopg's
-# executemany cost the writer 11.8 us a row, this 2.7 (as for the rollups).
+# executemany cost the writer 11.8 us a row, this 2.7 (as for the rollups), and 1-1.5 us
+# less again with the arrays sent in binary (`%b`, as Log.append sends the entries).
 INSERT_UNNEST = (
     "INSERT INTO readings (idx, community_id, device_id, start) "
-    "SELECT * FROM unnest(?::bigint[], ?::varchar[], ?::varchar[], ?::varchar[])"
+    "SELECT * FROM unnest(%b::bigint[], %b::varchar[], %b::varchar[], %b::varchar[])"
 )
 
 

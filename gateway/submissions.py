@@ -144,14 +144,15 @@ def decide(
         context = Context(directory=directory, log=log, now=now, community=request.community)
         admit = contract.admit_request if request.restroom else contract.admit
         verified = request.verified or [None] * len(request.envelopes)
+        tag = contract.tag
         for envelope, checked in zip(request.envelopes, verified, strict=True):
             try:
                 if checked is None:
-                    row.append((contract.tag, admit(envelope, context)))
+                    row.append((tag, admit(envelope, context)))
                 else:
-                    row.append((contract.tag, contract.confirm(checked, context)))
+                    row.append((tag, contract.confirm(checked, context)))
             except (ContractError, LedgerError) as exc:
-                row.append((contract.tag, exc))
+                row.append((tag, exc))
         admitted += [item for _, item in row if isinstance(item, Submission)]
         slots.append(row)
     outcomes = iter(log.append(admitted, within=within) if admitted else [])

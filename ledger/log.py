@@ -33,6 +33,14 @@ from ledger.storage import database_url as database_url_for
 ENTRY_VERSION = 1
 ENTRY_COLUMNS = "idx, leaf_hash, entry, device_id, seq, contract, received_at, minute"
 ENTRY_COLUMNS_E = ", ".join(f"e.{column}" for column in ENTRY_COLUMNS.split(", "))
+# PostgreSQL takes a commit's entries as one array per column in one statement, sent in
+# binary (`%b`: psycopg writes each bytea array element as it is, where text format escapes
+# the entry bytes): 5-6.5 us of the writer's CPU an entry, against 13-16 us as an
+# executemany of one row each (200-entry commits, scratch timing on 2026-11-30).
+ENTRIES_UNNEST = (
+    f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest(%b::bigint[], %b::bytea[], "
+    "%b::bytea[], %b::varchar[], %b::bigint[], %b::varchar[], %b::varchar[], %b::varchar[])"
+)
 # Transaction-scoped PostgreSQL advisory lock keys (arbitrary, fixed for this project).
 APPEND_LOCK = 0x7061_7469_6F01
 SEAL_LOCK = 0x7061_7469_6F02
@@ -301,11 +309,14 @@ class Log:
                 conflict.last_seq, conflict.last_start = known.standing(
                     conflict.device_id, new_rows
                 )
-            if new_rows:
+            if new_rows and self._postgres:
+                cursor.execute(ENTRIES_UNNEST, [list(c) for c in zip(*new_rows, strict=True)])
+            elif new_rows:
                 cursor.executemany(
                     f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     new_rows,
                 )
+            if new_rows:
                 first = new_rows[0][0]
                 self._store_level(cursor, 0, first, [row[1] for row in new_rows])
                 if self._postgres:

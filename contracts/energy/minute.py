@@ -203,9 +203,13 @@ def add_entry(totals: dict[HourKey, HourTotals], index: int, device_id: str, pay
         return
     hour = minute - minute % HOUR
     for sensor, reading in readings.items():
-        found = _reading(reading) if isinstance(sensor, str) else None
         # Only minutes with energy or power are rolled up: a report reads nothing else
         # (temperatures, switches and unusable readings would be rows no report reads).
+        # Only an energy unit gives either: the others are passed over unread.
+        unit = reading.get("unit") if isinstance(reading, dict) else None
+        if unit.__class__ is not str or unit not in ENERGY_UNITS:
+            continue
+        found = _reading(reading) if isinstance(sensor, str) else None
         if found is None or (found[1] is None and found[2] is None):
             continue
         key = (device_id, sensor, hour)
