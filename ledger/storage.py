@@ -194,6 +194,15 @@ class DriverCursor:
         return None if row is None else row[0]
 
 
+BUSY_TIMEOUT_MS = 30_000
+# A WAL longer than this after a PASSIVE checkpoint is restarted (`checkpoint_wal`), and a
+# restarted WAL file is cut back to this size (journal_size_limit): 64 MiB.
+WAL_RESTART_BYTES = 64 * 1024 * 1024
+# How long a RESTART checkpoint may wait for readers of old snapshots; new writers wait
+# meanwhile, so this bounds the stall it causes. Busy past it: tried again next time.
+WAL_RESTART_WAIT_MS = 200
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; synchronous=FULL makes each commit durable
     # before it is acknowledged; the driver's own transaction handling is switched off so
@@ -203,18 +212,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_RESTART_BYTES}")
     # 64 MiB of page cache: leaf-hash lookups land at random places in their index.
     cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
-def checkpoint_wal(engine: Engine) -> None:
-    """Copy SQLite's WAL into the database file without waiting for, or blocking, a writer
-    (a PASSIVE checkpoint); nothing to do on PostgreSQL."""
-    if engine.dialect.name == "sqlite":
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+def checkpoint_wal(engine: Engine, *, restart_bytes: int = WAL_RESTART_BYTES) -> None:
+    """Copy SQLite's WAL into the database file; nothing to do on PostgreSQL.
+
+    First PASSIVE, which neither waits for nor blocks anyone. Under sustained load that is
+    not enough: while some reader always holds a snapshot in the WAL, the WAL never starts
+    over from its beginning and grows without bound ("checkpoint starvation",
+    https://sqlite.org/wal.html#avoiding_excessively_large_wal_files; bench.gateway grew
+    one to 385 MB in 20 s). So past `restart_bytes` a RESTART checkpoint follows, which
+    waits up to WAL_RESTART_WAIT_MS for those readers to move on (holding back new writers
+    meanwhile) so that the next commit writes the WAL from its start.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        # Each statement in a transaction of its own: a read left open would hold a
+        # snapshot, which RESTART would then wait for.
+        _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        conn.commit()
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        conn.commit()
+        if frames * page_size <= restart_bytes:
+            return
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+        try:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+            conn.commit()
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _sqlite_begin(connection: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -28,3 +30,49 @@ def test_a_writer_without_autocheckpoint_leaves_the_wal_to_checkpoint_wal(tmp_pa
     assert busy == 0 and frames == done  # everything in the WAL is in the database file
     writer.dispose()
     other.dispose()
+
+
+def _wal_under_sustained_load(tmp_path: Path, restart_bytes: int) -> tuple[int, int]:
+    """(largest WAL file seen, bytes committed) while a writer commits 16 MB of rows, two
+    readers keep overlapping snapshots open, and checkpoint_wal runs between commits."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_engine(url).dispose()
+    writer = open_engine(url, migrate=False, autocheckpoint=False)
+    readers = open_engine(url, migrate=False)
+    sealer = open_engine(url, migrate=False)
+    with writer.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE filler (x BLOB)")
+        conn.commit()
+    done = threading.Event()
+
+    def read() -> None:  # always some snapshot open: the two threads' reads overlap
+        while not done.is_set():
+            with readers.connect() as conn:
+                conn.exec_driver_sql("SELECT count(*) FROM filler").one()
+                time.sleep(0.002)
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wal, largest, row = tmp_path / "ledger.db-wal", 0, 8_000
+    try:
+        with writer.connect() as conn:
+            for n in range(2_000):
+                conn.execute(text("INSERT INTO filler VALUES (randomblob(:n))"), {"n": row})
+                conn.commit()
+                if n % 20 == 0:
+                    checkpoint_wal(sealer, restart_bytes=restart_bytes)
+                largest = max(largest, wal.stat().st_size)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        for engine in (writer, readers, sealer):
+            engine.dispose()
+    return largest, 2_000 * row
+
+
+def test_the_wal_starts_over_under_sustained_reads_and_writes(tmp_path: Path) -> None:
+    # Readers always holding a snapshot starve PASSIVE checkpoints: the WAL never restarts.
+    largest, written = _wal_under_sustained_load(tmp_path, restart_bytes=256 * 1024)
+    assert largest < written / 4, f"the WAL grew to {largest} bytes of {written} written"
