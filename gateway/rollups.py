@@ -23,7 +23,8 @@ from sqlalchemy import Connection, Engine
 
 from contracts.base import Directory
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry
+from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry, extend_chain
+from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
 from ledger.log import APPEND_LOCK, Appended, Submission
@@ -32,7 +33,7 @@ from ledger.storage import DriverCursor
 BATCH = 5_000  # entries read per step when catching up or rebuilding
 COLUMNS = (
     "device_id, hour, sensor, community_id, minutes, energy_mwh, peak_mw, peak_minute, "
-    "first_idx, last_idx"
+    "first_idx, last_idx, entries, chain"
 )
 # A late minute adds to its hour: sums add, the peak is the higher one (the earlier minute
 # of equal ones), the index range widens. SET reads the row as it was before the update.
@@ -47,10 +48,10 @@ NEW_PEAK = (
 # CPU per bench.gateway envelope of 8 readings: Rollups.write 64 -> 21 us at best).
 JSON_ROWS = (
     "SELECT r->>0, (r->>1)::bigint, r->>2, r->>3, (r->>4)::int, (r->>5)::bigint, "
-    "(r->>6)::bigint, (r->>7)::bigint, (r->>8)::bigint, (r->>9)::bigint "
-    "FROM json_array_elements(?::json) r"
+    "(r->>6)::bigint, (r->>7)::bigint, (r->>8)::bigint, (r->>9)::bigint, (r->>10)::int, "
+    "decode(r->>11, 'hex') FROM json_array_elements(?::json) r"
 )
-VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT = (
     f"INSERT INTO rollups ({COLUMNS}) {{}} "
     "ON CONFLICT (community_id, hour, device_id, sensor) DO UPDATE SET "
@@ -64,8 +65,20 @@ UPSERT = (
     "first_idx = CASE WHEN excluded.first_idx < rollups.first_idx "
     "THEN excluded.first_idx ELSE rollups.first_idx END, "
     "last_idx = CASE WHEN excluded.last_idx > rollups.last_idx "
-    "THEN excluded.last_idx ELSE rollups.last_idx END"
+    "THEN excluded.last_idx ELSE rollups.last_idx END, "
+    "entries = rollups.entries + excluded.entries, chain = excluded.chain"
 )
+# The chains of the rows a step touches, read before the upsert extends them: every step
+# holds the append lock, so no other writer moves a chain between this read and the upsert.
+CHAINS = (
+    "SELECT r.device_id, r.sensor, r.hour, r.chain FROM {} JOIN rollups r "
+    "ON r.community_id = k.value->>0 AND r.hour = CAST(k.value->>1 AS BIGINT) "
+    "AND r.device_id = k.value->>2 AND r.sensor = k.value->>3"
+)
+KEYS = {
+    "postgresql": "json_array_elements(CAST(? AS JSON)) k(value)",
+    "sqlite": "json_each(?) k CROSS",  # the keys drive the loop: one primary-key probe each
+}
 # A rollup's week marker (migration g0008): the highest log index any rollup of that
 # community's 7 UTC days was built from; a report's cached unit sums are valid while the
 # markers they were summed under are unchanged (gateway/routes/reports.py).
@@ -79,7 +92,8 @@ MARK_WEEK = (
 THROUGH = "SELECT through_idx FROM rollup_progress WHERE id = 1"
 SET_THROUGH = "UPDATE rollup_progress SET through_idx = ? WHERE id = 1"
 LOGGED = (
-    "SELECT idx, device_id, contract, entry FROM entries WHERE idx > ? AND idx < ? ORDER BY idx"
+    "SELECT idx, device_id, contract, entry, leaf_hash FROM entries WHERE idx > ? AND idx < ? "
+    "ORDER BY idx"
 )
 
 
@@ -110,6 +124,7 @@ class Rollups:
         index: int,
         device_id: str | None,
         payload: Any,
+        tag: bytes,
     ) -> bool:
         """Add one accepted energy_minute entry; False when it is not a registered device's."""
         if device_id is None:
@@ -120,7 +135,7 @@ class Rollups:
             if device is None:
                 return False
             community = communities[device_id] = device.community_id
-        add_entry(totals, index, device_id, payload)
+        add_entry(totals, index, device_id, payload, tag)
         return True
 
     def _fold_logged(
@@ -134,14 +149,15 @@ class Rollups:
         """Fold entries after..before (exclusive) as logged: (entries read, minutes, last idx)."""
         rows = cursor.execute(LOGGED, (after, before)).fetchall()
         minutes = 0
-        for index, device_id, contract, data in rows:
+        for index, device_id, contract, data, leaf in rows:
             if contract != CONTRACT or data is None:  # None: payload dropped (docs/retention.md)
                 continue
             try:
                 payload = parse_json(bytes(data), what="entry").get("payload")
             except (FormatError, AttributeError):
                 continue
-            minutes += self._fold(totals, communities, index, device_id, payload)
+            tag = log_tag_id(bytes(leaf)).encode()
+            minutes += self._fold(totals, communities, index, device_id, payload, tag)
         return len(rows), minutes, rows[-1][0] if rows else after
 
     def _store(
@@ -158,18 +174,36 @@ class Rollups:
             week = (communities[device_id], hour // WEEK_SECONDS)
             if weeks.get(week, -1) < t.last_idx:
                 weeks[week] = t.last_idx
+        chains = self._chains(cursor, totals, communities)
         rows = [
             (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
-             t.peak_mw, t.peak_minute, t.first_idx, t.last_idx)
+             t.peak_mw, t.peak_minute, t.first_idx, t.last_idx, t.entries,
+             extend_chain(chains.get((device_id, sensor, hour), b""), t.tags))
             for (device_id, sensor, hour), t in totals.items()
         ]  # fmt: skip
         if rows and self._postgres:
-            cursor.execute(UPSERT.format(JSON_ROWS), (orjson.dumps(rows).decode(),))
+            hexed = [(*row[:11], None if row[11] is None else row[11].hex()) for row in rows]
+            cursor.execute(UPSERT.format(JSON_ROWS), (orjson.dumps(hexed).decode(),))
         elif rows:
             cursor.executemany(UPSERT.format(VALUES), rows)
         if weeks:
             cursor.executemany(MARK_WEEK, [(c, w, last) for (c, w), last in weeks.items()])
         cursor.execute(SET_THROUGH, (through,))
+
+    def _chains(
+        self, cursor: DriverCursor, totals: dict[HourKey, HourTotals], communities: dict[str, str]
+    ) -> dict[HourKey, bytes | None]:
+        """The stored chains of the touched rows that exist (None: unknown, g0010)."""
+        if not totals:
+            return {}
+        keys = [(communities[device], hour, device, sensor) for device, sensor, hour in totals]
+        sql = CHAINS.format(KEYS[self.engine.dialect.name])
+        return {
+            (device, sensor, hour): None if chain is None else bytes(chain)
+            for device, sensor, hour, chain in cursor.execute(
+                sql, (orjson.dumps(keys).decode(),)
+            ).fetchall()
+        }
 
     # -- the append hook, catch-up and rebuild --------------------------------------------
 
@@ -177,24 +211,29 @@ class Rollups:
         self, conn: Connection, submissions: Sequence[Submission], outcomes: Sequence[Any]
     ) -> None:
         """Roll up what an append accepts, inside its transaction (Log.append `within`)."""
-        accepted = [
-            (outcome.entry.index, submission)
+        appended = [
+            (submission, outcome)
             for submission, outcome in zip(submissions, outcomes, strict=True)
             if isinstance(outcome, Appended) and outcome.status == "accepted"
         ]
-        if not accepted:
+        if not appended:
             return
+        appended.sort(key=lambda pair: pair[1].entry.index)  # log order: the chains follow it
         cursor = DriverCursor(conn)
         totals: dict[HourKey, HourTotals] = {}
         communities: dict[str, str] = {}
-        first = accepted[0][0]
+        first = appended[0][1].entry.index
         through = cursor.scalar(THROUGH)
         if through < first - 1:  # appended without this hook since the last rollup
             self._fold_logged(cursor, totals, communities, through, first)
-        for index, submission in accepted:
+        for submission, outcome in appended:
             if submission.contract == CONTRACT:
-                self._fold(totals, communities, index, submission.device_id, submission.payload)
-        self._store(cursor, totals, communities, accepted[-1][0])
+                entry = outcome.entry
+                tag = log_tag_id(entry.leaf_hash).encode()
+                self._fold(
+                    totals, communities, entry.index, submission.device_id, submission.payload, tag
+                )
+        self._store(cursor, totals, communities, appended[-1][1].entry.index)
 
     @contextmanager
     def _locked(self) -> Iterator[DriverCursor]:
@@ -241,6 +280,7 @@ class Rollups:
             cursor.execute("DELETE FROM rollups")
             cursor.execute("DELETE FROM rollup_weeks")
             cursor.execute("DELETE FROM report_units")
+            cursor.execute("DELETE FROM report_digests")
             entries = minutes = 0
             through = -1
             while True:
@@ -257,7 +297,7 @@ class Rollups:
 
 SELECT = (
     "SELECT device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, "
-    "last_idx FROM rollups WHERE community_id = {} AND hour >= ? AND hour < ?{} "
+    "last_idx, entries, chain FROM rollups WHERE community_id = {} AND hour >= ? AND hour < ?{} "
     "ORDER BY community_id, hour, device_id, sensor"
 )
 # A device's community, for reading its rows by the primary key.
@@ -300,9 +340,11 @@ def _query(
             peak_minute=None if peak_minute is None else moment(peak_minute),
             first_idx=first_idx,
             last_idx=last_idx,
+            entries=entries,
+            chain=None if chain is None else bytes(chain),
         )
-        for device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, last_idx
-        in rows
+        for (device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx,
+             last_idx, entries, chain) in rows
     ]  # fmt: skip
 
 

@@ -12,7 +12,11 @@ class HourlyRollup:
 
     `energy_mwh` is None for a sensor that measures no energy (a temperature, a switch);
     missing minutes are `60 - minutes`, never filled with zero. `first_idx` and `last_idx`
-    are the lowest and highest log indexes the rollup was built from.
+    are the lowest and highest log indexes the rollup was built from. `entries` counts the
+    entries whose first rolled-up sensor (code point order) this is, and `chain` is the
+    SHA-256 chain over the log tag ids of all entries folded in, in log order
+    (contracts/energy/minute.py `extend_chain`; None when unknown, docs/rollups.md). A sum
+    over several hours (contracts/energy/aggregate.py) leaves both at their defaults.
     """
 
     device_id: str
@@ -24,3 +28,5 @@ class HourlyRollup:
     peak_minute: datetime | None  # the minute of that peak (UTC)
     first_idx: int
     last_idx: int
+    entries: int = 0
+    chain: bytes | None = b""
