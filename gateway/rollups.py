@@ -45,11 +45,14 @@ NEW_PEAK = (
 # PostgreSQL takes the rows as one JSON array of row arrays, in one statement: a row of an
 # executemany cost about 11 us of the writer's CPU there, and one array parameter per column
 # (psycopg adapting every element in Python) 6 us; orjson writes the JSON in C (the writer's
-# CPU per bench.gateway envelope of 8 readings: Rollups.write 64 -> 21 us at best).
+# CPU per bench.gateway envelope of 8 readings: Rollups.write 64 -> 21 us at best). As
+# jsonb, which the server parses once, where json's ->> scans an element's text again for
+# every field: the server's CPU for the store statement, 100 hot rows a batch, fell from
+# 28-30 to 22-23 us a row (2026-11-30, load 9).
 JSON_ROWS = (
     "SELECT r->>0, (r->>1)::bigint, r->>2, r->>3, (r->>4)::int, (r->>5)::bigint, "
     "(r->>6)::bigint, (r->>7)::bigint, (r->>8)::bigint, (r->>9)::bigint, (r->>10)::int, "
-    "decode(r->>11, 'hex') FROM json_array_elements(?::json) r"
+    "decode(r->>11, 'hex') FROM jsonb_array_elements(?::jsonb) r"
 )
 VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT = (
@@ -68,29 +71,42 @@ UPSERT = (
     "THEN excluded.last_idx ELSE rollups.last_idx END, "
     "entries = rollups.entries + excluded.entries, chain = excluded.chain"
 )
-# The chains of the rows a step touches, read before the upsert extends them: every step
-# holds the append lock, so no other writer moves a chain between this read and the upsert.
+# The progress mark (the row whose device is NULL) and the chains of the rows a step
+# touches, read before the upsert extends them, in one statement: every step holds the
+# append lock, so no other writer moves either between this read and the upsert.
 CHAINS = (
-    "SELECT r.device_id, r.sensor, r.hour, r.chain FROM {} JOIN rollups r "
+    "SELECT through_idx, NULL, NULL, NULL, NULL FROM rollup_progress WHERE id = 1 UNION ALL "
+    "SELECT NULL, r.device_id, r.sensor, r.hour, r.chain FROM {} JOIN rollups r "
     "ON r.community_id = k.value->>0 AND r.hour = CAST(k.value->>1 AS BIGINT) "
     "AND r.device_id = k.value->>2 AND r.sensor = k.value->>3"
 )
 KEYS = {
-    "postgresql": "json_array_elements(CAST(? AS JSON)) k(value)",
+    "postgresql": "jsonb_array_elements(CAST(? AS JSONB)) k(value)",
     "sqlite": "json_each(?) k CROSS",  # the keys drive the loop: one primary-key probe each
 }
 # A rollup's week marker (migration g0008): the highest log index any rollup of that
 # community's 7 UTC days was built from; a report's cached unit sums are valid while the
 # markers they were summed under are unchanged (gateway/routes/reports.py).
 WEEK_SECONDS = 604_800
-MARK_WEEK = (
-    "INSERT INTO rollup_weeks (community_id, week, changed_idx) VALUES (?, ?, ?) "
+WEEK_CONFLICT = (
     "ON CONFLICT (community_id, week) DO UPDATE SET changed_idx = CASE "
     "WHEN excluded.changed_idx > rollup_weeks.changed_idx THEN excluded.changed_idx "
     "ELSE rollup_weeks.changed_idx END"
 )
+MARK_WEEK = (
+    f"INSERT INTO rollup_weeks (community_id, week, changed_idx) VALUES (?, ?, ?) {WEEK_CONFLICT}"
+)
 THROUGH = "SELECT through_idx FROM rollup_progress WHERE id = 1"
 SET_THROUGH = "UPDATE rollup_progress SET through_idx = ? WHERE id = 1"
+# PostgreSQL: the upsert, the week markers and the progress mark in one statement (data-
+# modifying CTEs), one round trip and one statement's overhead in the server instead of 3+.
+STORE = (
+    f"WITH batch ({COLUMNS}) AS ({JSON_ROWS}), "
+    f"upserted AS ({UPSERT.format('SELECT * FROM batch')}), "
+    "marked AS (INSERT INTO rollup_weeks (community_id, week, changed_idx) "
+    f"SELECT community_id, hour / {WEEK_SECONDS}, max(last_idx) FROM batch GROUP BY 1, 2 "
+    f"{WEEK_CONFLICT}) {SET_THROUGH}"
+)
 LOGGED = (
     "SELECT idx, device_id, contract, entry, leaf_hash FROM entries WHERE idx > ? AND idx < ? "
     "ORDER BY idx"
@@ -166,25 +182,27 @@ class Rollups:
         totals: dict[HourKey, HourTotals],
         communities: dict[str, str],
         through: int,
+        chains: dict[HourKey, bytes | None],
     ) -> None:
-        """One upsert for every (device, sensor, hour) touched, one per (community, week)
-        touched (its change marker), and the new progress mark."""
-        weeks: dict[tuple[str, int], int] = {}
-        for (device_id, _, hour), t in totals.items():
-            week = (communities[device_id], hour // WEEK_SECONDS)
-            if weeks.get(week, -1) < t.last_idx:
-                weeks[week] = t.last_idx
-        chains = self._chains(cursor, totals, communities)
+        """One upsert for every (device, sensor, hour) touched, its chain extended from
+        `chains` (the stored ones), one per (community, week) touched (its change marker),
+        and the new progress mark."""
         rows = [
             (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
              t.peak_mw, t.peak_minute, t.first_idx, t.last_idx, t.entries,
              extend_chain(chains.get((device_id, sensor, hour), b""), t.tags))
             for (device_id, sensor, hour), t in totals.items()
         ]  # fmt: skip
-        if rows and self._postgres:
+        if self._postgres:
             hexed = [(*row[:11], None if row[11] is None else row[11].hex()) for row in rows]
-            cursor.execute(UPSERT.format(JSON_ROWS), (orjson.dumps(hexed).decode(),))
-        elif rows:
+            cursor.execute(STORE, (orjson.dumps(hexed).decode(), through))
+            return
+        weeks: dict[tuple[str, int], int] = {}
+        for (device_id, _, hour), t in totals.items():
+            week = (communities[device_id], hour // WEEK_SECONDS)
+            if weeks.get(week, -1) < t.last_idx:
+                weeks[week] = t.last_idx
+        if rows:
             cursor.executemany(UPSERT.format(VALUES), rows)
         if weeks:
             cursor.executemany(MARK_WEEK, [(c, w, last) for (c, w), last in weeks.items()])
@@ -192,18 +210,21 @@ class Rollups:
 
     def _chains(
         self, cursor: DriverCursor, totals: dict[HourKey, HourTotals], communities: dict[str, str]
-    ) -> dict[HourKey, bytes | None]:
-        """The stored chains of the touched rows that exist (None: unknown, g0010)."""
-        if not totals:
-            return {}
+    ) -> tuple[int, dict[HourKey, bytes | None]]:
+        """The progress mark, and the stored chains of the touched rows that exist (None:
+        unknown, g0010)."""
         keys = [(communities[device], hour, device, sensor) for device, sensor, hour in totals]
         sql = CHAINS.format(KEYS[self.engine.dialect.name])
-        return {
-            (device, sensor, hour): None if chain is None else bytes(chain)
-            for device, sensor, hour, chain in cursor.execute(
-                sql, (orjson.dumps(keys).decode(),)
-            ).fetchall()
-        }
+        through = -1
+        chains: dict[HourKey, bytes | None] = {}
+        for mark, device, sensor, hour, chain in cursor.execute(
+            sql, (orjson.dumps(keys).decode(),)
+        ).fetchall():
+            if device is None:
+                through = mark
+            else:
+                chains[(device, sensor, hour)] = None if chain is None else bytes(chain)
+        return through, chains
 
     # -- the append hook, catch-up and rebuild --------------------------------------------
 
@@ -222,10 +243,21 @@ class Rollups:
         cursor = DriverCursor(conn)
         totals: dict[HourKey, HourTotals] = {}
         communities: dict[str, str] = {}
+        self._fold_appended(totals, communities, appended)
+        through, chains = self._chains(cursor, totals, communities)
         first = appended[0][1].entry.index
-        through = cursor.scalar(THROUGH)
-        if through < first - 1:  # appended without this hook since the last rollup
+        if through < first - 1:  # appended without this hook since the last rollup: those
+            totals.clear()  # come first in log order, so the chains fold them first
             self._fold_logged(cursor, totals, communities, through, first)
+            self._fold_appended(totals, communities, appended)
+            through, chains = self._chains(cursor, totals, communities)
+        self._store(cursor, totals, communities, appended[-1][1].entry.index, chains)
+
+    def _fold_appended(
+        self, totals: dict[HourKey, HourTotals], communities: dict[str, str],
+        appended: list[tuple[Submission, Appended]],
+    ) -> None:  # fmt: skip
+        """Fold an append's accepted energy_minute entries, in log order."""
         for submission, outcome in appended:
             if submission.contract == CONTRACT:
                 entry = outcome.entry
@@ -233,7 +265,6 @@ class Rollups:
                 self._fold(
                     totals, communities, entry.index, submission.device_id, submission.payload, tag
                 )
-        self._store(cursor, totals, communities, appended[-1][1].entry.index)
 
     @contextmanager
     def _locked(self) -> Iterator[DriverCursor]:
@@ -252,7 +283,8 @@ class Rollups:
             cursor, totals, communities, through, through + 1 + BATCH
         )
         if read:
-            self._store(cursor, totals, communities, last)
+            _, chains = self._chains(cursor, totals, communities)
+            self._store(cursor, totals, communities, last, chains)
         return read, minutes, last
 
     def catch_up(self) -> int:
