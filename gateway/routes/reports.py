@@ -379,7 +379,7 @@ def _rollups(
 
 def _entries_used(
     cursor: DriverCursor, community_id: str, zone: ZoneInfo,
-    ranges: list[tuple[datetime, datetime]], tree_size: int,
+    ranges: list[tuple[datetime, datetime]], tree_size: int, postgres: bool,
     recomputed: dict[HourKey, HourTotals], keeps: list[tuple[str, int, int, str, int, str]],
 ) -> dict[str, Any] | None:  # fmt: skip
     """The count and digest of the entries used (contracts/energy/provenance.py), from the
@@ -418,8 +418,11 @@ def _entries_used(
         known = cached.get((start, end))
         if known is not None and known[0] == stamp:
             found[day] = (int(known[1]), known[2])
-        elif weeks[-1] < this_week:  # the current week's markers move with every batch
+            continue
+        if weeks[-1] < this_week:  # the current week's markers move with every batch
             stamps[day] = stamp
+        # No rollup of the day is newer than the checkpoint: its lines come from SQL.
+        found[day] = _day_in_sql(cursor, community_id, start, end, tree_size, postgres)
     lines: dict[int, list[RollupLine]] = {day: [] for day in range(len(days)) if day not in found}
     starts = [start for start, _ in days]
     for start, end in _spans({hour: hour for day in lines
@@ -438,11 +441,41 @@ def _entries_used(
             chain = extend_chain(totals.chain, totals.tags)
             lines[day].append((hour, device, sensor, totals.entries, chain))
     for day, rows in lines.items():
-        found[day] = computed = day_digest(rows)
-        if day in stamps and computed is not None:
-            start, end = days[day]
-            keeps.append((community_id, start, end, stamps[day], *computed))
+        found[day] = day_digest(rows)
+    for day, stamp in stamps.items():
+        if (computed := found[day]) is not None:
+            keeps.append((community_id, *days[day], stamp, *computed))
     return entries_digest((start, end, found[day]) for day, (start, end) in enumerate(days))
+
+
+# One local day's rollup lines (contracts/energy/provenance.py `day_digest`) written by the
+# database in (hour, device, sensor) code point order: SQLite's BINARY collation compares
+# UTF-8 bytes, PostgreSQL's "C" likewise. A NULL line is a rollup with no chain (unknown).
+DAY_LINES = (
+    "SELECT CASE WHEN chain IS NOT NULL THEN CAST(hour AS TEXT) || ' ' || device_id || ' ' "
+    "|| sensor || ' ' || CAST(entries AS TEXT) || ' ' || {hex} || {newline} END, entries "
+    "FROM rollups WHERE community_id = ? AND hour >= ? AND hour < ? AND last_idx < ? "
+    "ORDER BY hour, device_id{collate}, sensor{collate}"
+)
+DAY_LINES_IN = {  # by "is it PostgreSQL"
+    False: DAY_LINES.format(hex="lower(hex(chain))", newline="char(10)", collate=""),
+    True: DAY_LINES.format(hex="encode(chain, 'hex')", newline="chr(10)", collate=' COLLATE "C"'),
+}
+
+
+def _day_in_sql(
+    cursor: DriverCursor, community_id: str, start: int, end: int, tree_size: int,
+    postgres: bool,
+) -> DayDigest | None:  # fmt: skip
+    """`day_digest` of a day's rollups below `tree_size`, each line formatted by the
+    database: a year's first request formats a million of them (bench/reports.py)."""
+    rows = cursor.execute(
+        DAY_LINES_IN[postgres], (community_id, start, end, tree_size)
+    ).fetchall()
+    if any(line is None for line, _ in rows):
+        return None
+    text = "".join(line for line, _ in rows)
+    return sum(entries for _, entries in rows), hashlib.sha256(text.encode()).hexdigest()
 
 
 def compute(gateway: Any, community_id: str, period_args: dict[str, Any]) -> dict[str, Any]:
@@ -544,7 +577,7 @@ def _compute_in(
         "tree_size": tree_size,
         "root_hash": root_hash.hex(),
         "entries": _entries_used(
-            cursor, inputs.community_id, zone, ranges, tree_size, recomputed, keeps
+            cursor, inputs.community_id, zone, ranges, tree_size, postgres, recomputed, keeps
         ),
         "inputs": inputs.json(),
         "payloads_removed": _payloads_removed(
