@@ -1,19 +1,23 @@
 """Profile the batch path in one process: what the HTTP process and the writer do per envelope.
 
 Run: .venv/bin/python -m bench.profile_gateway [--backend sqlite|postgresql] [--batches 100]
-     [--profile] [--top 30]
+     [--no-rollups] [--profile] [--top 30]
 
 A real gateway registers the devices and is stopped; then this process runs each batch body
 through the same functions the two gateway processes run (the body's parse and validation,
 the prechecks (schema, signature), the pickled hand-off to the writer, admission and the commit with
-the reading index and the rollups), timing each step with the process's CPU clock. A dev
-tool: the figures to quote are bench.gateway's, which runs the real processes under load.
+the reading index and the rollups), timing each step with the process's CPU clock. On
+PostgreSQL it also reads the CPU time of the server process behind the writer's connection
+(proc(5)), which the process's clock does not see: on a shared 2-core machine that CPU is
+taken from the same cores. A dev tool: the figures to quote are bench.gateway's, which runs
+the real processes under load; this one is steadier under other work's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pickle
 import pstats
 import tempfile
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gateway import COMMUNITY, gateway, sign_pools, verify_cost
+from bench.reports import cpu_seconds
 from gateway.config import settle_heap
 from gateway.deps import json_body
 from gateway.directory import Directory
@@ -42,6 +47,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--readings", type=int, default=8)
+    parser.add_argument("--no-rollups", action="store_true", help="the commit without rollups")
     parser.add_argument("--profile", action="store_true", help="cProfile, by own time")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
@@ -73,10 +79,15 @@ def run(url: str, bodies: list[bytes], args: argparse.Namespace) -> None:
     signer = NamedKey.generate("_registry")
     directory = Directory(engine, registry_key=signer.public_key_b64)
     log = Log(engine=engine, signer=None, origin="writer")
-    hooks = {
-        "readings": ReadingIndex(engine, directory).write,
-        "rollups": Rollups(engine, directory).write,
-    }
+    hooks: dict[str, Within] = {"readings": ReadingIndex(engine, directory).write}
+    if not args.no_rollups:
+        hooks["rollups"] = Rollups(engine, directory).write
+    backends: set[int] = set()  # PostgreSQL server processes the commits ran on
+
+    def backend(conn: Any, *_: Any) -> None:
+        if engine.dialect.name == "postgresql":
+            backends.add(conn.connection.dbapi_connection.info.backend_pid)
+
     hook_spent = dict.fromkeys(hooks, 0.0)
 
     def timed(name: str, hook: Within) -> Within:
@@ -87,7 +98,12 @@ def run(url: str, bodies: list[bytes], args: argparse.Namespace) -> None:
 
         return run
 
-    within = within_all(*(timed(name, hook) for name, hook in hooks.items()))
+    within = within_all(backend, *(timed(name, hook) for name, hook in hooks.items()))
+    server_cpu = 0.0
+    if engine.dialect.name == "postgresql":  # the pooled connection the commits will use
+        with engine.connect() as conn:
+            pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+        server_cpu = -cpu_seconds(pid)
     submissions = Submissions(writer=None, directory=directory)  # type: ignore[arg-type]
     checker = envelope_contract("energy_minute")
     steps = dict.fromkeys(["parse+validate", "precheck", "pickle", "decide+commit"], 0.0)
@@ -119,6 +135,11 @@ def run(url: str, bodies: list[bytes], args: argparse.Namespace) -> None:
     for name, hook_time in hook_spent.items():
         print(f"    of which {name:9} {hook_time / envelopes * 1e6:7.1f} us")
     print(f"  {'total':16} {total / envelopes * 1e6:7.1f} us")
+    if engine.dialect.name == "postgresql":
+        server_cpu += cpu_seconds(pid)
+        note = "" if backends == {pid} else f" (MORE THAN ONE: {sorted(backends)})"
+        print(f"  PostgreSQL server process {pid}{note}: {server_cpu / envelopes * 1e6:7.1f} us")
+    print(f"  load average {os.getloadavg()[0]:.1f}")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
     engine.dispose()

@@ -14,9 +14,10 @@ How the data is built (signing and ingesting 26 million minutes is not feasible 
   (printed; ~26 million a year) is what they stand for, with no log entries behind them.
 - The 6-hour sample (2026-11-29 10:00-16:00 UTC) is ingested for real: every device's signed
   minutes from the same generator through POST /v1/entries, rolled up by the gateway in the
-  append's transaction; the bench checks those rollups equal the generator's rows for the
-  same hours (computed into a temporary table by the same SQL). The bulk rows get the week
-  markers the gateway writes with every rollup (`rollup_weeks`, docs/rollups.md).
+  append's transaction; the bench checks those rollups' sums and entry counts equal the
+  generator's rows for the same hours (computed into a temporary table by the same SQL).
+  The bulk rows get the week markers the gateway writes with every rollup (`rollup_weeks`,
+  docs/rollups.md) and stand-in chains (no log tag ids behind them).
 Then the log is sealed and `GET /v1/reports` is timed over HTTP (the real server: snapshot,
 registry replay, SQL aggregation, build_report, JSON): the year 2026 (compared with 2025)
 and the day 2026-11-29, median and best of `--runs`, with the gateway process's CPU time
@@ -115,12 +116,20 @@ def generate(
     )
     m = MISSING.format(**terms)
     lo, hi = (int(skip[0].timestamp()), int(skip[1].timestamp())) if skip else (0, 0)
+    # A stand-in chain per row (no entries behind it); a meter's entries count at export_wh,
+    # its first sensor in code point order, as the gateway counts them.
+    chain = (
+        "sha256(int8send(s) || convert_to(v.device_id || v.sensor, 'UTF8'))"
+        if postgres
+        else "randomblob(32)"
+    )
     conn.execute(
         text(
             f"INSERT INTO {table} (device_id, hour, sensor, community_id, minutes, "
-            "energy_mwh, peak_mw, peak_minute, first_idx, last_idx) "
+            "energy_mwh, peak_mw, peak_minute, first_idx, last_idx, entries, chain) "
             f"SELECT v.device_id, s, v.sensor, :community, 60 - ({m}), "
-            f"(60 - ({m})) * 1000 * ({k}), 60000 * ({k}), s + 60 * ({m}), 0, 0 "
+            f"(60 - ({m})) * 1000 * ({k}), 60000 * ({k}), s + 60 * ({m}), 0, 0, "
+            f"CASE v.sensor WHEN 'import_wh' THEN 0 ELSE 60 - ({m}) END, {chain} "
             f"FROM ({series}) hours CROSS JOIN ({sensors}) v "
             "WHERE NOT (s >= :lo AND s < :hi) ORDER BY s, v.device_id, v.sensor"
         ),
@@ -222,10 +231,10 @@ def profile_report(server: Any, params: dict[str, Any]) -> None:
         database_url(server.env.get("PATIO_DATABASE_URL"), server.data_dir), migrate=False
     )
     fake = SimpleNamespace(log=SimpleNamespace(engine=engine), directory=None)
-    compute(fake, COMMUNITY, params, with_entries=False)
+    compute(fake, COMMUNITY, params)
     profiler = cProfile.Profile()
     profiler.enable()
-    compute(fake, COMMUNITY, params, with_entries=False)
+    compute(fake, COMMUNITY, params)
     profiler.disable()
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     engine.dispose()
@@ -328,7 +337,7 @@ def bench(backend: str, runs: int, with_profile: bool = False) -> list[str]:
                     f"CREATE TEMP TABLE {table} (device_id VARCHAR(64), hour BIGINT, "
                     "sensor VARCHAR(64), community_id VARCHAR(64), minutes INT, "
                     "energy_mwh BIGINT, peak_mw BIGINT, peak_minute BIGINT, "
-                    "first_idx BIGINT, last_idx BIGINT)"
+                    "first_idx BIGINT, last_idx BIGINT, entries INT, chain BYTEA)"
                 )
             )
             generate(conn, table, SAMPLE[0], SAMPLE[1], None)
@@ -338,7 +347,7 @@ def bench(backend: str, runs: int, with_profile: bool = False) -> list[str]:
                     f"SELECT count(*) FROM {table} e JOIN rollups r ON r.device_id = e.device_id "
                     "AND r.sensor = e.sensor AND r.hour = e.hour WHERE r.minutes = e.minutes AND "
                     "r.energy_mwh = e.energy_mwh AND r.peak_mw = e.peak_mw AND "
-                    "r.peak_minute = e.peak_minute"
+                    "r.peak_minute = e.peak_minute AND r.entries = e.entries"
                 )
             ).scalar_one()
         verdict = "match" if equal == expected else "DO NOT match"

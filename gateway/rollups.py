@@ -23,7 +23,8 @@ from sqlalchemy import Connection, Engine
 
 from contracts.base import Directory
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry
+from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry, extend_chain
+from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
 from ledger.log import APPEND_LOCK, Appended, Submission
@@ -32,7 +33,7 @@ from ledger.storage import DriverCursor
 BATCH = 5_000  # entries read per step when catching up or rebuilding
 COLUMNS = (
     "device_id, hour, sensor, community_id, minutes, energy_mwh, peak_mw, peak_minute, "
-    "first_idx, last_idx"
+    "first_idx, last_idx, entries, chain"
 )
 # A late minute adds to its hour: sums add, the peak is the higher one (the earlier minute
 # of equal ones), the index range widens. SET reads the row as it was before the update.
@@ -44,13 +45,16 @@ NEW_PEAK = (
 # PostgreSQL takes the rows as one JSON array of row arrays, in one statement: a row of an
 # executemany cost about 11 us of the writer's CPU there, and one array parameter per column
 # (psycopg adapting every element in Python) 6 us; orjson writes the JSON in C (the writer's
-# CPU per bench.gateway envelope of 8 readings: Rollups.write 64 -> 21 us at best).
+# CPU per bench.gateway envelope of 8 readings: Rollups.write 64 -> 21 us at best). As
+# jsonb, which the server parses once, where json's ->> scans an element's text again for
+# every field: the server's CPU for the store statement, 100 hot rows a batch, fell from
+# 28-30 to 22-23 us a row (2026-11-30, load 9).
 JSON_ROWS = (
     "SELECT r->>0, (r->>1)::bigint, r->>2, r->>3, (r->>4)::int, (r->>5)::bigint, "
-    "(r->>6)::bigint, (r->>7)::bigint, (r->>8)::bigint, (r->>9)::bigint "
-    "FROM json_array_elements(?::json) r"
+    "(r->>6)::bigint, (r->>7)::bigint, (r->>8)::bigint, (r->>9)::bigint, (r->>10)::int, "
+    "decode(r->>11, 'hex') FROM jsonb_array_elements(?::jsonb) r"
 )
-VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+VALUES = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT = (
     f"INSERT INTO rollups ({COLUMNS}) {{}} "
     "ON CONFLICT (community_id, hour, device_id, sensor) DO UPDATE SET "
@@ -64,22 +68,48 @@ UPSERT = (
     "first_idx = CASE WHEN excluded.first_idx < rollups.first_idx "
     "THEN excluded.first_idx ELSE rollups.first_idx END, "
     "last_idx = CASE WHEN excluded.last_idx > rollups.last_idx "
-    "THEN excluded.last_idx ELSE rollups.last_idx END"
+    "THEN excluded.last_idx ELSE rollups.last_idx END, "
+    "entries = rollups.entries + excluded.entries, chain = excluded.chain"
 )
+# The progress mark (the row whose device is NULL) and the chains of the rows a step
+# touches, read before the upsert extends them, in one statement: every step holds the
+# append lock, so no other writer moves either between this read and the upsert.
+CHAINS = (
+    "SELECT through_idx, NULL, NULL, NULL, NULL FROM rollup_progress WHERE id = 1 UNION ALL "
+    "SELECT NULL, r.device_id, r.sensor, r.hour, r.chain FROM {} JOIN rollups r "
+    "ON r.community_id = k.value->>0 AND r.hour = CAST(k.value->>1 AS BIGINT) "
+    "AND r.device_id = k.value->>2 AND r.sensor = k.value->>3"
+)
+KEYS = {
+    "postgresql": "jsonb_array_elements(CAST(? AS JSONB)) k(value)",
+    "sqlite": "json_each(?) k CROSS",  # the keys drive the loop: one primary-key probe each
+}
 # A rollup's week marker (migration g0008): the highest log index any rollup of that
 # community's 7 UTC days was built from; a report's cached unit sums are valid while the
 # markers they were summed under are unchanged (gateway/routes/reports.py).
 WEEK_SECONDS = 604_800
-MARK_WEEK = (
-    "INSERT INTO rollup_weeks (community_id, week, changed_idx) VALUES (?, ?, ?) "
+WEEK_CONFLICT = (
     "ON CONFLICT (community_id, week) DO UPDATE SET changed_idx = CASE "
     "WHEN excluded.changed_idx > rollup_weeks.changed_idx THEN excluded.changed_idx "
     "ELSE rollup_weeks.changed_idx END"
 )
+MARK_WEEK = (
+    f"INSERT INTO rollup_weeks (community_id, week, changed_idx) VALUES (?, ?, ?) {WEEK_CONFLICT}"
+)
 THROUGH = "SELECT through_idx FROM rollup_progress WHERE id = 1"
 SET_THROUGH = "UPDATE rollup_progress SET through_idx = ? WHERE id = 1"
+# PostgreSQL: the upsert, the week markers and the progress mark in one statement (data-
+# modifying CTEs), one round trip and one statement's overhead in the server instead of 3+.
+STORE = (
+    f"WITH batch ({COLUMNS}) AS ({JSON_ROWS}), "
+    f"upserted AS ({UPSERT.format('SELECT * FROM batch')}), "
+    "marked AS (INSERT INTO rollup_weeks (community_id, week, changed_idx) "
+    f"SELECT community_id, hour / {WEEK_SECONDS}, max(last_idx) FROM batch GROUP BY 1, 2 "
+    f"{WEEK_CONFLICT}) {SET_THROUGH}"
+)
 LOGGED = (
-    "SELECT idx, device_id, contract, entry FROM entries WHERE idx > ? AND idx < ? ORDER BY idx"
+    "SELECT idx, device_id, contract, entry, leaf_hash FROM entries WHERE idx > ? AND idx < ? "
+    "ORDER BY idx"
 )
 
 
@@ -110,6 +140,7 @@ class Rollups:
         index: int,
         device_id: str | None,
         payload: Any,
+        tag: bytes,
     ) -> bool:
         """Add one accepted energy_minute entry; False when it is not a registered device's."""
         if device_id is None:
@@ -120,7 +151,7 @@ class Rollups:
             if device is None:
                 return False
             community = communities[device_id] = device.community_id
-        add_entry(totals, index, device_id, payload)
+        add_entry(totals, index, device_id, payload, tag)
         return True
 
     def _fold_logged(
@@ -134,14 +165,15 @@ class Rollups:
         """Fold entries after..before (exclusive) as logged: (entries read, minutes, last idx)."""
         rows = cursor.execute(LOGGED, (after, before)).fetchall()
         minutes = 0
-        for index, device_id, contract, data in rows:
+        for index, device_id, contract, data, leaf in rows:
             if contract != CONTRACT or data is None:  # None: payload dropped (docs/retention.md)
                 continue
             try:
                 payload = parse_json(bytes(data), what="entry").get("payload")
             except (FormatError, AttributeError):
                 continue
-            minutes += self._fold(totals, communities, index, device_id, payload)
+            tag = log_tag_id(bytes(leaf)).encode()
+            minutes += self._fold(totals, communities, index, device_id, payload, tag)
         return len(rows), minutes, rows[-1][0] if rows else after
 
     def _store(
@@ -150,26 +182,49 @@ class Rollups:
         totals: dict[HourKey, HourTotals],
         communities: dict[str, str],
         through: int,
+        chains: dict[HourKey, bytes | None],
     ) -> None:
-        """One upsert for every (device, sensor, hour) touched, one per (community, week)
-        touched (its change marker), and the new progress mark."""
+        """One upsert for every (device, sensor, hour) touched, its chain extended from
+        `chains` (the stored ones), one per (community, week) touched (its change marker),
+        and the new progress mark."""
+        rows = [
+            (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
+             t.peak_mw, t.peak_minute, t.first_idx, t.last_idx, t.entries,
+             extend_chain(chains.get((device_id, sensor, hour), b""), t.tags))
+            for (device_id, sensor, hour), t in totals.items()
+        ]  # fmt: skip
+        if self._postgres:
+            hexed = [(*row[:11], None if row[11] is None else row[11].hex()) for row in rows]
+            cursor.execute(STORE, (orjson.dumps(hexed).decode(), through))
+            return
         weeks: dict[tuple[str, int], int] = {}
         for (device_id, _, hour), t in totals.items():
             week = (communities[device_id], hour // WEEK_SECONDS)
             if weeks.get(week, -1) < t.last_idx:
                 weeks[week] = t.last_idx
-        rows = [
-            (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
-             t.peak_mw, t.peak_minute, t.first_idx, t.last_idx)
-            for (device_id, sensor, hour), t in totals.items()
-        ]  # fmt: skip
-        if rows and self._postgres:
-            cursor.execute(UPSERT.format(JSON_ROWS), (orjson.dumps(rows).decode(),))
-        elif rows:
+        if rows:
             cursor.executemany(UPSERT.format(VALUES), rows)
         if weeks:
             cursor.executemany(MARK_WEEK, [(c, w, last) for (c, w), last in weeks.items()])
         cursor.execute(SET_THROUGH, (through,))
+
+    def _chains(
+        self, cursor: DriverCursor, totals: dict[HourKey, HourTotals], communities: dict[str, str]
+    ) -> tuple[int, dict[HourKey, bytes | None]]:
+        """The progress mark, and the stored chains of the touched rows that exist (None:
+        unknown, g0010)."""
+        keys = [(communities[device], hour, device, sensor) for device, sensor, hour in totals]
+        sql = CHAINS.format(KEYS[self.engine.dialect.name])
+        through = -1
+        chains: dict[HourKey, bytes | None] = {}
+        for mark, device, sensor, hour, chain in cursor.execute(
+            sql, (orjson.dumps(keys).decode(),)
+        ).fetchall():
+            if device is None:
+                through = mark
+            else:
+                chains[(device, sensor, hour)] = None if chain is None else bytes(chain)
+        return through, chains
 
     # -- the append hook, catch-up and rebuild --------------------------------------------
 
@@ -177,24 +232,39 @@ class Rollups:
         self, conn: Connection, submissions: Sequence[Submission], outcomes: Sequence[Any]
     ) -> None:
         """Roll up what an append accepts, inside its transaction (Log.append `within`)."""
-        accepted = [
-            (outcome.entry.index, submission)
+        appended = [
+            (submission, outcome)
             for submission, outcome in zip(submissions, outcomes, strict=True)
             if isinstance(outcome, Appended) and outcome.status == "accepted"
         ]
-        if not accepted:
+        if not appended:
             return
+        appended.sort(key=lambda pair: pair[1].entry.index)  # log order: the chains follow it
         cursor = DriverCursor(conn)
         totals: dict[HourKey, HourTotals] = {}
         communities: dict[str, str] = {}
-        first = accepted[0][0]
-        through = cursor.scalar(THROUGH)
-        if through < first - 1:  # appended without this hook since the last rollup
+        self._fold_appended(totals, communities, appended)
+        through, chains = self._chains(cursor, totals, communities)
+        first = appended[0][1].entry.index
+        if through < first - 1:  # appended without this hook since the last rollup: those
+            totals.clear()  # come first in log order, so the chains fold them first
             self._fold_logged(cursor, totals, communities, through, first)
-        for index, submission in accepted:
+            self._fold_appended(totals, communities, appended)
+            through, chains = self._chains(cursor, totals, communities)
+        self._store(cursor, totals, communities, appended[-1][1].entry.index, chains)
+
+    def _fold_appended(
+        self, totals: dict[HourKey, HourTotals], communities: dict[str, str],
+        appended: list[tuple[Submission, Appended]],
+    ) -> None:  # fmt: skip
+        """Fold an append's accepted energy_minute entries, in log order."""
+        for submission, outcome in appended:
             if submission.contract == CONTRACT:
-                self._fold(totals, communities, index, submission.device_id, submission.payload)
-        self._store(cursor, totals, communities, accepted[-1][0])
+                entry = outcome.entry
+                tag = log_tag_id(entry.leaf_hash).encode()
+                self._fold(
+                    totals, communities, entry.index, submission.device_id, submission.payload, tag
+                )
 
     @contextmanager
     def _locked(self) -> Iterator[DriverCursor]:
@@ -213,7 +283,8 @@ class Rollups:
             cursor, totals, communities, through, through + 1 + BATCH
         )
         if read:
-            self._store(cursor, totals, communities, last)
+            _, chains = self._chains(cursor, totals, communities)
+            self._store(cursor, totals, communities, last, chains)
         return read, minutes, last
 
     def catch_up(self) -> int:
@@ -241,6 +312,7 @@ class Rollups:
             cursor.execute("DELETE FROM rollups")
             cursor.execute("DELETE FROM rollup_weeks")
             cursor.execute("DELETE FROM report_units")
+            cursor.execute("DELETE FROM report_digests")
             entries = minutes = 0
             through = -1
             while True:
@@ -257,7 +329,7 @@ class Rollups:
 
 SELECT = (
     "SELECT device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, "
-    "last_idx FROM rollups WHERE community_id = {} AND hour >= ? AND hour < ?{} "
+    "last_idx, entries, chain FROM rollups WHERE community_id = {} AND hour >= ? AND hour < ?{} "
     "ORDER BY community_id, hour, device_id, sensor"
 )
 # A device's community, for reading its rows by the primary key.
@@ -300,9 +372,11 @@ def _query(
             peak_minute=None if peak_minute is None else moment(peak_minute),
             first_idx=first_idx,
             last_idx=last_idx,
+            entries=entries,
+            chain=None if chain is None else bytes(chain),
         )
-        for device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx, last_idx
-        in rows
+        for (device_id, sensor, hour, minutes, energy_mwh, peak_mw, peak_minute, first_idx,
+             last_idx, entries, chain) in rows
     ]  # fmt: skip
 
 

@@ -11,8 +11,13 @@ class HourlyRollup(NamedTuple):
 
     `energy_mwh` is None for a sensor that measures no energy (a temperature, a switch);
     missing minutes are `60 - minutes`, never filled with zero. `first_idx` and `last_idx`
-    are the lowest and highest log indexes the rollup was built from. A named tuple, not a
-    dataclass: a day's report builds 4,320 of them, at a third of a frozen dataclass's cost.
+    are the lowest and highest log indexes the rollup was built from. `entries` counts the
+    entries whose first rolled-up sensor (code point order) this is, and `chain` is the
+    SHA-256 chain over the log tag ids of all entries folded in, in log order
+    (contracts/energy/minute.py `extend_chain`; None when unknown, docs/rollups.md). A sum
+    over several hours (contracts/energy/aggregate.py) leaves both at their defaults. A
+    named tuple, not a dataclass: a day's report builds 4,320 of them, at a third of a
+    frozen dataclass's cost.
     """
 
     device_id: str
@@ -24,3 +29,5 @@ class HourlyRollup(NamedTuple):
     peak_minute: datetime | None  # the minute of that peak (UTC)
     first_idx: int
     last_idx: int
+    entries: int = 0
+    chain: bytes | None = b""

@@ -23,10 +23,11 @@ requires a number (edge/aggregate.py), so it is a missing minute, not a zero. Va
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,7 +163,9 @@ class HourTotals:
     """A (device, sensor, hour) being summed: the mutable twin of HourlyRollup.
 
     Times are Unix seconds. The peak is the highest one-minute power; of equal ones, the
-    earliest minute, so the result does not depend on the order minutes arrive in.
+    earliest minute, so the result does not depend on the order minutes arrive in. `chain`
+    is the chain over the entries folded before this sum began (b"" for none, None when
+    unknown) and `tags` the log tag ids folded since, in log order (see `extend_chain`).
     """
 
     minutes: int
@@ -171,6 +174,9 @@ class HourTotals:
     peak_minute: int | None
     first_idx: int
     last_idx: int
+    entries: int = 0
+    chain: bytes | None = b""
+    tags: list[bytes] = field(default_factory=list)
 
     def add(
         self, index: int, minute: int, present: bool, energy: int | None, power: int | None
@@ -194,14 +200,31 @@ class HourTotals:
 HourKey = tuple[str, str, int]  # device_id, sensor, hour (Unix seconds)
 
 
-def add_entry(totals: dict[HourKey, HourTotals], index: int, device_id: str, payload: Any) -> None:
-    """Fold one logged energy_minute payload into `totals`."""
+def extend_chain(chain: bytes | None, tags: Iterable[bytes]) -> bytes | None:
+    """A rollup's chain over its entries' log tag ids in log order: from b"" (no entry),
+    each entry's makes it SHA-256(chain || tag id as ASCII). None (unknown) stays None."""
+    if chain is None:
+        return None
+    for tag in tags:
+        chain = hashlib.sha256(chain + tag).digest()
+    return chain
+
+
+def add_entry(
+    totals: dict[HourKey, HourTotals], index: int, device_id: str, payload: Any, tag: bytes
+) -> None:
+    """Fold one logged energy_minute payload, log tag id `tag` (ASCII), into `totals`.
+
+    Entries must come in log order (the chains follow it). The entry is counted once, in
+    `entries` of the first of its rolled-up sensors in code point order, so the `entries`
+    of a device's rollups add up to the distinct entries folded into them."""
     text = payload.get("start") if isinstance(payload, dict) else None
     minute = _start_seconds(text) if isinstance(text, str) else None
     readings = payload.get("readings") if minute is not None else None
     if minute is None or not isinstance(readings, dict):
         return
     hour = minute - minute % HOUR
+    counted: tuple[str, HourTotals] | None = None
     for sensor, reading in readings.items():
         # Only minutes with energy or power are rolled up: a report reads nothing else
         # (temperatures, switches and unusable readings would be rows no report reads).
@@ -217,6 +240,11 @@ def add_entry(totals: dict[HourKey, HourTotals], index: int, device_id: str, pay
         if known is None:
             totals[key] = known = HourTotals(0, None, None, None, index, index)
         known.add(index, minute, *found)
+        known.tags.append(tag)
+        if counted is None or sensor < counted[0]:
+            counted = (sensor, known)
+    if counted is not None:
+        counted[1].entries += 1
 
 
 def _utc(seconds: int | None) -> datetime | None:
@@ -236,13 +264,15 @@ def hourly_rollup(key: HourKey, totals: HourTotals) -> HourlyRollup:
         peak_minute=_utc(totals.peak_minute),
         first_idx=totals.first_idx,
         last_idx=totals.last_idx,
+        entries=totals.entries,
+        chain=extend_chain(totals.chain, totals.tags),
     )
 
 
-def rollups(entries: Iterable[tuple[int, str, Any]]) -> list[HourlyRollup]:
-    """Hourly rollups from scratch: (log index, device id, payload) of accepted
+def rollups(entries: Iterable[tuple[int, str, Any, bytes]]) -> list[HourlyRollup]:
+    """Hourly rollups from scratch: (log index, device id, payload, log tag id) of accepted
     energy_minute entries, in any order; sorted by device, sensor and hour."""
     totals: dict[HourKey, HourTotals] = {}
-    for index, device_id, payload in entries:
-        add_entry(totals, index, device_id, payload)
+    for index, device_id, payload, tag in sorted(entries, key=lambda entry: entry[0]):
+        add_entry(totals, index, device_id, payload, tag)
     return [hourly_rollup(key, totals[key]) for key in sorted(totals)]

@@ -7,8 +7,19 @@ entries below N folded into hourly rollups (contracts/energy/minute.py). The gat
 `patio report verify` both take the inputs from here, so they cannot disagree on them.
 
 Entries used: the `energy_minute@1` entries with index below N of the community's devices
-whose minute falls in one of the report's UTC ranges (`report.rollup_ranges`). Their digest
-is SHA-256 over their log tag ids in log order, each followed by a newline ("\\n"), hex.
+that are folded into an hourly rollup (an energy or power reading; contracts/energy/minute.py)
+of an hour in one of the report's UTC ranges (`report.rollup_ranges`). Their count is of
+distinct entries. Their digest is built from the rollups, so that the gateway combines
+values it keeps per rollup instead of reading every entry (docs/reports.md#provenance):
+
+- each rollup's `chain` is SHA-256 chained over the log tag ids (ASCII) of the entries folded
+  into it, in log order, from the empty string (`minute.extend_chain`), and its `entries`
+  counts those whose first rolled-up sensor (code point order) it is;
+- a local day of the ranges (`local_days`) has the line "HOUR DEVICE SENSOR ENTRIES CHAIN\n"
+  (hour in Unix seconds, chain in hex) per rollup, in (hour, device, sensor) order; its
+  digest is SHA-256 of those lines, its count the sum of their ENTRIES;
+- the report's digest is SHA-256 over "START END COUNT DIGEST\n" per day in time order
+  (START and END the day's UTC bounds in Unix seconds), its count the sum of the days'.
 """
 
 from __future__ import annotations
@@ -16,18 +27,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from contracts.device_types import roles as declared_roles
 from contracts.energy.errors import PeriodError, ReportError, TariffError
-from contracts.energy.periods import Period, PeriodKind, custom_period, period_of, zone_named
+from contracts.energy.periods import (
+    Period,
+    PeriodKind,
+    custom_period,
+    local_midnight,
+    period_of,
+    zone_named,
+)
 from contracts.energy.tariff import Tariff, parse_tariff
 from ledger.encoding import canonical_json
 from ledger.registry_replay import Registry
 
-PROVENANCE_FORMAT = "patio-report-provenance/v1"
+PROVENANCE_FORMAT = "patio-report-provenance/v2"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,19 +116,51 @@ def community_inputs(registry: Registry, community_id: str) -> CommunityInputs |
     )
 
 
-def entries_digest(tags: Iterable[str]) -> tuple[int, str]:
-    """(count, SHA-256 hex) of log tag ids given in log order (see the module docstring)."""
+DayDigest = tuple[int, str]  # (entries, SHA-256 hex) of one local day's rollups
+RollupLine = tuple[int, str, str, int, bytes | None]  # hour, device, sensor, entries, chain
+
+
+def local_days(
+    ranges: Iterable[tuple[datetime, datetime]], zone: ZoneInfo
+) -> list[tuple[int, int]]:
+    """The local days of `ranges` (each starting at a local midnight) as [start, end) Unix
+    seconds, in time order."""
+    days = []
+    for start, end in ranges:
+        seconds, stop = int(start.timestamp()), int(end.timestamp())
+        while seconds < stop:
+            day = datetime.fromtimestamp(seconds, zone).date()
+            day_end = int(local_midnight(day + timedelta(days=1), zone).timestamp())
+            days.append((seconds, min(day_end, stop)))
+            seconds = days[-1][1]
+    return days
+
+
+def day_digest(rollups: Iterable[RollupLine]) -> DayDigest | None:
+    """The count and digest of one local day's rollups, given in any order; None when a
+    rollup's chain is unknown (written before gateway migration g0010 over payloads since
+    dropped)."""
+    lines = []
+    count = 0
+    for hour, device, sensor, entries, chain in sorted(rollups):
+        if chain is None:
+            return None
+        lines.append(f"{hour} {device} {sensor} {entries} {chain.hex()}\n")
+        count += entries
+    return count, hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def entries_digest(days: Iterable[tuple[int, int, DayDigest | None]]) -> dict[str, Any] | None:
+    """The report's `entries` from its days' (start, end, day digest) in time order; None
+    when a day's is unknown."""
     digest = hashlib.sha256()
     count = 0
-    for tag in tags:
-        digest.update(tag.encode() + b"\n")
-        count += 1
-    return count, digest.hexdigest()
-
-
-def in_ranges(minute: datetime, ranges: Iterable[tuple[datetime, datetime]]) -> bool:
-    """Whether a UTC minute is in one of the `[start, end)` ranges."""
-    return any(start <= minute < end for start, end in ranges)
+    for start, end, day in days:
+        if day is None:
+            return None
+        digest.update(f"{start} {end} {day[0]} {day[1]}\n".encode())
+        count += day[0]
+    return {"count": count, "digest": digest.hexdigest()}
 
 
 def period_from_json(period: Any) -> Period:
@@ -134,8 +185,9 @@ __all__ = [
     "TariffError",
     "community_inputs",
     "contracted_power",
+    "day_digest",
     "entries_digest",
-    "in_ranges",
+    "local_days",
     "period_from_json",
     "tariff_digest",
 ]

@@ -11,6 +11,7 @@ the report is rebuilt (contracts/energy/report.py) and compared field by field.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ from contracts.energy.minute import (
     HourTotals,
     add_entry,
     hourly_rollup,
-    minute_start,
 )
 from contracts.energy.provenance import (
+    PROVENANCE_FORMAT,
+    RollupLine,
     community_inputs,
+    day_digest,
     entries_digest,
-    in_ranges,
+    local_days,
     period_from_json,
 )
 from contracts.energy.report import build_report, rollup_ranges
@@ -177,8 +180,7 @@ def recompute(report: dict[str, Any], seen: list[_Seen], checkpoint: Checkpoint)
     period = period_from_json(report["period"])
     ranges = rollup_ranges(period, inputs.tariff)
     totals: dict[HourKey, HourTotals] = {}
-    used: list[str] = []
-    for item in below:
+    for item in sorted(below, key=lambda seen: seen.index):  # log order: the chains follow it
         payload = item.entry.get("payload")
         if item.entry.get("contract") != CONTRACT or not isinstance(payload, dict):
             continue
@@ -191,10 +193,8 @@ def recompute(report: dict[str, Any], seen: list[_Seen], checkpoint: Checkpoint)
                 "report",
                 f"entry {item.index} is signed with a key the registry never gave {device!r}",
             )
-        add_entry(totals, item.index, device, payload)
-        minute = minute_start(payload)
-        if minute is not None and in_ranges(minute, ranges):
-            used.append(log_tag_id(merkle.leaf_hash(canonical_json(item.entry))))
+        tag = log_tag_id(merkle.leaf_hash(canonical_json(item.entry))).encode()
+        add_entry(totals, item.index, device, payload, tag)
     rollups = [hourly_rollup(key, totals[key]) for key in sorted(totals)]
     as_of = datetime.fromisoformat(report["as_of"].replace("Z", "+00:00"))
     rebuilt = build_report(
@@ -205,12 +205,21 @@ def recompute(report: dict[str, Any], seen: list[_Seen], checkpoint: Checkpoint)
         contracted_kw=inputs.contracted_kw,
         as_of=as_of,
     )
-    entries = None
-    if provenance.get("entries") is not None:
-        count, digest = entries_digest(used)
-        entries = {"count": count, "digest": digest}
+    days = local_days(ranges, period.zone)
+    starts = [start for start, _ in days]
+    lines: dict[int, list[RollupLine]] = {}
+    for rollup in rollups:
+        hour = int(rollup.hour.timestamp())
+        day = bisect.bisect_right(starts, hour) - 1
+        if day >= 0 and hour < days[day][1]:
+            lines.setdefault(day, []).append(
+                (hour, rollup.device_id, rollup.sensor, rollup.entries, rollup.chain)
+            )
+    entries = entries_digest(
+        (start, end, day_digest(lines.get(day, []))) for day, (start, end) in enumerate(days)
+    )
     rebuilt["provenance"] = {
-        "format": provenance.get("format"),
+        "format": PROVENANCE_FORMAT,
         "checkpoint": provenance["checkpoint"],
         "tree_size": tree_size,
         "root_hash": checkpoint.root_hash.hex(),
@@ -234,6 +243,11 @@ def verify(
             raise TypeError("the checkpoint is not a note")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{report_path} is not a patio report with provenance: {exc}") from exc
+    if report["provenance"].get("format") != PROVENANCE_FORMAT:
+        raise FormatError(
+            f"{report_path} has provenance {report['provenance'].get('format')!r}; this "
+            f"command verifies {PROVENANCE_FORMAT} only"
+        )
     if report["provenance"].get("payloads_removed") is not None:
         # Those minutes count through rollups the log can no longer rebuild (retention).
         raise FormatError(

@@ -11,6 +11,7 @@ N with the same arithmetic (contracts/energy/minute.py).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import operator
 import re
@@ -30,13 +31,24 @@ from contracts.energy.aggregate import add, units
 from contracts.energy.csv import render_csv
 from contracts.energy.errors import EnergyError
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry, hourly_rollup
+from contracts.energy.minute import (
+    CONTRACT,
+    HourKey,
+    HourTotals,
+    add_entry,
+    extend_chain,
+    hourly_rollup,
+)
 from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
 from contracts.energy.provenance import (
     PROVENANCE_FORMAT,
     CommunityInputs,
+    DayDigest,
+    RollupLine,
     community_inputs,
+    day_digest,
     entries_digest,
+    local_days,
 )
 from contracts.energy.report import build_report, rollup_ranges
 from gateway.deps import GatewayDep, ReaderDep
@@ -72,9 +84,10 @@ Definitions (Home Assistant's energy dashboard):
 
 `Accept: text/csv` gives the same report as CSV (one row per bucket and a total row).
 `provenance` names the signed checkpoint the report was computed against (its note and tree
-size N) and every input taken from the registry below N; `entries=true` also counts the
-energy_minute entries used and digests their log tag ids (SHA-256 over the tag ids in log
-order, each followed by a newline), which reads every one of them.
+size N), every input taken from the registry below N, and the energy_minute entries used
+below N: their count and a digest of their log tag ids (SHA-256 chained over the tag ids in
+log order per hourly rollup, the rollups' lines digested per local day, the days' lines
+digested; docs/reports.md), `null` where a rollup's chain is unknown.
 `patio report verify` recomputes the report from the log (docs/reports.md).
 """
 
@@ -268,8 +281,10 @@ def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
 def _rollups(
     cursor: DriverCursor, inputs: CommunityInputs, unit_of: dict[int, int], tree_size: int,
     postgres: bool, stores: list[tuple[str, str, str, str]],
+    recomputed: dict[HourKey, HourTotals],
 ) -> list[HourlyRollup]:  # fmt: skip
-    """The community's rollups summed per unit, as the log up to `tree_size` builds them."""
+    """The community's rollups summed per unit, as the log up to `tree_size` builds them;
+    the hourly rollups recomputed from entries below `tree_size` are put in `recomputed`."""
     if not unit_of:
         return []
     markers = dict(
@@ -335,8 +350,8 @@ def _rollups(
     devices = sorted({device for device, _, _ in wanted})
     marks = ", ".join("?" * len(devices))
     totals: dict[HourKey, HourTotals] = {}
-    for index, device, data in cursor.execute(
-        f"SELECT idx, device_id, entry FROM entries WHERE idx >= ? AND idx < ? "
+    for index, device, data, leaf in cursor.execute(
+        f"SELECT idx, device_id, entry, leaf_hash FROM entries WHERE idx >= ? AND idx < ? "
         f"AND contract = ? AND device_id IN ({marks}) ORDER BY idx",
         (min(first for *_, first in dirty), tree_size, CONTRACT, *devices),
     ).fetchall():
@@ -346,8 +361,9 @@ def _rollups(
             payload = parse_json(bytes(data), what="entry").get("payload")
         except (FormatError, AttributeError):
             continue
-        add_entry(totals, index, device, payload)
+        add_entry(totals, index, device, payload, log_tag_id(bytes(leaf)).encode())
     for key in sorted(wanted & totals.keys()):
+        recomputed[key] = totals[key]
         device, sensor, hour = key
         unit_key = (device, sensor, unit_of[hour])
         part = hourly_rollup(key, totals[key])
@@ -367,52 +383,121 @@ def _rollups(
 
 
 def _entries_used(
-    cursor: DriverCursor, inputs: CommunityInputs, ranges: list[tuple[datetime, datetime]],
-    tree_size: int,
-) -> dict[str, Any]:  # fmt: skip
-    """Count and digest of the energy_minute entries below `tree_size` the report reads."""
-    indexes: set[int] = set()
-    for start, end in ranges:
-        for (index,) in cursor.execute(
-            "SELECT r.idx FROM readings r JOIN entries e ON e.idx = r.idx "
-            "WHERE r.community_id = ? AND r.start >= ? AND r.start < ? AND r.idx < ? "
-            "AND e.contract = ?",
-            (inputs.community_id, _minute_text(start), _minute_text(end), tree_size, CONTRACT),
-        ).fetchall():
-            indexes.add(index)
-    tags = []
-    ordered = sorted(indexes)
-    for offset in range(0, len(ordered), 1000):
-        chunk = ordered[offset : offset + 1000]
-        marks = ", ".join("?" * len(chunk))
-        rows = cursor.execute(
-            f"SELECT idx, leaf_hash FROM entries WHERE idx IN ({marks}) ORDER BY idx", chunk
+    cursor: DriverCursor, community_id: str, zone: ZoneInfo,
+    ranges: list[tuple[datetime, datetime]], tree_size: int, postgres: bool,
+    recomputed: dict[HourKey, HourTotals], keeps: list[tuple[str, int, int, str, int, str]],
+) -> dict[str, Any] | None:  # fmt: skip
+    """The count and digest of the entries used (contracts/energy/provenance.py), from the
+    rollups' counts and chains, never the entries: a local day's are read from
+    `report_digests` while the week markers they were computed under are unchanged and
+    below `tree_size`, else from its rollups below `tree_size` and those `recomputed` from
+    the log (appended to `keeps` for `compute` to keep once the day's weeks are over)."""
+    days = local_days(ranges, zone)
+    if not days:
+        return entries_digest([])
+    first, last = days[0][0] // WEEK_SECONDS, (days[-1][1] - 1) // WEEK_SECONDS
+    markers = dict(
+        cursor.execute(
+            "SELECT week, changed_idx FROM rollup_weeks WHERE community_id = ? "
+            "AND week >= ? AND week <= ?",
+            (community_id, first, last),
         ).fetchall()
-        tags += [log_tag_id(bytes(leaf)) for _, leaf in rows]
-    count, digest = entries_digest(tags)
-    return {"count": count, "digest": digest}
+    )
+    cached = {
+        (start, end): (stamp, count, digest)
+        for start, end, stamp, count, digest in cursor.execute(
+            "SELECT start_hour, end_hour, markers, entries, digest FROM report_digests "
+            "WHERE community_id = ? AND start_hour >= ? AND start_hour < ?",
+            (community_id, days[0][0], days[-1][1]),
+        ).fetchall()
+    }
+    this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
+    found: dict[int, DayDigest | None] = {}
+    stamps: dict[int, str] = {}
+    for day, (start, end) in enumerate(days):
+        weeks = list(range(start // WEEK_SECONDS, (end - 1) // WEEK_SECONDS + 1))
+        marks = [markers.get(week, -1) for week in weeks]
+        if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
+            continue
+        stamp = orjson.dumps([weeks, marks]).decode()
+        known = cached.get((start, end))
+        if known is not None and known[0] == stamp:
+            found[day] = (int(known[1]), known[2])
+            continue
+        if weeks[-1] < this_week:  # the current week's markers move with every batch
+            stamps[day] = stamp
+        # No rollup of the day is newer than the checkpoint: its lines come from SQL.
+        found[day] = _day_in_sql(cursor, community_id, start, end, tree_size, postgres)
+    lines: dict[int, list[RollupLine]] = {day: [] for day in range(len(days)) if day not in found}
+    starts = [start for start, _ in days]
+    for start, end in _spans({hour: hour for day in lines
+                              for hour in range(days[day][0], days[day][1], 3600)}):  # fmt: skip
+        for hour, device, sensor, entries, chain in cursor.execute(
+            "SELECT hour, device_id, sensor, entries, chain FROM rollups WHERE community_id = ? "
+            "AND hour >= ? AND hour < ? AND last_idx < ?",
+            (community_id, start, end, tree_size),
+        ).fetchall():
+            lines[bisect.bisect_right(starts, hour) - 1].append(
+                (hour, device, sensor, entries, None if chain is None else bytes(chain))
+            )
+    for (device, sensor, hour), totals in recomputed.items():
+        day = bisect.bisect_right(starts, hour) - 1
+        if day in lines and hour < days[day][1]:
+            chain = extend_chain(totals.chain, totals.tags)
+            lines[day].append((hour, device, sensor, totals.entries, chain))
+    for day, rows in lines.items():
+        found[day] = day_digest(rows)
+    for day, stamp in stamps.items():
+        if (computed := found[day]) is not None:
+            keeps.append((community_id, *days[day], stamp, *computed))
+    return entries_digest((start, end, found[day]) for day, (start, end) in enumerate(days))
 
 
-def _minute_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# One local day's rollup lines (contracts/energy/provenance.py `day_digest`) written by the
+# database in (hour, device, sensor) code point order: SQLite's BINARY collation compares
+# UTF-8 bytes, PostgreSQL's "C" likewise. A NULL line is a rollup with no chain (unknown).
+DAY_LINES = (
+    "SELECT CASE WHEN chain IS NOT NULL THEN CAST(hour AS TEXT) || ' ' || device_id || ' ' "
+    "|| sensor || ' ' || CAST(entries AS TEXT) || ' ' || {hex} || {newline} END, entries "
+    "FROM rollups WHERE community_id = ? AND hour >= ? AND hour < ? AND last_idx < ? "
+    "ORDER BY hour, device_id{collate}, sensor{collate}"
+)
+DAY_LINES_IN = {  # by "is it PostgreSQL"
+    False: DAY_LINES.format(hex="lower(hex(chain))", newline="char(10)", collate=""),
+    True: DAY_LINES.format(hex="encode(chain, 'hex')", newline="chr(10)", collate=' COLLATE "C"'),
+}
 
 
-def compute(
-    gateway: Any, community_id: str, period_args: dict[str, Any], *, with_entries: bool
-) -> dict[str, Any]:
+def _day_in_sql(
+    cursor: DriverCursor, community_id: str, start: int, end: int, tree_size: int,
+    postgres: bool,
+) -> DayDigest | None:  # fmt: skip
+    """`day_digest` of a day's rollups below `tree_size`, each line formatted by the
+    database: a year's first request formats a million of them (bench/reports.py)."""
+    rows = cursor.execute(
+        DAY_LINES_IN[postgres], (community_id, start, end, tree_size)
+    ).fetchall()
+    if any(line is None for line, _ in rows):
+        return None
+    text = "".join(line for line, _ in rows)
+    return sum(entries for _, entries in rows), hashlib.sha256(text.encode()).hexdigest()
+
+
+def compute(gateway: Any, community_id: str, period_args: dict[str, Any]) -> dict[str, Any]:
     """The report, read in one snapshot of the database."""
     engine = gateway.log.engine
     options = {"isolation_level": SNAPSHOT[engine.dialect.name]} if (
         engine.dialect.name in SNAPSHOT) else {}  # fmt: skip
     for attempt in range(2):
         stores: list[tuple[str, str, str, str]] = []
+        keeps: list[tuple[str, int, int, str, int, str]] = []
         with engine.connect().execution_options(**options) as conn, conn.begin():
-            report = _compute_in(
-                conn, community_id, period_args, with_entries=with_entries, stores=stores
-            )
+            report = _compute_in(conn, community_id, period_args, stores=stores, keeps=keeps)
         if report is not None:
             if stores:
                 _keep(engine, stores)
+            if keeps:
+                _keep_digests(engine, keeps)
             return report
         if attempt == 0:  # entries were appended without the rollup hook: fold them in
             Rollups(engine, gateway.directory).catch_up()
@@ -435,9 +520,24 @@ def _keep(engine: Engine, stores: list[tuple[str, str, str, str]]) -> None:
         pass
 
 
+def _keep_digests(engine: Engine, keeps: list[tuple[str, int, int, str, int, str]]) -> None:
+    """Keep days' entry digests for the next report, as `_keep` keeps unit sums."""
+    upsert = (
+        "INSERT INTO report_digests (community_id, start_hour, end_hour, markers, entries, "
+        "digest) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (community_id, start_hour, end_hour) "
+        "DO UPDATE SET markers = excluded.markers, entries = excluded.entries, "
+        "digest = excluded.digest"
+    )
+    try:
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            DriverCursor(conn).executemany(upsert, keeps)
+    except OperationalError:  # the writer held the lock too long: the report stands anyway
+        pass
+
+
 def _compute_in(
-    conn: Connection, community_id: str, period_args: dict[str, Any], *, with_entries: bool,
-    stores: list[tuple[str, str, str, str]],
+    conn: Connection, community_id: str, period_args: dict[str, Any], *,
+    stores: list[tuple[str, str, str, str]], keeps: list[tuple[str, int, int, str, int, str]],
 ) -> dict[str, Any] | None:  # fmt: skip
     cursor = DriverCursor(conn)
     if conn.dialect.name == "postgresql":
@@ -470,7 +570,8 @@ def _compute_in(
     as_of = datetime.now(UTC).replace(second=0, microsecond=0)
     unit_of = units(period, inputs.tariff, as_of)
     postgres = conn.dialect.name == "postgresql"
-    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres, stores)
+    recomputed: dict[HourKey, HourTotals] = {}
+    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres, stores, recomputed)
     report = build_report(
         rollups=rollups, roles=inputs.roles, period=period, tariff=inputs.tariff,
         contracted_kw=inputs.contracted_kw, as_of=as_of,
@@ -480,7 +581,9 @@ def _compute_in(
         "checkpoint": note,
         "tree_size": tree_size,
         "root_hash": root_hash.hex(),
-        "entries": _entries_used(cursor, inputs, ranges, tree_size) if with_entries else None,
+        "entries": _entries_used(
+            cursor, inputs.community_id, zone, ranges, tree_size, postgres, recomputed, keeps
+        ),
         "inputs": inputs.json(),
         "payloads_removed": _payloads_removed(
             cursor, inputs, registry, registry_entries, min(start for start, _ in ranges)
@@ -550,7 +653,6 @@ async def report(
     last: Annotated[
         str | None, Query(alias="to", description="custom range end (inclusive)")
     ] = None,
-    entries: Annotated[bool, Query(description="count and digest the entries used")] = False,
 ) -> Response:
     if not caller.can_read(community):
         raise Problem(403, "Forbidden", f"this key may not read community {community!r}")
@@ -567,9 +669,7 @@ async def report(
     else:
         raise Problem(422, "Invalid request", "give period and date, or from and to")
     try:
-        body = await asyncio.to_thread(
-            compute, gateway, community, period_args, with_entries=entries
-        )
+        body = await asyncio.to_thread(compute, gateway, community, period_args)
     except EnergyError as exc:  # a range too long, a year the tariff cannot price, ...
         raise Problem(422, "Cannot compute this report", str(exc)) from exc
     accept = request.headers.get("accept", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -23,6 +24,11 @@ HOUR = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
 def payload(start: str, **readings: object) -> dict[str, object]:
     return {"device_id": "d1", "seq": 1, "start": start, "period_s": 60, "readings": readings}
+
+
+def tag(index: int) -> bytes:
+    """A stand-in log tag id for entry `index` (ASCII, as the real ones are)."""
+    return f"c274b5{index:064x}".encode()
 
 
 def gauge(unit: str, avg: float | None) -> dict[str, object]:
@@ -149,7 +155,7 @@ def test_hour_fold() -> None:
         ),
         (9, "d1", payload("2026-11-22T11:00:00Z", pv=gauge("W", 60.0))),
     ]
-    got = {(r.sensor, r.hour.hour): r for r in rollups(entries)}
+    got = {(r.sensor, r.hour.hour): r for r in rollups([(*e, tag(e[0])) for e in entries])}
     assert sorted(got) == [("m", 10), ("pv", 10), ("pv", 11)]
     meter, pv, later = got["m", 10], got["pv", 10], got["pv", 11]
     # Meter: 20 + 20 + 5 Wh = 45,000 mWh; peak 20 Wh in a minute = 1,200 W, first at 10:00.
@@ -169,7 +175,7 @@ def test_equal_peaks_take_the_earliest_minute_in_any_order() -> None:
         (3, "d1", payload("2026-11-22T10:50:00Z", p=gauge("W", 100.0))),
     ]
     for order in (entries, entries[::-1], entries[1:] + entries[:1]):
-        [hour] = rollups(order)
+        [hour] = rollups([(*e, tag(e[0])) for e in order])
         assert hour.peak_minute == HOUR.replace(minute=10)
 
 
@@ -182,5 +188,21 @@ def test_only_minutes_with_energy_or_power_are_rolled_up() -> None:
         absurd={"unit": "Wh", "sum": 10.0**13},
         pv=gauge("W", 600.0),
     )
-    [hour] = rollups([(0, "d1", minute)])
+    [hour] = rollups([(0, "d1", minute, tag(0))])
     assert (hour.sensor, hour.minutes, hour.energy_mwh) == ("pv", 1, 10_000)
+
+
+def test_chains_follow_log_order_and_each_entry_counts_once() -> None:
+    """Hand-computed: a rollup's chain is SHA-256(chain || tag id) over its entries in log
+    order, whatever order they are given in; an entry with two rolled-up sensors is in both
+    chains and counted once, in the first sensor's row (code point order: "m" < "pv")."""
+    entries = [
+        (9, "d1", payload("2026-11-22T10:01:00Z", pv=gauge("W", 60.0), m={"unit": "Wh", "sum": 1})),
+        (4, "d1", payload("2026-11-22T10:00:00Z", pv=gauge("W", 60.0), t=gauge("Cel", 20.0))),
+        (6, "d1", payload("2026-11-22T10:02:00Z", t=gauge("Cel", 20.0))),  # nothing rolled up
+    ]
+    for order in (entries, entries[::-1]):
+        meter, pv = rollups([(*e, tag(e[0])) for e in order])
+        assert (meter.sensor, meter.entries, pv.sensor, pv.entries) == ("m", 1, "pv", 1)
+        assert meter.chain == hashlib.sha256(tag(9)).digest()
+        assert pv.chain == hashlib.sha256(hashlib.sha256(tag(4)).digest() + tag(9)).digest()

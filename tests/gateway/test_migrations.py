@@ -1,4 +1,4 @@
-"""The gateway's migrations g0003, g0007, g0008 and g0009 on databases that already hold data."""
+"""The gateway's migrations g0003 and g0007-g0010 on databases that already hold data."""
 
 from __future__ import annotations
 
@@ -126,4 +126,41 @@ def test_rollups_without_energy_or_power_are_deleted(database_url: str) -> None:
     migrate(engine, "g0009")
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT {COLUMNS} FROM rollups")).all() == [kept]
+    engine.dispose()
+
+
+def test_rollups_are_rebuilt_for_their_chains_unless_payloads_were_dropped(
+    database_url: str,
+) -> None:
+    """g0010: rollups, their markers and the reports' kept sums are cleared and the progress
+    mark reset, so the catch-up rebuilds them with chains; once payloads were dropped the
+    rows stay as they were, with no chain (unknown) and no entries counted."""
+    engine = open_engine(database_url)
+    migrate(engine, "g0009")
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}"))
+        conn.execute(text("INSERT INTO rollup_weeks VALUES ('c1', 0, 2)"))
+        conn.execute(text("UPDATE rollup_progress SET through_idx = 2"))
+    migrate(engine, "g0010")
+    with engine.connect() as conn:
+        for table in ("rollups", "rollup_weeks", "report_units", "report_digests"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0
+        assert conn.execute(text("SELECT through_idx FROM rollup_progress")).scalar_one() == -1
+    migrate(engine, "g0009", down=True)
+    assert "report_digests" not in inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}"))
+        conn.execute(
+            text(
+                "INSERT INTO entries (idx, leaf_hash, entry, device_id, seq, contract, "
+                "received_at) VALUES (0, :leaf, :entry, 'd1', 1, 'energy_minute@1', 't')"
+            ),
+            {"leaf": bytes(32), "entry": b"{}"},
+        )
+        conn.execute(text("INSERT INTO redactions VALUES (0, 'retention', 'r', 't')"))
+    migrate(engine, "g0010")
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT {COLUMNS}, entries, chain FROM rollups")).all() == [
+            ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2, 0, None)
+        ]
     engine.dispose()

@@ -98,7 +98,7 @@ def get_report(gateway: Gateway, token: str | None = None, **params: Any) -> htt
 
 
 def test_day_report(gateway: Gateway, community: dict[str, Any]) -> None:
-    reply = get_report(gateway, period="day", date="2026-03-10", entries="true")
+    reply = get_report(gateway, period="day", date="2026-03-10")
     assert reply.status_code == 200, reply.text
     report = reply.json()
     assert report["period"]["time_zone"] == "Europe/Madrid"
@@ -107,6 +107,8 @@ def test_day_report(gateway: Gateway, community: dict[str, Any]) -> None:
     note = gateway.admin.get("/v1/checkpoint").text
     assert provenance["checkpoint"] == note
     assert provenance["tree_size"] == int(note.split("\n")[1])
+    assert provenance["format"] == "patio-report-provenance/v2"
+    # Every envelope is one entry, counted once though a meter's has two rolled-up sensors.
     assert provenance["entries"]["count"] == community["envelopes"]
     assert provenance["inputs"]["roles"]["meter-1"]["import_wh"] == "grid_import"
     assert report["tariff"]["id"] == "es-2.0td"
@@ -135,10 +137,15 @@ def test_report_is_the_log_up_to_its_checkpoint(
     after = get_report(gateway, period="day", date="2026-03-10").json()
     assert after["provenance"]["tree_size"] == before["provenance"]["tree_size"]
     assert after["total"]["grid_import_kWh"] == before["total"]["grid_import_kWh"]
+    # The late minute's rollups are recomputed from entries below the checkpoint, chains too.
+    assert after["provenance"]["entries"] == before["provenance"]["entries"]
     gateway.seal()
     sealed = get_report(gateway, period="day", date="2026-03-10").json()
     assert sealed["provenance"]["tree_size"] == before["provenance"]["tree_size"] + 1
     assert sealed["total"]["grid_import_kWh"] != before["total"]["grid_import_kWh"]
+    entries = sealed["provenance"]["entries"]
+    assert entries["count"] == before["provenance"]["entries"]["count"] + 1
+    assert entries["digest"] != before["provenance"]["entries"]["digest"]
 
 
 def test_scopes_and_bad_parameters(gateway: Gateway, community: dict[str, Any]) -> None:
@@ -230,7 +237,7 @@ def test_verify_passes_and_names_each_tamper(
     gateway: Gateway, community: dict[str, Any], audit_key: str, tmp_path: Path
 ) -> None:
     gateway.seal()
-    report = get_report(gateway, period="day", date="2026-03-10", entries="true").json()
+    report = get_report(gateway, period="day", date="2026-03-10").json()
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     online = verify(gateway, path, "--gateway", gateway.url, key=audit_key)
@@ -247,6 +254,17 @@ def test_verify_passes_and_names_each_tamper(
     path.write_text(json.dumps(edited))
     failed = verify(gateway, path, "--export", str(export), key="")
     assert failed.returncode == 1 and "buckets[9].grid_import_kWh" in failed.stderr, failed.stderr
+    # A changed count of the entries used.
+    edited = copy.deepcopy(report)
+    edited["provenance"]["entries"]["count"] += 1
+    path.write_text(json.dumps(edited))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 1 and "provenance.entries.count" in failed.stderr, failed.stderr
+    # A report of the former provenance format: unusable here, exit 2.
+    edited["provenance"]["format"] = "patio-report-provenance/v1"
+    path.write_text(json.dumps(edited))
+    failed = verify(gateway, path, "--export", str(export), key="")
+    assert failed.returncode == 2 and "provenance/v1" in failed.stderr, failed.stderr
     path.write_text(json.dumps(report))
 
     body = json.loads(export.read_text())
@@ -291,6 +309,51 @@ def test_verify_passes_and_names_each_tamper(
     (tmp_path / "junk.json").write_text("not json")
     unusable = verify(gateway, tmp_path / "junk.json", "--export", str(export), key="")
     assert unusable.returncode == 2 and len(unusable.stderr.strip().splitlines()) == 1
+
+
+def test_verify_names_rollups_that_are_not_the_logs(
+    gateway: Gateway, community: dict[str, Any], audit_key: str, tmp_path: Path
+) -> None:
+    """A report computed from rollups whose entries are not the log's (one entry changed,
+    one too many) fails `patio report verify` at the entries' digest or count."""
+    from sqlalchemy import text
+
+    from contracts.energy.minute import extend_chain
+    from ledger.storage import database_url, open_engine
+
+    engine = open_engine(
+        database_url(gateway.env.get("PATIO_DATABASE_URL"), gateway.data_dir), migrate=False
+    )
+    where = ("WHERE community_id = 'hoa-rep' AND device_id = 'panel-1' AND sensor = 'pv_w' "
+             "AND hour = :h")  # fmt: skip
+    hour = int((DAY + timedelta(hours=9)).timestamp())
+    gateway.seal()
+    with engine.connect() as conn:
+        entries, chain = conn.execute(text(f"SELECT entries, chain FROM rollups {where}"),
+                                      {"h": hour}).one()  # fmt: skip
+    chain = bytes(chain)
+    other = b"c274b5" + b"0" * 64  # a log tag id the log does not have
+    path = tmp_path / "report.json"
+    try:
+        for changed, named in (
+            ((entries, chain[:-1] + bytes([chain[-1] ^ 1])), "provenance.entries.digest"),
+            ((entries + 1, extend_chain(chain, [other])), "provenance.entries.count"),
+        ):
+            with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+                conn.execute(text(f"UPDATE rollups SET entries = :e, chain = :c {where}"),
+                             {"e": changed[0], "c": changed[1], "h": hour})  # fmt: skip
+                conn.execute(text("DELETE FROM report_digests"))  # the day's kept digest
+            path.write_text(get_report(gateway, period="day", date="2026-03-10").text)
+            failed = verify(gateway, path, "--gateway", gateway.url, key=audit_key)
+            assert failed.returncode == 1 and named in failed.stderr, failed.stderr
+    finally:
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            conn.execute(text(f"UPDATE rollups SET entries = :e, chain = :c {where}"),
+                         {"e": entries, "c": chain, "h": hour})  # fmt: skip
+            conn.execute(text("DELETE FROM report_digests"))
+        engine.dispose()
+    path.write_text(get_report(gateway, period="day", date="2026-03-10").text)
+    assert verify(gateway, path, "--gateway", gateway.url, key=audit_key).returncode == 0
 
 
 def test_the_doc_examples_run(
@@ -350,6 +413,8 @@ def test_a_peak_too_large_to_rank_in_sql(gateway: Gateway, community: dict[str, 
         peak = report["total"]["peak_demand"]
         assert peak["kW"] == f"{huge // 10**6}.{huge % 10**6:06d}"
         assert peak["at"] == "2026-03-11T11:17:00+01:00"  # the earlier of the two equal peaks
+        # Rows with no chain (as g0010 keeps over dropped payloads): the entries are unknown.
+        assert report["provenance"]["entries"] is None
     finally:  # rows with no entry behind them: gone, so later reports verify against the log
         with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
             conn.execute(text("DELETE FROM rollups WHERE hour >= :h AND hour < :e "
@@ -384,6 +449,7 @@ def test_cached_unit_sums_equal_a_recomputation(
             reports = [get_report(gateway, **params), get_report(gateway, **params)]
             with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
                 conn.execute(text("DELETE FROM report_units"))
+                conn.execute(text("DELETE FROM report_digests"))
             reports.append(get_report(gateway, **params))
             assert all(r.status_code == 200 for r in reports), reports[-1].text
             found = [r.json() for r in reports]
@@ -400,6 +466,7 @@ def test_cached_unit_sums_equal_a_recomputation(
         before = [check(q) for q in queries]
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM report_units")).scalar_one() > 0
+            assert conn.execute(text("SELECT count(*) FROM report_digests")).scalar_one() > 0
 
         rng = random.Random(8)
         key = community["keys"]["panel-1"]
@@ -435,7 +502,7 @@ def test_cached_unit_sums_equal_a_recomputation(
         assert reroled[0]["total"]["generated_kWh"] == "0.000000"
 
         path = tmp_path / "year.json"
-        path.write_text(get_report(gateway, period="year", date="2026-03-10", entries="true").text)
+        path.write_text(get_report(gateway, period="year", date="2026-03-10").text)
         done = verify(gateway, path, "--gateway", gateway.url, key=audit_key)
         assert done.returncode == 0, done.stdout + done.stderr
     finally:

@@ -325,6 +325,9 @@ def test_erasure_drops_a_device_at_once_and_is_on_the_record(
         assert report.status_code == 200, report.text
         removed = report.json()["provenance"]["payloads_removed"]
         assert removed["erased_devices"] == ["boiler-1"] and removed["retention_days"] is None
+        # The rollups kept their chains: the entries used are still counted and digested.
+        used = report.json()["provenance"]["entries"]
+        assert used["count"] > 0 and len(used["digest"]) == 64, used
         (tmp_path / "report.json").write_text(report.text)
         saved = str(tmp_path / "report.json")
         export = str(tmp_path / "none.json")

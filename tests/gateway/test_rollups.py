@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import subprocess
@@ -160,7 +161,9 @@ def recomputed(place: Place) -> list[HourlyRollup]:
         while chunk := log.entries(start=start, limit=1000):
             for entry in chunk:
                 if entry.contract == CONTRACT and entry.device_id in COMMUNITIES:
-                    logged.append((entry.index, entry.device_id, entry.entry_object()["payload"]))
+                    payload = entry.entry_object()["payload"]
+                    tag = entry.log_tag_id.encode()
+                    logged.append((entry.index, entry.device_id, payload, tag))
             start = chunk[-1].index + 1
     finally:
         engine.dispose()
@@ -311,12 +314,24 @@ def test_peak_and_late_minute_in_sql(place: Place) -> None:
         log.append([minute(1, "2026-11-20T06:10:00Z", 120.0)], within=hook)  # late, equal peak
         log.append([minute(2, "2026-11-20T06:20:00Z", 30.0)], within=hook)  # late
         [hour] = rollups_for(engine, "hoa", *EVER)
+        tags = [entry.log_tag_id.encode() for entry in log.entries(start=0, limit=10)]
+        # A row whose chain is unknown (g0010 over dropped payloads) stays unknown.
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            conn.execute(text("UPDATE rollups SET chain = NULL"))
+        log.append([minute(5, "2026-11-20T06:50:00Z", 60.0)], within=hook)
+        [unknown] = rollups_for(engine, "hoa", *EVER)
     finally:
         engine.dispose()
     # 120 + 60 + 120 + 30 W for a minute each: (2000 + 1000 + 2000 + 500) mWh.
     assert (hour.minutes, hour.energy_mwh, hour.peak_mw) == (4, 5500, 120_000)
     assert hour.peak_minute == datetime(2026, 11, 20, 6, 10, tzinfo=UTC)
     assert (hour.first_idx, hour.last_idx) == (0, 3)
+    # The chain follows the log's order (seq 3, 4, 1, 2), not the minutes'.
+    chain = b""
+    for tag in tags:
+        chain = hashlib.sha256(chain + tag).digest()
+    assert (hour.entries, hour.chain) == (4, chain)
+    assert (unknown.entries, unknown.chain) == (5, None)
 
 
 def test_rebuild_errors_are_one_line(tmp_path: Path) -> None:
