@@ -34,14 +34,16 @@ from gateway.alerts.channels import Channel, DeliveryError, Sender, recipients
 from gateway.alerts.rules import (
     MINUTE,
     Change,
+    Reading,
+    Readings,
     Rule,
     RuleSpec,
-    Sample,
     Silence,
     State,
     Strict,
     on_clock,
     on_readings,
+    reading_of,
     sensors_of,
     subject_of,
 )
@@ -62,6 +64,8 @@ from ledger.storage import DriverCursor, entries
 
 Clock = Callable[[], int]  # Unix seconds
 Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
+# A pass's entries of one device: per entry, the Reading of each sensor the rules look at.
+ReadingsDecoder = Callable[[Sequence[bytes]], list[tuple["Reading | None", ...]]]
 BATCH = 5_000  # log indices read per pass
 MEMO = 100_000  # entries in each memo of parsed texts before it starts over
 MINUTE_CONTRACT = "energy_minute@1"
@@ -149,6 +153,21 @@ def backoff(attempts: int, base: float) -> int:
     return int(min(MAX_BACKOFF, base * 2 ** (attempts - 1)))
 
 
+class Times(dict[str | None, int | None]):
+    """RFC 3339 times as Unix seconds (None: not one), memoised across passes: a device's
+    minutes recur in every rule's state, a batch's entries share an arrival."""
+
+    def __missing__(self, text: str | None) -> int | None:
+        try:
+            value = minute_seconds(text) if text is not None else None
+        except FormatError:
+            value = None
+        if len(self) >= MEMO:
+            self.clear()
+        self[text] = value
+        return value
+
+
 @dataclass
 class Pass:
     """What one evaluation pass has worked out, before it is written."""
@@ -184,8 +203,8 @@ class Evaluator:
         self.batch = batch
         self._specs: dict[str, RuleSpec] = {}  # by their stored JSON
         self._profiles: dict[str, Any] = {}  # devices' declared sensors, by their stored JSON
-        self._times: dict[str | None, int | None] = {}  # RFC 3339 texts as Unix seconds
-        self._decoders: dict[tuple[str, ...], Callable[[bytes], Any]] = {}  # by the sensors
+        self._times = Times()  # RFC 3339 texts as Unix seconds
+        self._decoders: dict[tuple[str, ...], ReadingsDecoder] = {}  # by the sensors
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(patio_write=True)
@@ -294,22 +313,6 @@ class Evaluator:
                 )
         return rules
 
-    def _seconds(self, text: str | None) -> int | None:
-        """An RFC 3339 time as Unix seconds, None when it is not one; memoised across passes
-        (a device's minutes recur in every rule's state, a batch's entries share an arrival)."""
-        try:
-            return self._times[text]
-        except KeyError:
-            pass
-        try:
-            value = minute_seconds(text) if text is not None else None
-        except FormatError:
-            value = None
-        if len(self._times) >= MEMO:
-            self._times.clear()
-        self._times[text] = value
-        return value
-
     def _watching(
         self, device_id: str, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
     ) -> tuple[dict[str, Any] | None, list[tuple[Rule, State, str]], tuple[str, ...]]:
@@ -333,18 +336,10 @@ class Evaluator:
                 profile = self._profiles[device.profile] = orjson.loads(device.profile)
         return profile, watching, tuple(sensors)
 
-    def _decoder(self, sensors: tuple[str, ...]) -> Callable[[bytes], Any]:
-        """Decodes an energy_minute entry's readings named `sensors` (None when absent) and
-        skips the rest of the JSON without building it: most of a payload is sensors no
-        rule looks at."""
+    def _decoder(self, sensors: tuple[str, ...]) -> ReadingsDecoder:
         decoder = self._decoders.get(sensors)
         if decoder is None:
-            fields = [(f"s{n}", Any, None) for n in range(len(sensors))]
-            names = {f"s{n}": name for n, name in enumerate(sensors)}
-            readings = msgspec.defstruct("Readings", fields, rename=names)
-            payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
-            entry = msgspec.defstruct("Entry", [("payload", payload)])
-            decoder = self._decoders[sensors] = msgspec.json.Decoder(entry).decode
+            decoder = self._decoders[sensors] = readings_decoder(sensors)
         return decoder
 
     def _judge(
@@ -356,35 +351,42 @@ class Evaluator:
     ) -> None:
         """Run the rules over the rows (idx, device_id, entry, received_at, minute), sorted
         by device then index (entry None: no rule for the device): one device's readings at
-        a time, each rule over them in one call, keeping of each payload only the readings
-        the rules look at."""
+        a time, as columns, each rule over them in one call, keeping of each payload only
+        the readings the rules look at."""
         changes: list[Change] = []
         times = self._times
         for device_id, device_rows in groupby(rows, key=itemgetter(1)):
             profile, watching, sensors = self._watching(device_id, known, by_community, work)
             if not watching:
                 continue
-            decode = self._decoder(sensors)
-            samples: list[Sample] = []
-            for idx, _, entry, received_at, minute_text in device_rows:
-                try:  # the memo's lookups inline: this loop runs once per entry
-                    minute, arrived = times[minute_text], times[received_at]
-                except KeyError:
-                    minute, arrived = self._seconds(minute_text), self._seconds(received_at)
-                if minute is None or arrived is None:
-                    continue  # not a reading the contract would accept today: nothing to judge
-                values = {}
-                if sensors:
-                    readings = decode(entry).payload.readings
-                    if readings is not None:
-                        values = dict(zip(sensors, astuple(readings), strict=True))
-                samples.append((idx, minute, arrived, values))
+            # As columns, in C: this runs once per entry.
+            idxs, _, texts, received, minute_texts = zip(*device_rows, strict=True)
+            minutes: list[Any] = [*map(times.__getitem__, minute_texts)]
+            arrivals: list[Any] = [*map(times.__getitem__, received)]
+            if None in minutes or None in arrivals:  # not a reading the contract accepts today
+                kept = [
+                    n
+                    for n, pair in enumerate(zip(minutes, arrivals, strict=True))
+                    if None not in pair
+                ]
+                if not kept:
+                    continue
+                idxs, texts = tuple(idxs[n] for n in kept), tuple(texts[n] for n in kept)
+                minutes, arrivals = [minutes[n] for n in kept], [arrivals[n] for n in kept]
+            columns = zip(*self._decoder(sensors)(texts), strict=True) if sensors else ()
+            readings = Readings(
+                idx=idxs,
+                minute=minutes,
+                arrival=arrivals,
+                sensors=dict(zip(sensors, columns, strict=True)),
+            )
             for rule, state, subject in watching:
-                judged = samples
-                if samples and rule.from_idx > samples[0][0]:  # history from before the rule
-                    judged = [sample for sample in samples if sample[0] >= rule.from_idx]
-                if judged:
-                    changes += on_readings(rule, judged, state, subject, profile)
+                judged = readings
+                if rule.from_idx > idxs[0]:  # history from before the rule
+                    judged = readings.take(
+                        [n for n, idx in enumerate(idxs) if idx >= rule.from_idx]
+                    )
+                changes += on_readings(rule, judged, state, subject, profile)
         # In log order, as a reading at a time would have made them (the sort is stable).
         changes.sort(key=attrgetter("idx"))
         work.changes += changes
@@ -398,7 +400,7 @@ class Evaluator:
             for rule in by_community.get(device.community_id, ()):
                 if not (isinstance(rule.spec.condition, Silence) and rule.watches(device.id)):
                     continue
-                registered = self._seconds(device.created_at)
+                registered = self._times[device.created_at]
                 if registered is None:
                     registered = minute_seconds(device.created_at)  # raises its FormatError
                 state = work.states.setdefault((rule.id, device.id), State())
@@ -826,6 +828,47 @@ def store_settings(conn: Connection, community_id: str, settings: AlertSettings)
             community_id=community_id, spec=settings.model_dump_json(by_alias=True)
         )
     )
+
+
+def readings_decoder(sensors: tuple[str, ...]) -> ReadingsDecoder:
+    """Decodes energy_minute entries into, per entry, the Reading of each of `sensors` (None
+    when absent), skipping the rest of the JSON without building it (most of a payload is
+    readings no rule looks at): a pass's entries of one device in one call; one at a time,
+    and the odd one leniently (rules.reading_of), when a reading is not of a Reading's types."""
+    fields = [(f"s{n}", Optional[Reading], None) for n in range(len(sensors))]  # noqa: UP045
+    names = {f"s{n}": name for n, name in enumerate(sensors)}
+    readings = msgspec.defstruct("Readings", fields, rename=names)
+    payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
+    entry = msgspec.defstruct("Entry", [("payload", payload)])
+    # Typed as Any: the structs are made here, mypy cannot see their fields.
+    typed_all: Callable[[bytes], Any] = msgspec.json.Decoder(list[entry]).decode  # type: ignore[valid-type]
+    typed: Callable[[bytes], Any] = msgspec.json.Decoder(entry).decode
+    loose_payload = msgspec.defstruct("LoosePayload", [("readings", Any, None)])
+    loose_entry = msgspec.defstruct("LooseEntry", [("payload", loose_payload)])
+    loose: Callable[[bytes], Any] = msgspec.json.Decoder(loose_entry).decode
+    absent = (None,) * len(sensors)
+
+    def one(text: bytes) -> tuple[Reading | None, ...]:
+        try:
+            found = typed(text).payload.readings
+        except msgspec.ValidationError:
+            values = loose(text).payload.readings
+            if not isinstance(values, dict):
+                return absent
+            return tuple(reading_of(values.get(name)) for name in sensors)
+        return absent if found is None else astuple(found)
+
+    def decode(texts: Sequence[bytes]) -> list[tuple[Reading | None, ...]]:
+        try:
+            parsed = typed_all(b"[" + b",".join(texts) + b"]")
+        except msgspec.ValidationError:
+            return [one(text) for text in texts]
+        return [
+            absent if (found := item.payload.readings) is None else astuple(found)
+            for item in parsed
+        ]
+
+    return decode
 
 
 def minute_seconds(value: str) -> int:
