@@ -85,6 +85,7 @@ INSERT_EVENTS = (
 READ_STATES = (
     "SELECT rule_id, subject, state, since, last_notified, acked_by, data FROM alert_states"
 )
+READ_STATE_ROWS = "SELECT rule_id, subject, state, acked_by FROM alert_states"
 MAX_ATTEMPTS = 20  # then the delivery is marked failed (visible in the API)
 MAX_BACKOFF = 3600
 # An attempt not finished after this long is unconfirmed (the channel's timeouts are 10 s).
@@ -168,6 +169,29 @@ class Times(dict[str | None, int | None]):
         return value
 
 
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a pass does with one device's readings while its row and the rules stay the
+    same: the (rule, subject) pairs watching it and the sensors they read."""
+
+    device: Any  # its row as read (None: unknown)
+    rules: list[tuple[Rule, str]]
+    sensors: tuple[str, ...]
+    profile: dict[str, Any] | None
+
+
+@dataclass(kw_only=True)
+class Held:
+    """The states as this process last wrote them, at log index `through`, and of each row
+    in the database its state and acknowledgment: while the table still holds exactly those
+    (no acknowledgment, no rule replaced or deleted since), the next pass starts from these
+    states instead of reading and parsing every row again."""
+
+    through: int
+    states: dict[tuple[int, str], State]
+    rows: dict[tuple[int, str], tuple[str, str | None]]
+
+
 @dataclass
 class Pass:
     """What one evaluation pass has worked out, before it is written."""
@@ -205,6 +229,9 @@ class Evaluator:
         self._profiles: dict[str, Any] = {}  # devices' declared sensors, by their stored JSON
         self._times = Times()  # RFC 3339 texts as Unix seconds
         self._decoders: dict[tuple[str, ...], ReadingsDecoder] = {}  # by the sensors
+        self._plans: dict[str, Plan] = {}  # by device, for `_plan_rules`
+        self._plan_rules: list[Rule] = []
+        self._held: Held | None = None
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(patio_write=True)
@@ -233,16 +260,9 @@ class Evaluator:
             cursor = DriverCursor(conn)
             rows = [*cursor.execute(READ_ENTRIES, (through, upto, MINUTE_CONTRACT)).fetchall()]
             rows.sort(key=itemgetter(1))  # by device, each in log order (the sort is stable)
-            work = Pass(now=now, states={}, loaded={})
-            for rule_id, subject, *values in cursor.execute(READ_STATES).fetchall():
-                work.states[(rule_id, subject)] = State(
-                    state=values[0],
-                    since=values[1],
-                    last_notified=values[2],
-                    acked_by=values[3],
-                    data=orjson.loads(values[4]),
-                )
-                work.loaded[(rule_id, subject)] = values[0]
+            states, held = self._states(cursor, through)
+            work = Pass(now=now, states=states, loaded={})
+            work.loaded = {key: state.state for key, state in states.items()}
             known = {
                 row.id: row
                 for row in conn.execute(
@@ -258,6 +278,8 @@ class Evaluator:
         by_community: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules:
             by_community[rule.community_id].append(rule)
+        if rules != self._plan_rules:
+            self._plans, self._plan_rules = {}, rules
         self._judge(rows, known, by_community, work)
         if upto == end:  # caught up with the log: the clock may speak
             self._silences(known, by_community, work)
@@ -267,14 +289,44 @@ class Evaluator:
             ).scalar_one()
             if current != through:  # another process evaluated these entries
                 return 0
-            self._persist(conn, work)
+            written = self._persist(conn, work)
             if upto > through:
                 conn.execute(update(alert_progress).values(through_idx=upto))
+        for key, state in written.items():
+            held[key] = (state.state, state.acked_by)
+            state.dirty = False
+        self._held = Held(through=upto, states=work.states, rows=held)
         self._measure(upto - through, end - upto, started, cpu)
         if self.metrics is not None:
-            for state, count in Counter(change.state for change in work.changes).items():
-                self.metrics.alert_changes.labels(state).inc(count)
+            for name, count in Counter(change.state for change in work.changes).items():
+                self.metrics.alert_changes.labels(name).inc(count)
         return upto - through
+
+    def _states(
+        self, cursor: DriverCursor, through: int
+    ) -> tuple[dict[tuple[int, str], State], dict[tuple[int, str], tuple[str, str | None]]]:
+        """Every (rule, subject)'s state at log index `through`, and each row's state and
+        acknowledgment as read: those this process holds (Held) when they are still what
+        the table says, else read again."""
+        held, self._held = self._held, None  # until this pass is written
+        if held is not None and held.through == through:
+            rows = {
+                (rule_id, subject): (name, acked_by)
+                for rule_id, subject, name, acked_by in cursor.execute(READ_STATE_ROWS).fetchall()
+            }
+            if rows == held.rows:
+                return held.states, rows
+        states, rows = {}, {}
+        for rule_id, subject, *values in cursor.execute(READ_STATES).fetchall():
+            states[(rule_id, subject)] = State(
+                state=values[0],
+                since=values[1],
+                last_notified=values[2],
+                acked_by=values[3],
+                data=orjson.loads(values[4]),
+            )
+            rows[(rule_id, subject)] = (values[0], values[3])
+        return states, rows
 
     def _measure(self, read: int, behind: int, started: float, cpu: float) -> None:
         if self.metrics is not None:
@@ -317,15 +369,27 @@ class Evaluator:
         self, device_id: str, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
     ) -> tuple[dict[str, Any] | None, list[tuple[Rule, State, str]], tuple[str, ...]]:
         """A device's declared profile, the rules watching it with their states and subjects,
-        and the readings those rules look at."""
+        and the readings those rules look at (worked out once per device and set of rules)."""
         device = known.get(device_id)
+        plan = self._plans.get(device_id)
+        if plan is None or plan.device != device:
+            plan = self._plans[device_id] = self._plan(device_id, device, by_community)
+        states = work.states
         watching = []
+        for rule, subject in plan.rules:
+            key = (rule.id, subject)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = State()
+            watching.append((rule, state, subject))
+        return plan.profile, watching, plan.sensors
+
+    def _plan(self, device_id: str, device: Any, by_community: dict[str, list[Rule]]) -> Plan:
+        rules = []
         sensors: dict[str, None] = {}
         for rule in [] if device is None else by_community.get(device.community_id, []):
             if rule.watches(device_id):
-                subject = subject_of(rule, device_id)
-                state = work.states.setdefault((rule.id, subject), State())
-                watching.append((rule, state, subject))
+                rules.append((rule, subject_of(rule, device_id)))
                 sensors.update(dict.fromkeys(sensors_of(rule.spec.condition)))
         profile = None
         if device is not None and device.profile:
@@ -334,7 +398,7 @@ class Evaluator:
                 if len(self._profiles) >= MEMO:
                     self._profiles.clear()
                 profile = self._profiles[device.profile] = orjson.loads(device.profile)
-        return profile, watching, tuple(sensors)
+        return Plan(device=device, rules=rules, sensors=tuple(sensors), profile=profile)
 
     def _decoder(self, sensors: tuple[str, ...]) -> ReadingsDecoder:
         decoder = self._decoders.get(sensors)
@@ -408,7 +472,8 @@ class Evaluator:
                     rule, rule.spec.condition, device.id, registered, state, work.now
                 )
 
-    def _persist(self, conn: Connection, work: Pass) -> None:
+    def _persist(self, conn: Connection, work: Pass) -> dict[tuple[int, str], State]:
+        """Write the pass's events, deliveries and states; the states written."""
         settings = _settings(conn)
         zones = dict(conn.execute(select(communities.c.id, communities.c.time_zone)).all())
         silences = conn.execute(select(alert_silences).where(alert_silences.c.ends_at > 0)).all()
@@ -447,7 +512,7 @@ class Evaluator:
         for community_id, grouped in items.items():
             policy = settings.get(community_id, AlertSettings())
             enqueue(conn, community_id, grouped, policy, zones.get(community_id, "UTC"), work.now)
-        self._write_states(conn, work)
+        return self._write_states(conn, work)
 
     def _repeats(
         self,
@@ -480,12 +545,12 @@ class Evaluator:
             items[rule.community_id].append(item)
             state.last_notified, state.dirty = work.now, True
 
-    def _write_states(self, conn: Connection, work: Pass) -> None:
+    def _write_states(self, conn: Connection, work: Pass) -> dict[tuple[int, str], State]:
         """Every state this pass changed, in two statements (a pass touches most of them:
         each reading moves its subjects' last minute)."""
         dirty = {key: state for key, state in work.states.items() if state.dirty}
         if not dirty:
-            return
+            return {}
         rules = dict(conn.execute(select(alert_rules.c.id, alert_rules.c.community_id)).all())
         acked = {
             (row.rule_id, row.subject): row.acked_by
@@ -495,10 +560,11 @@ class Evaluator:
                 ).where(alert_states.c.state == "acknowledged")
             )
         }
-        rows = []
+        rows, written = [], {}
         for key, state in dirty.items():
             if key[0] not in rules:
                 continue  # the rule was deleted meanwhile
+            written[key] = state
             if key in acked and state.state == "firing" and work.loaded.get(key) == "firing":
                 # Acknowledged while this pass ran: keep the acknowledgment.
                 state.state, state.acked_by = "acknowledged", acked[key]
@@ -515,7 +581,7 @@ class Evaluator:
                 )
             )
         if not rows:
-            return
+            return written
         # One upsert through the driver's cursor: SQLAlchemy's per-row parameter handling
         # cost more than the database's work for the few hundred states a pass writes.
         DriverCursor(conn).executemany(
@@ -527,6 +593,7 @@ class Evaluator:
             "data = excluded.data",
             rows,
         )
+        return written
 
     # -- acknowledgment -------------------------------------------------------------------
 
@@ -652,6 +719,10 @@ class Evaluator:
 
     def _unfinished(self, now: int) -> None:
         """Attempts whose lease ran out without an outcome: unconfirmed, not sent again."""
+        lapsed = (alert_deliveries.c.status == "sending", alert_deliveries.c.next_attempt <= now)
+        with self.engine.connect() as conn:  # usually none: no write transaction on every pass
+            if conn.execute(select(alert_deliveries.c.id).where(*lapsed).limit(1)).first() is None:
+                return
         with self._write() as conn, conn.begin():
             channels = conn.execute(
                 update(alert_deliveries)
