@@ -26,7 +26,8 @@ gateway with PATIO_ROLLUPS=0 (its writer then skips the hourly rollups; they are
 the next start), to measure what rollups cost at ingest; `--batches-only` runs figure 3 alone.
 `--alert-rules` installs one rule of each kind (threshold, counter, silence, boiler) in the
 bench community, so the alert evaluator reads every envelope (docs/alerts.md); the batch
-runs then alternate without and with the rules (`--repeat 4`: two of each, back to back),
+runs then go without, with, with, without the rules (`--repeat 4`; a drift of the machine,
+or of the gateway as its database grows, falls on both sides alike),
 and print the evaluator's CPU per envelope from its metrics (its thread's CPU until it has
 read every envelope) as a share of the gateway's CPU per envelope without rules.
 """
@@ -42,6 +43,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -472,15 +474,16 @@ def run_batches(
 ) -> None:
     """Figure 3: batches from wrk, closed loop, once per batch file; then the CPU an
     envelope costs the gateway against one Ed25519 verification on this machine. With
-    `--alert-rules`, runs alternate without and with the rules (back to back, so the
-    machine's drift falls on both), and the evaluator's CPU is measured for each."""
+    `--alert-rules`, runs go without, with, with, without the rules (so a steady drift of
+    the machine, or of the gateway as its database grows, falls on both sides alike), and
+    the evaluator's CPU is measured for each."""
     per_envelope, verify, rates = [], [], []
     plain_cpu: list[float] = []
     plain_rates: list[float] = []
     rule_rates: list[float] = []
     evaluator: list[tuple[float, float]] = []
     for run, batch_file in enumerate(batch_files):
-        rules = args.alert_rules and run % 2 == 1
+        rules = args.alert_rules and run % 4 in (1, 2)
         if args.alert_rules:
             rules_on(server, rules)
         if run:
@@ -551,9 +554,10 @@ BENCH_RULES = [
     {"name": "boiler stopped", "condition": {"kind": "boiler", "into": "stopped", "water": "t0",
                                              "fan": "fan", "set_point": 20, "stopped_below": 10}},
 ]  # fmt: skip
-# Issue 13: rule evaluation at most 5% lower ingest, read as the evaluator's CPU per envelope
-# against the gateway's without rules (rates swing more than that between runs on a shared
-# machine; CPU does not).
+# Issue 13: rule evaluation at most 5% lower ingest: the mean rate with rules against without
+# (without, with, with, without), and the steadier proxy on a shared machine, where rates
+# swing more than that between runs and CPU does not: the evaluator's CPU per envelope
+# against the gateway's without rules.
 ALERT_SHARE_TARGET = 0.05
 ALERT_METRICS = {
     "cpu": "patio_alert_cpu_seconds_total",
@@ -604,18 +608,20 @@ def alert_cost(
 ) -> str:
     """The evaluator's CPU per envelope against the gateway's without rules, and the rates."""
     spent = [cpu for cpu, _ in evaluator]
-    # Without rules measured alongside: their median; else the same runs' gateway less it.
-    base = sorted(plain_cpu)[len(plain_cpu) // 2] if plain_cpu else None
+    # Without rules measured alongside: their median (of two: their mean, not the higher);
+    # else the same runs' gateway less the evaluator.
+    base = statistics.median(plain_cpu) if plain_cpu else None
     shares = [cpu / (base or own) for cpu, own in evaluator]
     met = "met" if max(shares) <= ALERT_SHARE_TARGET else "MISSED"
     rates = ""
     if plain_rates and rule_rates:
-        median = sorted(plain_rates)[len(plain_rates) // 2]
+        # The issue's criterion: without, with, with, without cancels a steady drift.
+        change = statistics.mean(rule_rates) / statistics.mean(plain_rates) - 1
+        verdict = "met" if change >= -ALERT_SHARE_TARGET else "MISSED"
         rates = (
             f"; accepted envelopes/s without rules {spread(plain_rates)}, with "
-            f"{spread(rule_rates)} ("
-            + ", ".join(f"{(rate / median - 1) * 100:+.0f}%" for rate in rule_rates)
-            + " against the median without)"
+            f"{spread(rule_rates)}: {change * 100:+.1f}% on the means "
+            f"[target >= -{ALERT_SHARE_TARGET:.0%}: {verdict}]"
         )
     return (
         f"alert evaluator: {len(BENCH_RULES)} rules, in the HTTP process's worker thread, "

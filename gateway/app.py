@@ -243,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 claim_seconds=alert_config.claim_seconds,
             ),
             interval=alert_config.interval,
+            backlog_interval=alert_config.backlog_interval,
         )
         app.state.alerts = alerts
         alerts.start()

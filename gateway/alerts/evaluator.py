@@ -34,14 +34,16 @@ from gateway.alerts.channels import Channel, DeliveryError, Sender, recipients
 from gateway.alerts.rules import (
     MINUTE,
     Change,
+    Reading,
+    Readings,
     Rule,
     RuleSpec,
-    Sample,
     Silence,
     State,
     Strict,
     on_clock,
     on_readings,
+    reading_of,
     sensors_of,
     subject_of,
 )
@@ -62,7 +64,9 @@ from ledger.storage import DriverCursor, entries
 
 Clock = Callable[[], int]  # Unix seconds
 Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
-BATCH = 5_000  # log indices read per pass
+# A pass's entries of one device: per entry, the Reading of each sensor the rules look at.
+ReadingsDecoder = Callable[[Sequence[bytes]], list[tuple["Reading | None", ...]]]
+BATCH = 20_000  # log indices read per pass (a backlog: 5 s at 4,000 a second)
 MEMO = 100_000  # entries in each memo of parsed texts before it starts over
 MINUTE_CONTRACT = "energy_minute@1"
 # The log's energy_minute entries in an index range (by the primary key: a filter on the
@@ -80,6 +84,12 @@ INSERT_EVENTS = (
 )
 READ_STATES = (
     "SELECT rule_id, subject, state, since, last_notified, acked_by, data FROM alert_states"
+)
+READ_STATE_ROWS = "SELECT rule_id, subject, state, acked_by FROM alert_states"
+# A delivery to attempt, to put on the log, or whose attempt may have lapsed.
+OUTBOX_OPEN = (
+    "SELECT 1 FROM alert_deliveries WHERE status IN ('pending', 'sending') "
+    "OR (status = 'sent' AND log_tag_id IS NULL) LIMIT 1"
 )
 MAX_ATTEMPTS = 20  # then the delivery is marked failed (visible in the API)
 MAX_BACKOFF = 3600
@@ -149,6 +159,44 @@ def backoff(attempts: int, base: float) -> int:
     return int(min(MAX_BACKOFF, base * 2 ** (attempts - 1)))
 
 
+class Times(dict[str | None, int | None]):
+    """RFC 3339 times as Unix seconds (None: not one), memoised across passes: a device's
+    minutes recur in every rule's state, a batch's entries share an arrival."""
+
+    def __missing__(self, text: str | None) -> int | None:
+        try:
+            value = minute_seconds(text) if text is not None else None
+        except FormatError:
+            value = None
+        if len(self) >= MEMO:
+            self.clear()
+        self[text] = value
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a pass does with one device's readings while its row and the rules stay the
+    same: the (rule, subject) pairs watching it and the sensors they read."""
+
+    device: Any  # its row as read (None: unknown)
+    rules: list[tuple[Rule, str]]
+    sensors: tuple[str, ...]
+    profile: dict[str, Any] | None
+
+
+@dataclass(kw_only=True)
+class Held:
+    """The states as this process last wrote them, at log index `through`, and of each row
+    in the database its state and acknowledgment: while the table still holds exactly those
+    (no acknowledgment, no rule replaced or deleted since), the next pass starts from these
+    states instead of reading and parsing every row again."""
+
+    through: int
+    states: dict[tuple[int, str], State]
+    rows: dict[tuple[int, str], tuple[str, str | None]]
+
+
 @dataclass
 class Pass:
     """What one evaluation pass has worked out, before it is written."""
@@ -184,8 +232,11 @@ class Evaluator:
         self.batch = batch
         self._specs: dict[str, RuleSpec] = {}  # by their stored JSON
         self._profiles: dict[str, Any] = {}  # devices' declared sensors, by their stored JSON
-        self._times: dict[str | None, int | None] = {}  # RFC 3339 texts as Unix seconds
-        self._decoders: dict[tuple[str, ...], Callable[[bytes], Any]] = {}  # by the sensors
+        self._times = Times()  # RFC 3339 texts as Unix seconds
+        self._decoders: dict[tuple[str, ...], ReadingsDecoder] = {}  # by the sensors
+        self._plans: dict[str, Plan] = {}  # by device, for `_plan_rules`
+        self._plan_rules: list[Rule] = []
+        self._held: Held | None = None
 
     def _write(self) -> Connection:
         return self.engine.connect().execution_options(patio_write=True)
@@ -214,16 +265,9 @@ class Evaluator:
             cursor = DriverCursor(conn)
             rows = [*cursor.execute(READ_ENTRIES, (through, upto, MINUTE_CONTRACT)).fetchall()]
             rows.sort(key=itemgetter(1))  # by device, each in log order (the sort is stable)
-            work = Pass(now=now, states={}, loaded={})
-            for rule_id, subject, *values in cursor.execute(READ_STATES).fetchall():
-                work.states[(rule_id, subject)] = State(
-                    state=values[0],
-                    since=values[1],
-                    last_notified=values[2],
-                    acked_by=values[3],
-                    data=orjson.loads(values[4]),
-                )
-                work.loaded[(rule_id, subject)] = values[0]
+            states, held = self._states(cursor, through)
+            work = Pass(now=now, states=states, loaded={})
+            work.loaded = {key: state.state for key, state in states.items()}
             known = {
                 row.id: row
                 for row in conn.execute(
@@ -239,6 +283,8 @@ class Evaluator:
         by_community: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules:
             by_community[rule.community_id].append(rule)
+        if rules != self._plan_rules:
+            self._plans, self._plan_rules = {}, rules
         self._judge(rows, known, by_community, work)
         if upto == end:  # caught up with the log: the clock may speak
             self._silences(known, by_community, work)
@@ -248,14 +294,44 @@ class Evaluator:
             ).scalar_one()
             if current != through:  # another process evaluated these entries
                 return 0
-            self._persist(conn, work)
+            written = self._persist(conn, work)
             if upto > through:
                 conn.execute(update(alert_progress).values(through_idx=upto))
+        for key, state in written.items():
+            held[key] = (state.state, state.acked_by)
+            state.dirty = False
+        self._held = Held(through=upto, states=work.states, rows=held)
         self._measure(upto - through, end - upto, started, cpu)
         if self.metrics is not None:
-            for state, count in Counter(change.state for change in work.changes).items():
-                self.metrics.alert_changes.labels(state).inc(count)
+            for name, count in Counter(change.state for change in work.changes).items():
+                self.metrics.alert_changes.labels(name).inc(count)
         return upto - through
+
+    def _states(
+        self, cursor: DriverCursor, through: int
+    ) -> tuple[dict[tuple[int, str], State], dict[tuple[int, str], tuple[str, str | None]]]:
+        """Every (rule, subject)'s state at log index `through`, and each row's state and
+        acknowledgment as read: those this process holds (Held) when they are still what
+        the table says, else read again."""
+        held, self._held = self._held, None  # until this pass is written
+        if held is not None and held.through == through:
+            rows = {
+                (rule_id, subject): (name, acked_by)
+                for rule_id, subject, name, acked_by in cursor.execute(READ_STATE_ROWS).fetchall()
+            }
+            if rows == held.rows:
+                return held.states, rows
+        states, rows = {}, {}
+        for rule_id, subject, *values in cursor.execute(READ_STATES).fetchall():
+            states[(rule_id, subject)] = State(
+                state=values[0],
+                since=values[1],
+                last_notified=values[2],
+                acked_by=values[3],
+                data=orjson.loads(values[4]),
+            )
+            rows[(rule_id, subject)] = (values[0], values[3])
+        return states, rows
 
     def _measure(self, read: int, behind: int, started: float, cpu: float) -> None:
         if self.metrics is not None:
@@ -294,35 +370,31 @@ class Evaluator:
                 )
         return rules
 
-    def _seconds(self, text: str | None) -> int | None:
-        """An RFC 3339 time as Unix seconds, None when it is not one; memoised across passes
-        (a device's minutes recur in every rule's state, a batch's entries share an arrival)."""
-        try:
-            return self._times[text]
-        except KeyError:
-            pass
-        try:
-            value = minute_seconds(text) if text is not None else None
-        except FormatError:
-            value = None
-        if len(self._times) >= MEMO:
-            self._times.clear()
-        self._times[text] = value
-        return value
-
     def _watching(
         self, device_id: str, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
     ) -> tuple[dict[str, Any] | None, list[tuple[Rule, State, str]], tuple[str, ...]]:
         """A device's declared profile, the rules watching it with their states and subjects,
-        and the readings those rules look at."""
+        and the readings those rules look at (worked out once per device and set of rules)."""
         device = known.get(device_id)
+        plan = self._plans.get(device_id)
+        if plan is None or plan.device != device:
+            plan = self._plans[device_id] = self._plan(device_id, device, by_community)
+        states = work.states
         watching = []
+        for rule, subject in plan.rules:
+            key = (rule.id, subject)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = State()
+            watching.append((rule, state, subject))
+        return plan.profile, watching, plan.sensors
+
+    def _plan(self, device_id: str, device: Any, by_community: dict[str, list[Rule]]) -> Plan:
+        rules = []
         sensors: dict[str, None] = {}
         for rule in [] if device is None else by_community.get(device.community_id, []):
             if rule.watches(device_id):
-                subject = subject_of(rule, device_id)
-                state = work.states.setdefault((rule.id, subject), State())
-                watching.append((rule, state, subject))
+                rules.append((rule, subject_of(rule, device_id)))
                 sensors.update(dict.fromkeys(sensors_of(rule.spec.condition)))
         profile = None
         if device is not None and device.profile:
@@ -331,20 +403,12 @@ class Evaluator:
                 if len(self._profiles) >= MEMO:
                     self._profiles.clear()
                 profile = self._profiles[device.profile] = orjson.loads(device.profile)
-        return profile, watching, tuple(sensors)
+        return Plan(device=device, rules=rules, sensors=tuple(sensors), profile=profile)
 
-    def _decoder(self, sensors: tuple[str, ...]) -> Callable[[bytes], Any]:
-        """Decodes an energy_minute entry's readings named `sensors` (None when absent) and
-        skips the rest of the JSON without building it: most of a payload is sensors no
-        rule looks at."""
+    def _decoder(self, sensors: tuple[str, ...]) -> ReadingsDecoder:
         decoder = self._decoders.get(sensors)
         if decoder is None:
-            fields = [(f"s{n}", Any, None) for n in range(len(sensors))]
-            names = {f"s{n}": name for n, name in enumerate(sensors)}
-            readings = msgspec.defstruct("Readings", fields, rename=names)
-            payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
-            entry = msgspec.defstruct("Entry", [("payload", payload)])
-            decoder = self._decoders[sensors] = msgspec.json.Decoder(entry).decode
+            decoder = self._decoders[sensors] = readings_decoder(sensors)
         return decoder
 
     def _judge(
@@ -356,35 +420,42 @@ class Evaluator:
     ) -> None:
         """Run the rules over the rows (idx, device_id, entry, received_at, minute), sorted
         by device then index (entry None: no rule for the device): one device's readings at
-        a time, each rule over them in one call, keeping of each payload only the readings
-        the rules look at."""
+        a time, as columns, each rule over them in one call, keeping of each payload only
+        the readings the rules look at."""
         changes: list[Change] = []
         times = self._times
         for device_id, device_rows in groupby(rows, key=itemgetter(1)):
             profile, watching, sensors = self._watching(device_id, known, by_community, work)
             if not watching:
                 continue
-            decode = self._decoder(sensors)
-            samples: list[Sample] = []
-            for idx, _, entry, received_at, minute_text in device_rows:
-                try:  # the memo's lookups inline: this loop runs once per entry
-                    minute, arrived = times[minute_text], times[received_at]
-                except KeyError:
-                    minute, arrived = self._seconds(minute_text), self._seconds(received_at)
-                if minute is None or arrived is None:
-                    continue  # not a reading the contract would accept today: nothing to judge
-                values = {}
-                if sensors:
-                    readings = decode(entry).payload.readings
-                    if readings is not None:
-                        values = dict(zip(sensors, astuple(readings), strict=True))
-                samples.append((idx, minute, arrived, values))
+            # As columns, in C: this runs once per entry.
+            idxs, _, texts, received, minute_texts = zip(*device_rows, strict=True)
+            minutes: list[Any] = [*map(times.__getitem__, minute_texts)]
+            arrivals: list[Any] = [*map(times.__getitem__, received)]
+            if None in minutes or None in arrivals:  # not a reading the contract accepts today
+                kept = [
+                    n
+                    for n, pair in enumerate(zip(minutes, arrivals, strict=True))
+                    if None not in pair
+                ]
+                if not kept:
+                    continue
+                idxs, texts = tuple(idxs[n] for n in kept), tuple(texts[n] for n in kept)
+                minutes, arrivals = [minutes[n] for n in kept], [arrivals[n] for n in kept]
+            columns = zip(*self._decoder(sensors)(texts), strict=True) if sensors else ()
+            readings = Readings(
+                idx=idxs,
+                minute=minutes,
+                arrival=arrivals,
+                sensors=dict(zip(sensors, columns, strict=True)),
+            )
             for rule, state, subject in watching:
-                judged = samples
-                if samples and rule.from_idx > samples[0][0]:  # history from before the rule
-                    judged = [sample for sample in samples if sample[0] >= rule.from_idx]
-                if judged:
-                    changes += on_readings(rule, judged, state, subject, profile)
+                judged = readings
+                if rule.from_idx > idxs[0]:  # history from before the rule
+                    judged = readings.take(
+                        [n for n, idx in enumerate(idxs) if idx >= rule.from_idx]
+                    )
+                changes += on_readings(rule, judged, state, subject, profile)
         # In log order, as a reading at a time would have made them (the sort is stable).
         changes.sort(key=attrgetter("idx"))
         work.changes += changes
@@ -398,7 +469,7 @@ class Evaluator:
             for rule in by_community.get(device.community_id, ()):
                 if not (isinstance(rule.spec.condition, Silence) and rule.watches(device.id)):
                     continue
-                registered = self._seconds(device.created_at)
+                registered = self._times[device.created_at]
                 if registered is None:
                     registered = minute_seconds(device.created_at)  # raises its FormatError
                 state = work.states.setdefault((rule.id, device.id), State())
@@ -406,7 +477,8 @@ class Evaluator:
                     rule, rule.spec.condition, device.id, registered, state, work.now
                 )
 
-    def _persist(self, conn: Connection, work: Pass) -> None:
+    def _persist(self, conn: Connection, work: Pass) -> dict[tuple[int, str], State]:
+        """Write the pass's events, deliveries and states; the states written."""
         settings = _settings(conn)
         zones = dict(conn.execute(select(communities.c.id, communities.c.time_zone)).all())
         silences = conn.execute(select(alert_silences).where(alert_silences.c.ends_at > 0)).all()
@@ -445,7 +517,7 @@ class Evaluator:
         for community_id, grouped in items.items():
             policy = settings.get(community_id, AlertSettings())
             enqueue(conn, community_id, grouped, policy, zones.get(community_id, "UTC"), work.now)
-        self._write_states(conn, work)
+        return self._write_states(conn, work)
 
     def _repeats(
         self,
@@ -478,12 +550,12 @@ class Evaluator:
             items[rule.community_id].append(item)
             state.last_notified, state.dirty = work.now, True
 
-    def _write_states(self, conn: Connection, work: Pass) -> None:
+    def _write_states(self, conn: Connection, work: Pass) -> dict[tuple[int, str], State]:
         """Every state this pass changed, in two statements (a pass touches most of them:
         each reading moves its subjects' last minute)."""
         dirty = {key: state for key, state in work.states.items() if state.dirty}
         if not dirty:
-            return
+            return {}
         rules = dict(conn.execute(select(alert_rules.c.id, alert_rules.c.community_id)).all())
         acked = {
             (row.rule_id, row.subject): row.acked_by
@@ -493,10 +565,11 @@ class Evaluator:
                 ).where(alert_states.c.state == "acknowledged")
             )
         }
-        rows = []
+        rows, written = [], {}
         for key, state in dirty.items():
             if key[0] not in rules:
                 continue  # the rule was deleted meanwhile
+            written[key] = state
             if key in acked and state.state == "firing" and work.loaded.get(key) == "firing":
                 # Acknowledged while this pass ran: keep the acknowledgment.
                 state.state, state.acked_by = "acknowledged", acked[key]
@@ -513,7 +586,7 @@ class Evaluator:
                 )
             )
         if not rows:
-            return
+            return written
         # One upsert through the driver's cursor: SQLAlchemy's per-row parameter handling
         # cost more than the database's work for the few hundred states a pass writes.
         DriverCursor(conn).executemany(
@@ -525,6 +598,7 @@ class Evaluator:
             "data = excluded.data",
             rows,
         )
+        return written
 
     # -- acknowledgment -------------------------------------------------------------------
 
@@ -598,6 +672,13 @@ class Evaluator:
         the message becomes `unconfirmed`, never sent again.
         """
         now, cpu = self.clock(), time.thread_time()
+        with self.engine.connect() as conn:  # usually nothing: one statement, not five
+            idle = DriverCursor(conn).scalar(OUTBOX_OPEN) is None
+        if idle:
+            if self.metrics is not None:
+                self.metrics.alert_outbox.set(0)
+                self.metrics.alert_cpu.inc(time.thread_time() - cpu)
+            return 0
         self._unfinished(now)
         with self.engine.connect() as conn:
             due = conn.execute(
@@ -826,6 +907,47 @@ def store_settings(conn: Connection, community_id: str, settings: AlertSettings)
             community_id=community_id, spec=settings.model_dump_json(by_alias=True)
         )
     )
+
+
+def readings_decoder(sensors: tuple[str, ...]) -> ReadingsDecoder:
+    """Decodes energy_minute entries into, per entry, the Reading of each of `sensors` (None
+    when absent), skipping the rest of the JSON without building it (most of a payload is
+    readings no rule looks at): a pass's entries of one device in one call; one at a time,
+    and the odd one leniently (rules.reading_of), when a reading is not of a Reading's types."""
+    fields = [(f"s{n}", Optional[Reading], None) for n in range(len(sensors))]  # noqa: UP045
+    names = {f"s{n}": name for n, name in enumerate(sensors)}
+    readings = msgspec.defstruct("Readings", fields, rename=names)
+    payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
+    entry = msgspec.defstruct("Entry", [("payload", payload)])
+    # Typed as Any: the structs are made here, mypy cannot see their fields.
+    typed_all: Callable[[bytes], Any] = msgspec.json.Decoder(list[entry]).decode  # type: ignore[valid-type]
+    typed: Callable[[bytes], Any] = msgspec.json.Decoder(entry).decode
+    loose_payload = msgspec.defstruct("LoosePayload", [("readings", Any, None)])
+    loose_entry = msgspec.defstruct("LooseEntry", [("payload", loose_payload)])
+    loose: Callable[[bytes], Any] = msgspec.json.Decoder(loose_entry).decode
+    absent = (None,) * len(sensors)
+
+    def one(text: bytes) -> tuple[Reading | None, ...]:
+        try:
+            found = typed(text).payload.readings
+        except msgspec.ValidationError:
+            values = loose(text).payload.readings
+            if not isinstance(values, dict):
+                return absent
+            return tuple(reading_of(values.get(name)) for name in sensors)
+        return absent if found is None else astuple(found)
+
+    def decode(texts: Sequence[bytes]) -> list[tuple[Reading | None, ...]]:
+        try:
+            parsed = typed_all(b"[" + b",".join(texts) + b"]")
+        except msgspec.ValidationError:
+            return [one(text) for text in texts]
+        return [
+            absent if (found := item.payload.readings) is None else astuple(found)
+            for item in parsed
+        ]
+
+    return decode
 
 
 def minute_seconds(value: str) -> int:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 READING_NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # as contracts/device_types.py names readings
@@ -114,9 +116,37 @@ class Rule:
         return self.spec.enabled and (device is None or device == device_id)
 
 
-# One energy_minute entry as the rules see it: its log index, its minute and arrival (Unix
-# seconds), and the payload's `readings` (empty for rules that need no values).
-Sample = tuple[int, int, int, dict[str, Any]]
+class Reading(msgspec.Struct, frozen=True):
+    """The fields of one reading rules can look at: JSON numbers (a bool is not one) and the
+    switch's `any`; None when absent or of another type."""
+
+    avg: int | float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    sum: int | float | None = None
+    on_fraction: int | float | None = None
+    any: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Readings:
+    """One device's energy_minute entries of a pass, in log order, as columns: log indices,
+    minutes and arrivals (Unix seconds), and per sensor a rule looks at its Reading (None
+    when the entry has none)."""
+
+    idx: Sequence[int]
+    minute: Sequence[int]
+    arrival: Sequence[int]
+    sensors: dict[str, Sequence[Reading | None]]
+
+    def take(self, positions: Sequence[int]) -> Readings:
+        """The entries at these positions."""
+        return Readings(
+            idx=[self.idx[i] for i in positions],
+            minute=[self.minute[i] for i in positions],
+            arrival=[self.arrival[i] for i in positions],
+            sensors={name: [column[i] for i in positions] for name, column in self.sensors.items()},
+        )
 
 
 @dataclass(kw_only=True)
@@ -169,20 +199,28 @@ def _move(
     )
 
 
-def _number(reading: Any, name: str) -> Number | None:
-    value = reading.get(name) if isinstance(reading, dict) else None
-    # JSON numbers only (a bool is an int to isinstance; the type test is also the fastest)
-    return value if type(value) is int or type(value) is float else None
-
-
-def _on(reading: Any) -> bool | None:
-    """A switch reading: on during the minute (any sample on), None when absent."""
-    if not isinstance(reading, dict):
+def reading_of(value: Any) -> Reading | None:
+    """A reading of any shape as the rules see it (the fields that are not what a Reading
+    holds are absent), for an entry the typed decoder refuses."""
+    if not isinstance(value, dict):
         return None
-    if isinstance(reading.get("any"), bool):
-        return bool(reading["any"])
-    value = _number(reading, "on_fraction")
-    value = _number(reading, "avg") if value is None else value
+    fields = {
+        name: number
+        for name in ("avg", "min", "max", "sum", "on_fraction")
+        # JSON numbers only (a bool is an int to isinstance)
+        if type(number := value.get(name)) is int or type(number) is float
+    }
+    switch = value.get("any")
+    return Reading(**fields, any=switch if type(switch) is bool else None)
+
+
+def _on(reading: Reading | None) -> bool | None:
+    """A switch reading: on during the minute (any sample on), None when absent."""
+    if reading is None:
+        return None
+    if reading.any is not None:
+        return reading.any
+    value = reading.avg if reading.on_fraction is None else reading.on_fraction
     return None if value is None else value > 0
 
 
@@ -207,9 +245,14 @@ def subject_of(rule: Rule, device_id: str) -> str:
     return device_id
 
 
+def _rising(minutes: Sequence[int]) -> bool:
+    """Each minute after the one before (in C: this runs for every rule on every pass)."""
+    return len(minutes) < 2 or min(map(operator.sub, minutes[1:], minutes[:-1])) > 0
+
+
 def on_readings(
     rule: Rule,
-    samples: Sequence[Sample],
+    readings: Readings,
     state: State,
     subject: str,
     profile: dict[str, Any] | None = None,
@@ -219,39 +262,53 @@ def on_readings(
     out of order) is skipped."""
     data = state.data
     before = last = data.get("last_minute")
-    arrival = data.get("last_arrival", 0)
-    fresh = []
-    for sample in samples:
-        if last is not None and sample[1] <= last:
-            continue
-        fresh.append(sample)
-        last = sample[1]
-        if sample[2] > arrival:
-            arrival = sample[2]
-    if not fresh:
+    minutes = readings.minute
+    if not minutes:
         return []
-    data["last_minute"] = last
+    # Usually every minute is new and in order: the columns as they are.
+    if (last is not None and minutes[0] <= last) or not _rising(minutes):
+        fresh = []
+        for position, minute in enumerate(minutes):
+            if last is None or minute > last:
+                fresh.append(position)
+                last = minute
+        if not fresh:
+            return []
+        readings = readings.take(fresh)
+    data["last_minute"] = readings.minute[-1]
+    arrival = max(readings.arrival)
     if arrival > data.get("last_arrival", 0):
         data["last_arrival"] = arrival
     state.dirty = True
     condition = rule.spec.condition
     if isinstance(condition, Threshold):
-        return _threshold(rule, condition, fresh, state, subject)
+        return _threshold(rule, condition, readings, state, subject)
     if isinstance(condition, Counter):
-        return _counter(rule, condition, fresh, state, subject, profile)
+        return _counter(rule, condition, readings, state, subject, profile)
     if isinstance(condition, Boiler):
-        return _boiler(rule, condition, fresh, state, subject)
-    return _heard(rule, condition, fresh, state, subject, before)
+        return _boiler(rule, condition, readings, state, subject)
+    return _heard(rule, condition, readings, state, subject, before)
 
 
 def _threshold(
-    rule: Rule, c: Threshold, fresh: list[Sample], state: State, subject: str
+    rule: Rule, c: Threshold, fresh: Readings, state: State, subject: str
 ) -> list[Change]:
-    changes: list[Change] = []
     sensor, name, beyond, limit = c.sensor, c.field, OPS[c.op], c.value
+    value_of = attrgetter(name)
+    values = [None if reading is None else value_of(reading) for reading in fresh.sensors[sensor]]
+    numbers = [value for value in values if value is not None]
+    if not numbers:
+        return []
+    # Most passes change nothing: a state the values all agree with (the extremes say).
+    low, high = min(numbers), max(numbers)
+    some, every = (high, low) if c.op in (">", ">=") else (low, high)
+    if state.state in ("inactive", "resolved") and not beyond(some, limit):
+        return []
+    if state.state in ACTIVE and beyond(every, limit):
+        return []
+    changes: list[Change] = []
     span = c.for_minutes * MINUTE
-    for idx, minute, _, values in fresh:
-        value = _number(values.get(sensor), name)
+    for idx, minute, value in zip(fresh.idx, fresh.minute, values, strict=True):
         if value is None:
             continue
         met = beyond(value, limit)
@@ -275,7 +332,7 @@ def _threshold(
 def _counter(
     rule: Rule,
     c: Counter,
-    fresh: list[Sample],
+    fresh: Readings,
     state: State,
     subject: str,
     profile: dict[str, Any] | None,
@@ -284,9 +341,19 @@ def _counter(
     low = c.min if c.min is not None else 0
     high = c.max if c.max is not None else declared.get("max")
     sensor, name = c.sensor, c.field
+    value_of = attrgetter(name)
+    values = [None if reading is None else value_of(reading) for reading in fresh.sensors[sensor]]
+    numbers = [value for value in values if value is not None]
+    if not numbers:
+        return []
+    # Most passes change nothing: a state the values all agree with.
+    if state.state in ACTIVE:
+        if all(value < low or (high is not None and value > high) for value in numbers):
+            return []
+    elif min(numbers) >= low and (high is None or max(numbers) <= high):
+        return []
     changes: list[Change] = []
-    for idx, minute, _, values in fresh:
-        value = _number(values.get(sensor), name)
+    for idx, minute, value in zip(fresh.idx, fresh.minute, values, strict=True):
         if value is None:
             continue
         if value < low:
@@ -308,14 +375,19 @@ def _counter(
 
 
 def _heard(
-    rule: Rule, c: Silence, fresh: list[Sample], state: State, subject: str, last: int | None
+    rule: Rule, c: Silence, fresh: Readings, state: State, subject: str, last: int | None
 ) -> list[Change]:
     """A silence rule hears readings: the silence (if any) is over. A gap in the readings'
     minutes longer than the rule allows, which the clock did not see (the gateway was down,
     or the device's backlog filled it in), is reported too, as it happened."""
-    changes: list[Change] = []
     limit = c.minutes * MINUTE
-    for idx, minute, _, _ in fresh:
+    minutes = fresh.minute
+    if state.state not in ACTIVE:  # usually: no gap, nothing to say
+        heard = minutes if last is None else [last, *minutes]
+        if len(heard) < 2 or max(map(operator.sub, heard[1:], heard[:-1])) <= limit + MINUTE:
+            return []
+    changes: list[Change] = []
+    for idx, minute in zip(fresh.idx, minutes, strict=True):
         if state.state in ACTIVE:
             changes.append(
                 _move(rule, subject, state, "resolved", minute, "readings again", notify=True,
@@ -352,32 +424,45 @@ def on_clock(
     return [_move(rule, device_id, state, "firing", minute, detail, notify=True)]
 
 
-def boiler_phase(c: Boiler, values: dict[str, Any]) -> str:
+def boiler_phase(
+    c: Boiler, water: Reading | None, fan: Reading | None, ignition: Reading | None
+) -> str:
     """The boiler's phase during a minute, as the seed's process_phase works it out:
     ignition, combustion (fan on), holding (fan off); below the set point or stopped
     when the water is that cold; undefined when a reading is missing."""
-    water = _number(values.get(c.water), "avg")
-    fan = _on(values.get(c.fan))
-    ignition = _on(values.get(c.ignition)) if c.ignition else False
-    if water is None or fan is None or ignition is None:
+    temperature = None if water is None else water.avg
+    blowing = _on(fan)
+    lit = _on(ignition) if c.ignition else False
+    if temperature is None or blowing is None or lit is None:
         return "undefined"
-    if water < c.stopped_below:
+    if temperature < c.stopped_below:
         return "stopped"
-    if water < c.set_point:
+    if temperature < c.set_point:
         return "below_set_point"
-    if ignition:
+    if lit:
         return "ignition"
-    return "combustion" if fan else "holding"
+    return "combustion" if blowing else "holding"
 
 
-def _boiler(rule: Rule, c: Boiler, fresh: list[Sample], state: State, subject: str) -> list[Change]:
+def _boiler(rule: Rule, c: Boiler, fresh: Readings, state: State, subject: str) -> list[Change]:
     data = state.data
+    waters, fans = fresh.sensors[c.water], fresh.sensors[c.fan]
+    ignitions = fresh.sensors[c.ignition] if c.ignition else [None] * len(waters)
+    if state.state not in ACTIVE:  # usually: no minute cold enough to be in `into`
+        temperatures = [w.avg for w in waters if w is not None and w.avg is not None]
+        coldest = min(temperatures, default=None)
+        if coldest is None or coldest >= (c.stopped_below if c.into == "stopped" else c.set_point):
+            data["phase"] = boiler_phase(c, waters[-1], fans[-1], ignitions[-1])
+            return []
+    phases = [
+        boiler_phase(c, water, fan, ignition)
+        for water, fan, ignition in zip(waters, fans, ignitions, strict=True)
+    ]
     previous = data.get("phase")
     last_seen = data.get("last_target")
     window = c.no_repeat_minutes * MINUTE
     changes: list[Change] = []
-    for idx, minute, _, values in fresh:
-        phase = boiler_phase(c, values)
+    for idx, minute, phase, water in zip(fresh.idx, fresh.minute, phases, waters, strict=True):
         if phase != c.into:
             if state.state in ACTIVE:  # the seed sends nothing when the boiler recovers
                 changes.append(
@@ -387,8 +472,8 @@ def _boiler(rule: Rule, c: Boiler, fresh: list[Sample], state: State, subject: s
         elif previous == c.into and state.state in ACTIVE:
             last_seen = minute
         else:
-            water = _number(values.get(c.water), "avg")
-            detail = f"phase {previous or 'unknown'} -> {phase} (water {water})"
+            temperature = None if water is None else water.avg
+            detail = f"phase {previous or 'unknown'} -> {phase} (water {temperature})"
             repeat = last_seen is not None and minute - last_seen <= window
             if repeat:
                 detail += f"; in it within the previous {c.no_repeat_minutes} minutes: not sent"

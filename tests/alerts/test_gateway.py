@@ -261,6 +261,33 @@ def test_an_alert_is_mailed_recorded_on_the_log_and_verifiable(
     assert "patio_alert_outbox_pending 0.0" in metrics
 
 
+def test_a_replaced_rule_starts_over_though_nothing_was_appended_since(gateway: Gateway) -> None:
+    # The evaluator holds the states it wrote between passes; replacing a rule deletes its
+    # states under it, and the next pass must see that.
+    rules = f"/v1/communities/{COMMUNITY}/alert-rules"
+    rule = {
+        "name": "hot probe",
+        "condition": {
+            "kind": "threshold",
+            "sensor": "t",
+            "op": ">",
+            "value": 30,
+            "device": "probe-3",
+        },
+    }
+    rule_id = gateway.admin.post(rules, json=rule).json()["id"]
+    device = Device(gateway, "probe-3")
+    device.send(0, 35.0)
+
+    def firings(body: dict[str, Any]) -> int:
+        return sum(e["subject"] == "probe-3/t" and e["state"] == "firing" for e in body["events"])
+
+    alerts(gateway, lambda b: firings(b) == 1)
+    assert gateway.admin.put(f"{rules}/{rule_id}", json=rule).is_success  # the same rule
+    device.send(1, 36.0)  # still hot: firing again, as a new alert
+    alerts(gateway, lambda b: firings(b) == 2)
+
+
 def test_a_pending_alert_survives_a_gateway_restart(
     gateway: Gateway, smtp: SmtpReceiver, database: str | None
 ) -> None:
