@@ -354,12 +354,14 @@ def fetcher(levels: list[bytes]) -> merkle.NodeFetcher:
     return fetch
 
 
-def proofs_verify(log: Log, count: int) -> int:
-    """Inclusion proofs of dropped entries spread over the log, verified as `patio verify`
-    does: returns how many verified (each must)."""
+def proofs_verify(log: Log, first: int, count: int) -> int:
+    """Inclusion proofs of dropped entries spread over the log from index `first` (after
+    the registry entries), verified as `patio verify` does: returns how many verified (each
+    must)."""
     size = log.size()
     verified = 0
-    for index in sorted({0, size - 1, *(size * k // count for k in range(count))}):
+    spread = (first + (size - first) * k // count for k in range(count))
+    for index in sorted({first, size - 1, *spread}):
         stored = log.entry(index)
         assert stored.entry is None, f"entry {index} still has its payload"
         bundle = log.bundle(stored.log_tag_id, device_key=None).to_json()
@@ -448,8 +450,10 @@ def main() -> None:
             f"load average {os.getloadavg()[0]:.1f}"
         )
         print(f"size after dropping: {after / 2**20:,.1f} MiB ({after / count:,.0f} B/entry)")
-        print(f"inclusion proofs of {proofs_verify(log, 20)} dropped entries verified")
-        print("patio verify of entry 0: " + verify_cli(log, 0, Path(tmp)).strip().splitlines()[-1])
+        first = 1 + args.devices  # after the registry entries
+        print(f"inclusion proofs of {proofs_verify(log, first, 20)} dropped entries verified")
+        output = verify_cli(log, first, Path(tmp)).strip().splitlines()[-1]
+        print(f"patio verify of entry {first}: {output}")
         took = vacuum(log.engine, sqlite)
         vacuumed = size_bytes(log.engine, path)
         print(
