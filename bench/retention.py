@@ -2,16 +2,19 @@
 `--devices` devices over `--days` days (docs/retention.md), SQLite and PostgreSQL.
 
 Run: .venv/bin/python -m bench.retention [--devices 50] [--days 3] [--database-url URL]
-       [--workers 2]
-Builds the log in bulk: one energy_minute a minute per device (8 readings, signed by the
-device's key), the entry bytes and leaf hashes as Log.append makes them (`entry_bytes`,
-`merkle.leaf_hash`), received a minute after their minute and `--days` + 1 days ago at the
-oldest, so a 1-day policy drops them all. `--workers` processes sign; the main process writes
-rows (executemany on SQLite, COPY on PostgreSQL) and the leaf level, and Log.seal signs a
-checkpoint every million entries, so the tree and its checkpoints are the log's own. Then it
-times gateway.retention.apply (the code of the periodic task and of `patio retention
-apply`), checks that inclusion proofs of dropped entries still verify, and VACUUMs. Prints
-one line per figure.
+       [--workers 2] [--dir DIR]
+Registers the devices through the registry (change_registry, as the admin API does), then
+builds in bulk what the gateway's writer would write for one energy_minute a minute per
+device (8 readings, signed by the device's key), received a minute after its minute and
+`--days` + 1 days ago at the oldest, so a 1-day policy drops them all: `--workers` processes
+sign and make the entry bytes and leaf hashes (`entry_bytes`, `merkle.leaf_hash`), reading
+index rows and rollup sums; the main process writes them in big transactions (executemany
+on SQLite without journal or fsync, COPY on PostgreSQL), every tree level and one signed
+checkpoint (tests/bench/test_retention_build.py: the same rows as appending them one by
+one). Then it times gateway.retention.apply (the code of the periodic task and of `patio
+retention apply`) on the log opened as the gateway opens it, checks that inclusion proofs
+of dropped entries still verify (also with `patio verify`), and VACUUMs. Prints one line
+per figure.
 """
 
 from __future__ import annotations
