@@ -44,6 +44,7 @@ from gateway.rollups import Rollups
 from gateway.store import communities, devices, upgrade
 from gateway.submissions import change_registry
 from ledger import merkle
+from ledger.bundle import log_tag_id
 from ledger.encoding import b64encode, canonical_json, rfc3339_utc
 from ledger.keys import NamedKey
 from ledger.log import Log, entry_bytes
@@ -96,7 +97,7 @@ def _job(args: tuple[int, str, int, int, int]) -> Job:
         job.leaves.append(leaf)
         # As ReadingIndex.write and Rollups.write index an accepted energy_minute.
         job.readings.append((index, COMMUNITY, key.name, minute[:-1] + ".000Z"))
-        add_entry(job.totals, index, key.name, payload)
+        add_entry(job.totals, index, key.name, payload, log_tag_id(leaf).encode())
         index += 1
     return job
 
@@ -300,7 +301,9 @@ class BulkWriter:
             self.cursor.executemany(readings.INSERT, job.readings)
         communities = {device: COMMUNITY for device, _, _ in job.totals}
         through = job.first_index + len(job.entries) - 1
-        self.rollups._store(self.cursor, job.totals, communities, through)
+        # As Rollups.write: an hour split between two jobs extends the chain stored by the first.
+        _, chains = self.rollups._chains(self.cursor, job.totals, communities)
+        self.rollups._store(self.cursor, job.totals, communities, through, chains)
         self.pending += len(job.entries)
 
     def commit(self) -> None:
