@@ -194,6 +194,15 @@ def _group(
     ]
 
 
+def _stamp(weeks: list[int], markers: dict[int, int], tree_size: int) -> str | None:
+    """The week markers (`rollup_weeks`) a value computed over `weeks` is kept under, as
+    text; None when a rollup of those weeks may be newer than the checkpoint."""
+    marks = [markers.get(week, -1) for week in weeks]
+    if max(marks) >= tree_size:
+        return None
+    return orjson.dumps([weeks, marks]).decode()
+
+
 def _either(known: Any, more: Any, combine: Callable[[Any, Any], Any]) -> Any:
     """Two partial SUMs or MAXes of SQL combined, NULL standing for no value."""
     if known is None or more is None:
@@ -241,12 +250,10 @@ def _sums(
     keep: dict[int, tuple[str, str]] = {}  # a unit of a chunk to keep -> (digest, markers)
     for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}, zone):
         weeks = sorted({hour // WEEK_SECONDS for hour in chunk})
-        marks = [markers.get(week, -1) for week in weeks]
         to_sum.update(chunk)
-        if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
+        if (stamp := _stamp(weeks, markers, tree_size)) is None:
             continue
         digest = hashlib.sha256(orjson.dumps(sorted(chunk.items()))).hexdigest()
-        stamp = orjson.dumps([weeks, marks]).decode()
         cached = cursor.execute(
             "SELECT markers, sums FROM report_units WHERE community_id = ? AND chunk_sha256 = ?",
             (community_id, digest),
@@ -416,10 +423,8 @@ def _entries_used(
     stamps: dict[int, str] = {}
     for day, (start, end) in enumerate(days):
         weeks = list(range(start // WEEK_SECONDS, (end - 1) // WEEK_SECONDS + 1))
-        marks = [markers.get(week, -1) for week in weeks]
-        if max(marks) >= tree_size:  # a rollup there may be newer than the checkpoint
+        if (stamp := _stamp(weeks, markers, tree_size)) is None:
             continue
-        stamp = orjson.dumps([weeks, marks]).decode()
         known = cached.get((start, end))
         if known is not None and known[0] == stamp:
             found[day] = (int(known[1]), known[2])
@@ -494,10 +499,7 @@ def compute(gateway: Any, community_id: str, period_args: dict[str, Any]) -> dic
         with engine.connect().execution_options(**options) as conn, conn.begin():
             report = _compute_in(conn, community_id, period_args, stores=stores, keeps=keeps)
         if report is not None:
-            if stores:
-                _keep(engine, stores)
-            if keeps:
-                _keep_digests(engine, keeps)
+            _keep(engine, [(KEEP_UNITS, stores), (KEEP_DIGESTS, keeps)])
             return report
         if attempt == 0:  # entries were appended without the rollup hook: fold them in
             Rollups(engine, gateway.directory).catch_up()
@@ -505,32 +507,32 @@ def compute(gateway: Any, community_id: str, period_args: dict[str, Any]) -> dic
                   headers={"Retry-After": "1"})  # fmt: skip
 
 
-def _keep(engine: Engine, stores: list[tuple[str, str, str, str]]) -> None:
-    """Keep unit sums for the next report, in a write transaction of their own: each row
-    carries the markers it was summed under, so one stale by now is simply never used."""
-    upsert = (
-        "INSERT INTO report_units (community_id, chunk_sha256, markers, sums) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (community_id, chunk_sha256) DO UPDATE SET "
-        "markers = excluded.markers, sums = excluded.sums"
-    )
-    try:
-        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-            DriverCursor(conn).executemany(upsert, stores)
-    except OperationalError:  # the writer held the lock too long: the report stands anyway
-        pass
+# What a report keeps for the next one, each row with the markers it was computed under.
+KEEP_UNITS = (
+    "INSERT INTO report_units (community_id, chunk_sha256, markers, sums) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (community_id, chunk_sha256) DO UPDATE SET "
+    "markers = excluded.markers, sums = excluded.sums"
+)
+KEEP_DIGESTS = (
+    "INSERT INTO report_digests (community_id, start_hour, end_hour, markers, entries, "
+    "digest) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (community_id, start_hour, end_hour) "
+    "DO UPDATE SET markers = excluded.markers, entries = excluded.entries, "
+    "digest = excluded.digest"
+)
 
 
-def _keep_digests(engine: Engine, keeps: list[tuple[str, int, int, str, int, str]]) -> None:
-    """Keep days' entry digests for the next report, as `_keep` keeps unit sums."""
-    upsert = (
-        "INSERT INTO report_digests (community_id, start_hour, end_hour, markers, entries, "
-        "digest) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (community_id, start_hour, end_hour) "
-        "DO UPDATE SET markers = excluded.markers, entries = excluded.entries, "
-        "digest = excluded.digest"
-    )
+def _keep(engine: Engine, writes: list[tuple[str, list[Any]]]) -> None:
+    """Keep unit sums and days' digests for the next report, in one write transaction of
+    their own: each row carries the markers it was computed under, so one stale by now is
+    simply never used."""
+    writes = [(sql, rows) for sql, rows in writes if rows]
+    if not writes:
+        return
     try:
         with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
-            DriverCursor(conn).executemany(upsert, keeps)
+            cursor = DriverCursor(conn)
+            for sql, rows in writes:
+                cursor.executemany(sql, rows)
     except OperationalError:  # the writer held the lock too long: the report stands anyway
         pass
 
