@@ -309,14 +309,15 @@ class Log:
                 conflict.last_seq, conflict.last_start = known.standing(
                     conflict.device_id, new_rows
                 )
-            if new_rows and self._postgres:
-                cursor.execute(ENTRIES_UNNEST, [list(c) for c in zip(*new_rows, strict=True)])
-            elif new_rows:
-                cursor.executemany(
-                    f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    new_rows,
-                )
             if new_rows:
+                if self._postgres:
+                    columns = [list(c) for c in zip(*new_rows, strict=True)]
+                    cursor.execute(ENTRIES_UNNEST, columns)
+                else:
+                    cursor.executemany(
+                        f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        new_rows,
+                    )
                 first = new_rows[0][0]
                 self._store_level(cursor, 0, first, [row[1] for row in new_rows])
                 if self._postgres:
