@@ -3,6 +3,8 @@ every device of a community (docs/alerts.md, Cost at ingest).
 
 Run: .venv/bin/python -m bench.alerts [--devices 100] [--minutes 100] [--per-pass 10000]
        [--database-url URL] [--profile]
+`--database-url`: a PostgreSQL database, run in a fresh schema dropped afterwards (so a
+database the bench ran on before takes it again); default a new SQLite file.
 Appends `--minutes` minutes of the gateway bench's payload (8 readings) for each device, and
 after each `--per-pass` entries (what arrives between two passes: the batch rate of
 bench.gateway, about 2,000 envelopes a second, over the 5 s between two passes while a
@@ -17,7 +19,13 @@ import cProfile
 import pstats
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
 
 from bench.gateway import BENCH_RULES
 from bench.ledger import signed
@@ -48,33 +56,51 @@ def setup(log: Log, device_count: int) -> list[NamedKey]:
     return keys
 
 
-def main() -> None:
-    """Build, evaluate, measure."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--devices", type=int, default=100)
-    parser.add_argument("--minutes", type=int, default=100)
-    parser.add_argument("--per-pass", type=int, default=10_000, help="entries between passes")
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
-    parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
-    parser.add_argument("--sort", default="cumulative", help="the profile's order (tottime...)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
-        log = Log.open(url=url, signer=NamedKey.generate("bench.example/log"))
+@contextmanager
+def fresh_schema(url: str) -> Iterator[str]:
+    """A new schema in the PostgreSQL database at `url`, dropped afterwards; yields the URL
+    that works in it (any search_path `url` set is replaced)."""
+    name = f"bench_alerts_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    try:
+        inside = make_url(url).update_query_dict({"options": f"-csearch_path={name}"})
+        yield inside.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a run measured: the evaluator's time over the entries it read."""
+
+    read: int
+    passes: int
+    wall: float
+    cpu: float
+
+
+def run(
+    url: str, *, devices: int, minutes: int, per_pass: int, profile: cProfile.Profile | None
+) -> Figures:
+    """Append `minutes` minutes for `devices` devices into the empty database at `url`,
+    evaluating after each `per_pass` entries; only the passes timed."""
+    log = Log.open(url=url, signer=NamedKey.generate("bench.example/log"))
+    try:
         upgrade(log.engine)
         evaluator = Evaluator(
             log.engine, sender=Sender(smtp_url=None), recorder=lambda _: "", clock=lambda: 0
         )
         evaluator.evaluate()  # the first start, before any reading
-        keys = setup(log, args.devices)
-        pending = [
-            sub for seq in range(args.minutes) for key in keys for sub in signed(key, 1, seq)
-        ]
-        profile = cProfile.Profile(time.process_time) if args.profile else None
+        keys = setup(log, devices)
+        pending = [sub for seq in range(minutes) for key in keys for sub in signed(key, 1, seq)]
         wall = cpu = 0.0
         read = passes = 0
-        for first in range(0, len(pending), args.per_pass):
-            log.append(pending[first : first + args.per_pass])
+        for first in range(0, len(pending), per_pass):
+            log.append(pending[first : first + per_pass])
             started, cpu_started = time.perf_counter(), time.process_time()
             if profile is not None:
                 profile.enable()
@@ -87,15 +113,42 @@ def main() -> None:
                 profile.disable()
             wall += time.perf_counter() - started
             cpu += time.process_time() - cpu_started
-        print(
-            f"alert evaluator, {len(BENCH_RULES)} rules over {args.devices} devices, "
-            f"{'postgresql' if args.database_url else 'sqlite'}: {read:,} entries in {passes} "
-            f"passes, {wall:.2f} s; {cpu / read * 1e6:.1f} us CPU and {wall / read * 1e6:.1f} us "
-            f"wall per entry (this process; the database server's CPU not counted)"
-        )
-        if profile is not None:
-            pstats.Stats(profile).sort_stats(args.sort).print_stats(25)
+        return Figures(read=read, passes=passes, wall=wall, cpu=cpu)
+    finally:
         log.engine.dispose()
+
+
+def main() -> None:
+    """Build, evaluate, measure."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--minutes", type=int, default=100)
+    parser.add_argument("--per-pass", type=int, default=10_000, help="entries between passes")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
+    parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    parser.add_argument("--sort", default="cumulative", help="the profile's order (tottime...)")
+    args = parser.parse_args()
+    if args.database_url and make_url(args.database_url).get_backend_name() != "postgresql":
+        parser.error("--database-url takes a PostgreSQL URL")
+    profile = cProfile.Profile(time.process_time) if args.profile else None
+    sizes = {"devices": args.devices, "minutes": args.minutes, "per_pass": args.per_pass}
+    if args.database_url:
+        with fresh_schema(args.database_url) as url:
+            figures = run(url, **sizes, profile=profile)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
+            figures = run(url, **sizes, profile=profile)
+    read = figures.read
+    print(
+        f"alert evaluator, {len(BENCH_RULES)} rules over {args.devices} devices, "
+        f"{'postgresql' if args.database_url else 'sqlite'}: {read:,} entries in "
+        f"{figures.passes} passes, {figures.wall:.2f} s; {figures.cpu / read * 1e6:.1f} us CPU "
+        f"and {figures.wall / read * 1e6:.1f} us wall per entry (this process; the database "
+        f"server's CPU not counted)"
+    )
+    if profile is not None:
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(25)
 
 
 if __name__ == "__main__":

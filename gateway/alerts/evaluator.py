@@ -25,7 +25,6 @@ from typing import Annotated, Any, Optional
 
 import msgspec
 import orjson
-from msgspec.structs import astuple
 from pydantic import Field, StringConstraints
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
@@ -64,8 +63,8 @@ from ledger.storage import DriverCursor, entries
 
 Clock = Callable[[], int]  # Unix seconds
 Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
-# A pass's entries of one device: per entry, the Reading of each sensor the rules look at.
-ReadingsDecoder = Callable[[Sequence[bytes]], list[tuple["Reading | None", ...]]]
+# A pass's entries of one device: per sensor the rules look at, the column of its Readings.
+ReadingsDecoder = Callable[[Sequence[bytes]], list[list["Reading | None"]]]
 BATCH = 20_000  # log indices read per pass (a backlog: 5 s at 4,000 a second)
 MEMO = 100_000  # entries in each memo of parsed texts before it starts over
 MINUTE_CONTRACT = "energy_minute@1"
@@ -442,7 +441,7 @@ class Evaluator:
                     continue
                 idxs, texts = tuple(idxs[n] for n in kept), tuple(texts[n] for n in kept)
                 minutes, arrivals = [minutes[n] for n in kept], [arrivals[n] for n in kept]
-            columns = zip(*self._decoder(sensors)(texts), strict=True) if sensors else ()
+            columns = self._decoder(sensors)(texts) if sensors else []
             readings = Readings(
                 idx=idxs,
                 minute=minutes,
@@ -910,42 +909,46 @@ def store_settings(conn: Connection, community_id: str, settings: AlertSettings)
 
 
 def readings_decoder(sensors: tuple[str, ...]) -> ReadingsDecoder:
-    """Decodes energy_minute entries into, per entry, the Reading of each of `sensors` (None
-    when absent), skipping the rest of the JSON without building it (most of a payload is
-    readings no rule looks at): a pass's entries of one device in one call; one at a time,
-    and the odd one leniently (rules.reading_of), when a reading is not of a Reading's types."""
+    """Decodes energy_minute entries into, per sensor of `sensors`, the column of its
+    Readings (None when absent), skipping the rest of the JSON without building it (most of
+    a payload is readings no rule looks at): a pass's entries of one device in one call;
+    one at a time, and the odd one leniently (rules.reading_of), when a reading is not of a
+    Reading's types."""
     fields = [(f"s{n}", Optional[Reading], None) for n in range(len(sensors))]  # noqa: UP045
     names = {f"s{n}": name for n, name in enumerate(sensors)}
-    readings = msgspec.defstruct("Readings", fields, rename=names)
-    payload = msgspec.defstruct("Payload", [("readings", Optional[readings], None)])  # noqa: UP045
-    entry = msgspec.defstruct("Entry", [("payload", payload)])
+    # Not tracked by the garbage collector (they hold no containers): a pass makes several
+    # per entry, which would otherwise set off collections of the young generation.
+    readings = msgspec.defstruct("Readings", fields, rename=names, gc=False)
+    absent = readings()
+    payload = msgspec.defstruct(
+        "Payload", [("readings", readings, msgspec.field(default_factory=readings))], gc=False
+    )
+    entry = msgspec.defstruct("Entry", [("payload", payload)], gc=False)
     # Typed as Any: the structs are made here, mypy cannot see their fields.
     typed_all: Callable[[bytes], Any] = msgspec.json.Decoder(list[entry]).decode  # type: ignore[valid-type]
     typed: Callable[[bytes], Any] = msgspec.json.Decoder(entry).decode
     loose_payload = msgspec.defstruct("LoosePayload", [("readings", Any, None)])
     loose_entry = msgspec.defstruct("LooseEntry", [("payload", loose_payload)])
     loose: Callable[[bytes], Any] = msgspec.json.Decoder(loose_entry).decode
-    absent = (None,) * len(sensors)
+    of_entry = attrgetter("payload.readings")
+    columns = [attrgetter(name) for name in names]
 
-    def one(text: bytes) -> tuple[Reading | None, ...]:
+    def one(text: bytes) -> Any:
         try:
-            found = typed(text).payload.readings
-        except msgspec.ValidationError:
+            found = of_entry(typed(text))
+        except msgspec.ValidationError:  # a reading of other types, or `readings` not an object
             values = loose(text).payload.readings
             if not isinstance(values, dict):
                 return absent
-            return tuple(reading_of(values.get(name)) for name in sensors)
-        return absent if found is None else astuple(found)
+            return readings(*(reading_of(values.get(name)) for name in sensors))
+        return found
 
-    def decode(texts: Sequence[bytes]) -> list[tuple[Reading | None, ...]]:
+    def decode(texts: Sequence[bytes]) -> list[list[Reading | None]]:
         try:
-            parsed = typed_all(b"[" + b",".join(texts) + b"]")
+            found = [*map(of_entry, typed_all(b"[" + b",".join(texts) + b"]"))]
         except msgspec.ValidationError:
-            return [one(text) for text in texts]
-        return [
-            absent if (found := item.payload.readings) is None else astuple(found)
-            for item in parsed
-        ]
+            found = [*map(one, texts)]
+        return [[*map(column, found)] for column in columns]
 
     return decode
 

@@ -116,7 +116,7 @@ class Rule:
         return self.spec.enabled and (device is None or device == device_id)
 
 
-class Reading(msgspec.Struct, frozen=True):
+class Reading(msgspec.Struct, frozen=True, gc=False):
     """The fields of one reading rules can look at: JSON numbers (a bool is not one) and the
     switch's `any`; None when absent or of another type."""
 
@@ -161,9 +161,9 @@ class State:
     dirty: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Change:
-    """A state change of one (rule, subject) at a reading's minute."""
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """A state change of one (rule, subject) at a reading's minute (a Struct: made in C, a
+    pass can make thousands)."""
 
     rule: Rule
     subject: str
@@ -353,24 +353,22 @@ def _counter(
     elif min(numbers) >= low and (high is None or max(numbers) <= high):
         return []
     changes: list[Change] = []
+    active = state.state in ACTIVE
     for idx, minute, value in zip(fresh.idx, fresh.minute, values, strict=True):
         if value is None:
             continue
-        if value < low:
-            problem: str | None = f"{sensor}.{name} = {value} runs backwards (below {low})"
-        elif high is not None and value > high:
-            problem = f"{sensor}.{name} = {value} jumps beyond the plausible {high}"
-        else:
-            problem = None
-        if problem is not None and state.state not in ACTIVE:
-            changes.append(
-                _move(rule, subject, state, "firing", minute, problem, notify=True, idx=idx)
-            )
-        elif problem is None and state.state in ACTIVE:
+        wrong = value < low or (high is not None and value > high)
+        if wrong == active:  # no change: the detail is only written for one
+            continue
+        if not wrong:
             detail = f"{sensor}.{name} = {value} is plausible again"
-            changes.append(
-                _move(rule, subject, state, "resolved", minute, detail, notify=True, idx=idx)
-            )
+            new = "resolved"
+        elif value < low:
+            detail, new = f"{sensor}.{name} = {value} runs backwards (below {low})", "firing"
+        else:
+            detail, new = f"{sensor}.{name} = {value} jumps beyond the plausible {high}", "firing"
+        changes.append(_move(rule, subject, state, new, minute, detail, notify=True, idx=idx))
+        active = wrong
     return changes
 
 
