@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -20,7 +21,7 @@ from contracts.base import (
     not_in_future,
     signed_by_device,
 )
-from ledger.encoding import parse_rfc3339
+from ledger.encoding import NotPlain, canonical_json, encode_plain, parse_rfc3339, plain_item
 from ledger.errors import FormatError
 from ledger.log import Submission
 
@@ -62,18 +63,34 @@ class _SwitchS(msgspec.Struct, forbid_unknown_fields=True):
     missing: _CountS | None = None
 
 
-class _PayloadS(msgspec.Struct, forbid_unknown_fields=True):
-    device_id: _DeviceIdS
+class _PayloadShapeS(msgspec.Struct, forbid_unknown_fields=True):
+    device_id: str
     seq: Annotated[int, Meta(ge=0, lt=2**53)]
     start: str
     period_s: Annotated[float, Meta(ge=60, le=60)]  # as Pydantic's Literal[60]: 60.0 too
     # Each reading is checked by its kind below: the unit says which (see _reading_kind).
+    readings: Annotated[dict[str, Any], Meta(min_length=1, max_length=256)]
+
+
+class _PayloadS(_PayloadShapeS):
+    device_id: _DeviceIdS
     readings: Annotated[dict[_SensorNameS, Any], Meta(min_length=1, max_length=256)]
 
 
-class _EnvelopeS(msgspec.Struct, forbid_unknown_fields=True):
-    payload: _PayloadS
+class _EnvelopeShapeS(msgspec.Struct, forbid_unknown_fields=True):
+    payload: _PayloadShapeS
     sig: str
+
+
+class _EnvelopeS(_EnvelopeShapeS):
+    payload: _PayloadS
+
+
+# The patterns as msgspec runs them (one `search` a string, 0.4 us each), for a valid
+# envelope in two calls: the sensor names are checked joined by commas.
+_DEVICE_ID = re.compile(DEVICE_PATTERN.replace("$", r"\Z"))
+_NAME = SENSOR_PATTERN.removeprefix("^").removesuffix("$")
+_SENSOR_NAMES = re.compile(rf"^{_NAME}(?:,{_NAME})*\Z")
 
 
 _READING_KINDS: dict[Any, type[msgspec.Struct]] = {"Wh": _CounterS, "bool": _SwitchS}
@@ -85,12 +102,24 @@ def _refusal(exc: msgspec.ValidationError, where: str = "") -> SchemaError:
     return SchemaError(f"envelope: {field}: {message}")
 
 
-def parse_envelope(envelope: Any) -> _EnvelopeS:
+def parse_envelope(envelope: Any) -> _EnvelopeShapeS:
     """The envelope checked strictly against the schema; SchemaError names the first bad field."""
-    try:
-        model = msgspec.convert(envelope, _EnvelopeS, strict=True)
-    except msgspec.ValidationError as exc:
-        raise _refusal(exc) from None
+    try:  # the schema without its patterns, then the patterns in two calls
+        model = msgspec.convert(envelope, _EnvelopeShapeS, strict=True)
+        readings = model.payload.readings
+        names = ",".join(readings)  # each comma a separator only if no name holds one
+        valid = bool(
+            _DEVICE_ID.search(model.payload.device_id)
+            and names.count(",") == len(readings) - 1
+            and _SENSOR_NAMES.search(names)
+        )
+    except msgspec.ValidationError:
+        valid = False
+    if not valid:  # the schema with its patterns decides, and names the first bad field
+        try:
+            model = msgspec.convert(envelope, _EnvelopeS, strict=True)
+        except msgspec.ValidationError as exc:
+            raise _refusal(exc) from None
     for name, reading in model.payload.readings.items():
         unit = reading.get("unit") if type(reading) is dict else None
         kind = _READING_KINDS.get(unit, _GaugeS) if type(unit) is str else _GaugeS
@@ -99,6 +128,46 @@ def parse_envelope(envelope: Any) -> _EnvelopeS:
         except msgspec.ValidationError as exc:
             raise _refusal(exc, f"payload.readings.{name}") from None
     return model
+
+
+# The fields of each kind of reading that may hold a float (or an int beyond 2**53): the
+# schema leaves every other value of a payload plain for JCS (see `payload_jcs`).
+_FLOAT_FIELDS: dict[Any, tuple[str, ...]] = {"Wh": ("sum",), "bool": ("on_fraction",)}
+_GAUGE_FLOATS = ("avg", "min", "max")
+
+
+def _plain_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    # What ledger.encoding's `_plain` returns for a payload parse_envelope accepted, looking
+    # only at what the schema leaves open: each reading's unit (any text for a gauge) and
+    # its float fields, and `start` (parse_envelope takes any string). The rest is plain by
+    # the schema: ids and sensor names match ASCII patterns, counts and seq are ints below
+    # 2**53, `any` is a bool, a missing value is None, and period_s is 60 or 60.0 (JCS 60).
+    readings = {}
+    for name, reading in payload["readings"].items():
+        unit = reading["unit"]
+        if not unit.isascii():
+            raise NotPlain
+        plain = reading
+        for field in _FLOAT_FIELDS.get(unit, _GAUGE_FLOATS):
+            value = reading.get(field)
+            number = plain_item(value)
+            if number is not value:  # an integral float, written as an int
+                if plain is reading:
+                    plain = reading.copy()
+                plain[field] = number
+        readings[name] = plain
+    if not payload["start"].isascii():
+        raise NotPlain
+    return {**payload, "period_s": 60, "readings": readings}
+
+
+def payload_jcs(payload: dict[str, Any]) -> bytes:
+    """`canonical_json(payload)` for a payload `parse_envelope` accepted, in half the time."""
+    try:
+        encoded = encode_plain(_plain_payload(payload))
+    except NotPlain:
+        encoded = None
+    return canonical_json(payload) if encoded is None else encoded
 
 
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
@@ -219,9 +288,10 @@ class EnergyMinuteContract(EnvelopeContract):
         payload = model.payload
         _check_start(payload.start, now)
         raw = envelope["payload"]  # the values as sent: the signature is over their JCS
-        device, payload_jcs = signed_by_device(
-            directory, community, device_id=payload.device_id, payload=raw, sig=model.sig
-        )
+        device, jcs = signed_by_device(
+            directory, community, device_id=payload.device_id, payload=raw, sig=model.sig,
+            encode=payload_jcs,
+        )  # fmt: skip
         return Checked(
             key=device.public_key,
             payload=raw,
@@ -229,7 +299,7 @@ class EnergyMinuteContract(EnvelopeContract):
             device_id=payload.device_id,
             seq=payload.seq,
             minute=payload.start,  # the strict parser took one spelling: it is the key
-            payload_jcs=payload_jcs,
+            payload_jcs=jcs,
         )
 
     def admit(self, envelope: Any, context: Context) -> Submission:

@@ -1,19 +1,25 @@
 """energy_minute's two schemas agree: admission runs the msgspec one, FastAPI documents (and
 /api validates with) the Pydantic one; over a corpus of envelopes as the gateway parses them,
-each accepts exactly what the other accepts."""
+each accepts exactly what the other accepts. And the payload's JCS, which admission takes
+from what the schema established, is RFC 8785's for every payload the schema accepts."""
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+import string
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import rfc8785
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from pydantic_core import from_json
 
 from contracts.base import SchemaError, strict_model
-from contracts.energy_minute import Envelope, parse_envelope
+from contracts.energy_minute import Envelope, parse_envelope, payload_jcs
+from ledger.errors import FormatError
 
 VALID: dict[str, Any] = {
     "payload": {
@@ -70,6 +76,10 @@ def corpus() -> Iterator[Any]:
             added = copy.deepcopy(VALID)
             _at(added, path).setdefault(name, 1)
             yield added
+    for name in ("a,b", ",", "a,", "a\n", "", "bad name", "x" * 65, "x" * 64, "\u00e9"):
+        named = copy.deepcopy(VALID)  # a valid reading under a doubtful name
+        named["payload"]["readings"][name] = {"unit": "Cel", "n": 1, "missing": 0}
+        yield named
     for count in (0, 256, 257):
         many = copy.deepcopy(VALID)
         many["payload"]["readings"] = {
@@ -151,3 +161,95 @@ def test_a_refusal_names_the_field() -> None:
     bad["payload"]["seq"] = True
     with pytest.raises(SchemaError, match=r"envelope: payload\.seq: Expected `int`, got `bool`"):
         parse_envelope(bad)
+
+
+# payload_jcs: canonical_json's walk narrowed to what the schema leaves open, over payloads
+# parse_envelope accepts, drawn from the edges of each field's value space.
+EDGES = [
+    0.0, -0.0, 5e-324, -5e-324, 1e-7, 1e-4, 9.999e-5, -1e-4, 0.1, 21.5, 1e16, -1e16, 1e21,
+    9999999999999998.0, 2.0**53, -(2.0**53), 2**53 - 1, -(2**53) + 1, 2**53, 10**300,
+    1.7976931348623157e308,
+]  # fmt: skip
+NUMBERS = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**60), 2**60)
+    | st.integers(-(2**54), 2**54).map(float)  # integral floats, within 2**53 and beyond
+    | st.sampled_from(EDGES)
+)
+COUNTS = st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1])
+UNITS = st.text(min_size=1, max_size=16) | st.sampled_from(["Cel", "W", "%", "m\u00b3", "\u00b0C"])
+OPTIONAL_COUNTS = {"n": st.none() | COUNTS, "missing": st.none() | COUNTS}
+READINGS = (
+    st.fixed_dictionaries(
+        {"unit": UNITS.filter(lambda unit: unit not in ("Wh", "bool")), "n": COUNTS,
+         "missing": COUNTS},
+        optional={"avg": st.none() | NUMBERS, "min": st.none() | NUMBERS,
+                  "max": st.none() | NUMBERS},
+    )
+    | st.fixed_dictionaries({"unit": st.just("Wh"), "sum": NUMBERS}, optional=OPTIONAL_COUNTS)
+    | st.fixed_dictionaries(
+        {"unit": st.just("bool"), "any": st.booleans(),
+         "on_fraction": st.sampled_from([0, 1, 0.0, 1.0, 5e-324, 1e-7, 1e-4, 0.5])
+         | st.floats(0, 1)},
+        optional=OPTIONAL_COUNTS,
+    )
+)  # fmt: skip
+NAMES = st.text(alphabet=string.ascii_letters + string.digits + "_.:-", min_size=1, max_size=64)
+PAYLOADS = st.fixed_dictionaries({
+    "device_id": st.text(alphabet=string.ascii_letters + string.digits + "_.-", max_size=64)
+    .filter(bool),
+    "seq": COUNTS,
+    "start": st.just("2026-11-30T10:05:00Z") | st.text(),
+    "period_s": st.sampled_from([60, 60.0]),
+    "readings": st.dictionaries(NAMES, READINGS, min_size=1, max_size=12),
+})  # fmt: skip
+
+
+def _jcs_or_refusal(encode: Callable[[Any], bytes], payload: Any) -> bytes | str:
+    try:
+        return encode(payload)
+    except (FormatError, rfc8785.CanonicalizationError):
+        return "refused"
+
+
+@settings(max_examples=500, deadline=None)
+@given(PAYLOADS)
+def test_payload_jcs_is_rfc8785_for_every_valid_payload(payload: dict[str, Any]) -> None:
+    envelope = parsed({"payload": payload, "sig": "c2ln"})
+    assume(msgspec_accepts(envelope))  # a few numbers lie beyond the schema's float range
+    expected = _jcs_or_refusal(rfc8785.dumps, envelope["payload"])
+    assert _jcs_or_refusal(payload_jcs, envelope["payload"]) == expected
+
+
+def test_payload_jcs_of_the_corpus() -> None:
+    accepted = [case for case in CASES if msgspec_accepts(case)]
+    assert len(accepted) > 100
+    for case in accepted:
+        payload = case["payload"]
+        assert _jcs_or_refusal(payload_jcs, payload) == _jcs_or_refusal(rfc8785.dumps, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    device_id=st.sampled_from(["boiler-1", "boiler-1\n", "a,b"])
+    | st.text(alphabet="ab-.,\n\u00e9", max_size=66),
+    names=st.lists(
+        st.sampled_from(["t1", "a\n", "a,b", ",", "x" * 64, "x" * 65])
+        | st.text(alphabet="ab:,", max_size=66)
+        | st.text(alphabet="ab:,\n \u00e9", max_size=3),
+        min_size=1,
+        max_size=6,
+    ),
+)
+@example(device_id="boiler-1", names=["t1", "a,b"])
+@example(device_id="boiler-1", names=["t1", "a\n"])
+@example(device_id="boiler-1\n", names=["t1"])
+def test_the_patterns_checked_at_once_give_the_schema_verdict(
+    device_id: str, names: list[str]
+) -> None:
+    envelope = copy.deepcopy(VALID)  # device ids and sensor names around the patterns' edges
+    envelope["payload"]["device_id"] = device_id
+    envelope["payload"]["readings"] = {
+        name: {"unit": "Cel", "n": 1, "missing": 0} for name in names
+    }
+    assert msgspec_accepts(envelope) == pydantic_accepts(envelope)
