@@ -101,6 +101,13 @@ class Checked(NamedTuple):
     minute: str | None
     payload_jcs: bytes
 
+    def __reduce__(self) -> tuple[type[Checked], tuple[Any, ...]]:
+        """Pickled without the payload (None), which its JCS holds: the writer reads it from
+        those bytes if it needs it (ledger.log.Submission.payload). The parsed dict was most
+        of the hand-off's pickling: 14.7 -> 4.6 us an envelope, both ways."""
+        return Checked, (self.key, None, self.sig, self.device_id, self.seq, self.minute,
+                         self.payload_jcs)  # fmt: skip
+
 
 @dataclass(frozen=True, kw_only=True)
 class Context:

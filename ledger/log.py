@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -78,19 +79,50 @@ def entry_bytes(*, contract: str, payload_jcs: bytes, sig: str, received_at: str
     )
 
 
-@dataclass(frozen=True, kw_only=True)
 class Submission:
     """What a contract asks the log to record."""
 
-    contract: str
-    payload: Mapping[str, Any]
-    sig: str
-    device_id: str | None = None
-    seq: int | None = None
-    # A slot the device may fill once, whatever the seq (energy_minute: its `start`, in the
-    # one form the strict parser takes); a second submission for it is a conflict.
-    minute: str | None = None
-    payload_jcs: bytes | None = None  # when the caller already encoded it to check the sig
+    # A plain class, not a frozen dataclass: the writer builds one per envelope, and a
+    # frozen dataclass's __init__ sets each field through object.__setattr__ (1.8 us, 0.6 here).
+    __slots__ = ("_payload", "contract", "device_id", "minute", "payload_jcs", "seq", "sig")
+
+    def __init__(
+        self,
+        *,
+        contract: str,
+        payload: Mapping[str, Any] | None = None,
+        sig: str,
+        device_id: str | None = None,
+        seq: int | None = None,
+        minute: str | None = None,
+        payload_jcs: bytes | None = None,
+    ) -> None:
+        if payload is None and payload_jcs is None:
+            raise TypeError("a submission needs its payload or the payload's JCS")
+        self.contract = contract
+        self._payload = payload
+        self.sig = sig
+        self.device_id = device_id
+        self.seq = seq
+        # A slot the device may fill once, whatever the seq (energy_minute: its `start`, in
+        # the one form the strict parser takes); a second submission for it is a conflict.
+        self.minute = minute
+        self.payload_jcs = payload_jcs  # when the caller already encoded it to check the sig
+
+    @property
+    def payload(self) -> Mapping[str, Any]:
+        """The payload; read from its JCS when it came without (the writer's hand-off sends
+        the bytes alone, and JCS is plain JSON that orjson reads to the same values)."""
+        if self._payload is None:
+            assert self.payload_jcs is not None
+            self._payload = orjson.loads(self.payload_jcs)
+        return self._payload
+
+    def __repr__(self) -> str:
+        return (
+            f"Submission(contract={self.contract!r}, device_id={self.device_id!r}, "
+            f"seq={self.seq!r}, minute={self.minute!r})"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +149,11 @@ class StoredEntry:
             raise PayloadRemovedError(f"the payload of entry {self.log_tag_id} was removed")
         value: dict[str, Any] = parse_json(self.entry, what="stored entry")
         return value
+
+
+# StoredEntry's fields in ENTRY_COLUMNS order (`entry` is the column `entry`, `index` idx).
+STORED_FIELDS = ("index", "leaf_hash", "entry", "device_id", "seq", "contract", "received_at",
+                 "minute")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +221,22 @@ class StoredAnchor:
     block_number: int | None
     confirmations: int
     status: str
+
+
+_NEW = object.__new__
+
+
+def _appended(row: tuple[Any, ...]) -> Appended:
+    """An accepted outcome for a row the append writes (ENTRY_COLUMNS, bytes already).
+
+    The frozen dataclasses' __init__ set each field through object.__setattr__: filling
+    the instances' __dict__ at once costs 1.8-2.4 us an entry instead of 3.0-3.7 (same objects).
+    """
+    entry = _NEW(StoredEntry)
+    entry.__dict__.update(zip(STORED_FIELDS, row, strict=True))
+    appended = _NEW(Appended)
+    appended.__dict__.update(status="accepted", entry=entry)
+    return appended
 
 
 def _stored_entry(row: Sequence[Any]) -> StoredEntry:
@@ -297,11 +350,11 @@ class Log:
                     results.append(conflict)
                     continue
                 row = (index, leaf, data, device, sub.seq, sub.contract, received_at, sub.minute)
-                stored_entry = _stored_entry(row)
+                appended = _appended(row)
                 new_rows.append(row)
                 if device is not None:
-                    known.add(stored_entry)
-                results.append(Appended(status="accepted", entry=stored_entry))
+                    known.add(appended.entry)
+                results.append(appended)
                 index += 1
             # Refusals carry where the device stands after this commit, so a device that
             # lost its own count can continue from there (docs/edge-recovery.md).

@@ -3,13 +3,14 @@ databases; only a body that is not a batch is refused whole."""
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
 import pytest
 
 from tests.gateway.server import Gateway
-from tests.gateway.test_api import envelope, is_problem, minute, unique
+from tests.gateway.test_api import envelope, is_problem, minute, submit, unique
 
 
 def test_malformed_elements_are_answered_in_their_slots_and_the_rest_recorded(
@@ -88,6 +89,29 @@ def test_a_body_that_is_not_a_batch_is_refused_whole(
             "/v1/entries", content=body, headers={"content-type": "application/json"}
         )
     assert is_problem(reply, status, detail)
+
+
+@pytest.mark.parametrize("where", ["envelope", "payload", "reading"])
+def test_a_body_with_a_duplicate_key_is_refused_whole(gateway: Gateway, where: str) -> None:
+    """As ledger.encoding.parse_json: a duplicate key anywhere is a 422, not the last value,
+    even where the last value is the one signed."""
+    key = gateway.device(unique("dk"), unique("dup"))
+    good = envelope(key, minute(key.name, 1))
+    text = json.dumps(good, separators=(",", ":"))
+    signed = json.dumps(good["payload"]["readings"]["solar_pv"], separators=(",", ":"))
+    doubled = {
+        "envelope": text.replace('"sig":', '"sig":"AAAA","sig":'),
+        "payload": text.replace('"seq":1,', '"seq":2,"seq":1,'),
+        "reading": text.replace(signed, signed[:-1] + ',"unit":"Wh"}'),
+    }[where]
+    assert doubled != text and json.loads(doubled) == good  # the last values are the signed ones
+    body = f'{{"contract":"energy_minute","envelopes":[{doubled}]}}'.encode()
+    with gateway.client() as client:
+        reply = client.post(
+            "/v1/entries", content=body, headers={"content-type": "application/json"}
+        )
+        assert is_problem(reply, 422, "duplicate key")
+        assert submit(gateway, good)[0]["code"] == 201  # nothing was recorded before
 
 
 @pytest.mark.parametrize("length", [b"-1", b"abc"])
