@@ -29,9 +29,7 @@ depends_on = None
 
 def upgrade() -> None:
     """Add the columns; clear the rollups for the catch-up to rebuild, if the log can."""
-    op.add_column(
-        "rollups", sa.Column("entries", sa.Integer, nullable=False, server_default="0")
-    )
+    op.add_column("rollups", sa.Column("entries", sa.Integer, nullable=False, server_default="0"))
     op.add_column("rollups", sa.Column("chain", sa.LargeBinary, nullable=True))
     op.create_table(
         "report_digests",
