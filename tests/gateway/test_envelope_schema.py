@@ -168,7 +168,7 @@ def test_a_refusal_names_the_field() -> None:
 EDGES = [
     0.0, -0.0, 5e-324, -5e-324, 1e-7, 1e-4, 9.999e-5, -1e-4, 0.1, 21.5, 1e16, -1e16, 1e21,
     9999999999999998.0, 2.0**53, -(2.0**53), 2**53 - 1, -(2**53) + 1, 2**53, 10**300,
-    1.7976931348623157e308,
+    1.7976931348623157e308, 123456789012345680000.0, 1e-6, 1e-5, 9.5e-5, 1e15 + 0.5, 1e15,
 ]  # fmt: skip
 NUMBERS = (
     st.floats(allow_nan=False, allow_infinity=False)
@@ -177,7 +177,9 @@ NUMBERS = (
     | st.sampled_from(EDGES)
 )
 COUNTS = st.integers(0, 2**53 - 1) | st.sampled_from([0, 2**53 - 1])
-UNITS = st.text(min_size=1, max_size=16) | st.sampled_from(["Cel", "W", "%", "m\u00b3", "\u00b0C"])
+UNITS = st.text(min_size=1, max_size=16) | st.sampled_from(
+    ["Cel", "W", "%", "m\u00b3", "\u00b0C", ':21.0,"', ".0}", "1e-7", "-0.0,"]
+)
 OPTIONAL_COUNTS = {"n": st.none() | COUNTS, "missing": st.none() | COUNTS}
 READINGS = (
     st.fixed_dictionaries(
@@ -199,7 +201,7 @@ PAYLOADS = st.fixed_dictionaries({
     "device_id": st.text(alphabet=string.ascii_letters + string.digits + "_.-", max_size=64)
     .filter(bool),
     "seq": COUNTS,
-    "start": st.just("2026-11-30T10:05:00Z") | st.text(),
+    "start": st.sampled_from(["2026-11-30T10:05:00Z", '1.0,"x":2.0}']) | st.text(),
     "period_s": st.sampled_from([60, 60.0]),
     "readings": st.dictionaries(NAMES, READINGS, min_size=1, max_size=12),
 })  # fmt: skip
