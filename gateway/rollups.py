@@ -306,10 +306,10 @@ class Rollups:
         self._kept, self._kept_size, self._pending = {}, -1, None
 
     def _listen(self) -> None:
-        """Follow the transactions' ends on this engine (once, by the first write)."""
+        """Follow the COMMITs on this engine (once, by the first write): a write whose
+        transaction rolls back never sees its COMMIT issued."""
         if not self._listening:
             event.listen(self.engine, "commit", self._on_commit)
-            event.listen(self.engine, "rollback", self._on_rollback)
             # A failed COMMIT comes here after the commit event: it may or may not have
             # committed, so nothing kept is trusted (nor is anything after any other error).
             event.listen(self.engine, "handle_error", self._forget)
@@ -318,10 +318,6 @@ class Rollups:
     def _on_commit(self, conn: Connection) -> None:
         if self._pending is not None and self._pending[0] is conn:
             self._committed = True
-
-    def _on_rollback(self, conn: Connection) -> None:
-        if self._pending is not None and self._pending[0] is conn:
-            self._forget()
 
     def _fold_appended(
         self, totals: dict[HourKey, HourTotals], communities: dict[str, str],
