@@ -295,7 +295,7 @@ class Rollups:
         if not self._committed:
             self._forget()
             return
-        if len(self._kept) + len(stored) > KEPT_MAX:  # bounded: the older hours go
+        if len(self._kept) + len(stored) > KEPT_MAX:  # bounded: all but the last write go
             self._kept = {}
         self._kept.update(stored)
         self._kept_size = size
