@@ -12,14 +12,14 @@ contracts/energy/minute.py, shared with `patio report verify`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 
 from contracts.base import Directory
 from contracts.energy.hourly import HourlyRollup
@@ -31,6 +31,7 @@ from ledger.log import APPEND_LOCK, Appended, Submission
 from ledger.storage import DriverCursor
 
 BATCH = 5_000  # entries read per step when catching up or rebuilding
+KEPT_MAX = 50_000  # (device, sensor, hour) chains a writer keeps in memory, at most
 COLUMNS = (
     "device_id, hour, sensor, community_id, minutes, energy_mwh, peak_mw, peak_minute, "
     "first_idx, last_idx, entries, chain"
@@ -130,6 +131,15 @@ class Rollups:
         self.engine = engine
         self.directory = directory
         self._postgres = engine.dialect.name == "postgresql"
+        # The chains this writer stored, valid while the log is `_kept_size` entries long
+        # (its last committed append left it so: nobody appended or rolled up since).
+        self._kept: dict[HourKey, bytes | None] = {}
+        self._kept_size = -1
+        # The last write's chains, its transaction and the log size after it, until the
+        # next write; kept only if that transaction's COMMIT was issued and nothing failed.
+        self._pending: tuple[Connection, int, dict[HourKey, bytes | None]] | None = None
+        self._committed = False
+        self._listening = False
 
     # -- folding ------------------------------------------------------------------------
 
@@ -183,20 +193,21 @@ class Rollups:
         communities: dict[str, str],
         through: int,
         chains: dict[HourKey, bytes | None],
-    ) -> None:
+    ) -> dict[HourKey, bytes | None]:
         """One upsert for every (device, sensor, hour) touched, its chain extended from
         `chains` (the stored ones), one per (community, week) touched (its change marker),
-        and the new progress mark."""
+        and the new progress mark; returns the chains stored."""
+        extended = {key: extend_chain(chains.get(key, b""), t.tags) for key, t in totals.items()}
         rows = [
             (device_id, hour, sensor, communities[device_id], t.minutes, t.energy_mwh,
              t.peak_mw, t.peak_minute, t.first_idx, t.last_idx, t.entries,
-             extend_chain(chains.get((device_id, sensor, hour), b""), t.tags))
+             extended[device_id, sensor, hour])
             for (device_id, sensor, hour), t in totals.items()
         ]  # fmt: skip
         if self._postgres:
             hexed = [(*row[:11], None if row[11] is None else row[11].hex()) for row in rows]
             cursor.execute(STORE, (orjson.dumps(hexed).decode(), through))
-            return
+            return extended
         weeks: dict[tuple[str, int], int] = {}
         for (device_id, _, hour), t in totals.items():
             week = (communities[device_id], hour // WEEK_SECONDS)
@@ -207,13 +218,14 @@ class Rollups:
         if weeks:
             cursor.executemany(MARK_WEEK, [(c, w, last) for (c, w), last in weeks.items()])
         cursor.execute(SET_THROUGH, (through,))
+        return extended
 
     def _chains(
-        self, cursor: DriverCursor, totals: dict[HourKey, HourTotals], communities: dict[str, str]
+        self, cursor: DriverCursor, touched: Iterable[HourKey], communities: dict[str, str]
     ) -> tuple[int, dict[HourKey, bytes | None]]:
         """The progress mark, and the stored chains of the touched rows that exist (None:
         unknown, g0010)."""
-        keys = [(communities[device], hour, device, sensor) for device, sensor, hour in totals]
+        keys = [(communities[device], hour, device, sensor) for device, sensor, hour in touched]
         sql = CHAINS.format(KEYS[self.engine.dialect.name])
         through = -1
         chains: dict[HourKey, bytes | None] = {}
@@ -240,18 +252,72 @@ class Rollups:
         if not appended:
             return
         appended.sort(key=lambda pair: pair[1].entry.index)  # log order: the chains follow it
+        self._settle()
         cursor = DriverCursor(conn)
         totals: dict[HourKey, HourTotals] = {}
         communities: dict[str, str] = {}
         self._fold_appended(totals, communities, appended)
-        through, chains = self._chains(cursor, totals, communities)
-        first = appended[0][1].entry.index
+        first = appended[0][1].entry.index  # the log's size before this append
+        through, chains = self._known_chains(cursor, totals, communities, first)
         if through < first - 1:  # appended without this hook since the last rollup: those
             totals.clear()  # come first in log order, so the chains fold them first
             self._fold_logged(cursor, totals, communities, through, first)
             self._fold_appended(totals, communities, appended)
             through, chains = self._chains(cursor, totals, communities)
-        self._store(cursor, totals, communities, appended[-1][1].entry.index, chains)
+        last = appended[-1][1].entry.index
+        stored = self._store(cursor, totals, communities, last, chains)
+        self._listen()
+        self._pending, self._committed = (conn, last + 1, stored), False
+
+    # -- the chains this writer stored --------------------------------------------------
+
+    def _known_chains(
+        self, cursor: DriverCursor, totals: dict[HourKey, HourTotals], communities: dict[str, str],
+        first: int,
+    ) -> tuple[int, dict[HourKey, bytes | None]]:  # fmt: skip
+        """As `_chains`, but the chains this writer stored itself are not read again while
+        the log is as long as its last committed append left it: the progress mark is then
+        that append's last index, and no other step changed a rollup since."""
+        if first != self._kept_size:
+            return self._chains(cursor, totals, communities)
+        kept = self._kept
+        chains = {key: kept[key] for key in totals if key in kept}
+        if len(chains) == len(totals):
+            return first - 1, chains
+        through, read = self._chains(cursor, [k for k in totals if k not in chains], communities)
+        return through, chains | read
+
+    def _settle(self) -> None:
+        """Keep the last write's chains if its COMMIT was issued and nothing failed."""
+        if self._pending is None:
+            return
+        _, size, stored = self._pending
+        if not self._committed:
+            self._forget()
+            return
+        if len(self._kept) + len(stored) > KEPT_MAX:  # bounded: all but the last write go
+            self._kept = {}
+        self._kept.update(stored)
+        self._kept_size = size
+        self._pending = None
+
+    def _forget(self, *_: Any) -> None:
+        """Trust nothing kept: the next writes read the chains from the database."""
+        self._kept, self._kept_size, self._pending = {}, -1, None
+
+    def _listen(self) -> None:
+        """Follow the COMMITs on this engine (once, by the first write): a write whose
+        transaction rolls back never sees its COMMIT issued."""
+        if not self._listening:
+            event.listen(self.engine, "commit", self._on_commit)
+            # A failed COMMIT comes here after the commit event: it may or may not have
+            # committed, so nothing kept is trusted (nor is anything after any other error).
+            event.listen(self.engine, "handle_error", self._forget)
+            self._listening = True
+
+    def _on_commit(self, conn: Connection) -> None:
+        if self._pending is not None and self._pending[0] is conn:
+            self._committed = True
 
     def _fold_appended(
         self, totals: dict[HourKey, HourTotals], communities: dict[str, str],
@@ -269,6 +335,7 @@ class Rollups:
     @contextmanager
     def _locked(self) -> Iterator[DriverCursor]:
         """A write transaction that holds the append lock, as Log.append does."""
+        self._forget()  # it rewrites rollups this writer may have kept
         with self.engine.connect().execution_options(patio_write=True) as conn, conn.begin():
             cursor = DriverCursor(conn)
             if self._postgres:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
 import subprocess
@@ -315,9 +316,11 @@ def test_peak_and_late_minute_in_sql(place: Place) -> None:
         log.append([minute(2, "2026-11-20T06:20:00Z", 30.0)], within=hook)  # late
         [hour] = rollups_for(engine, "hoa", *EVER)
         tags = [entry.log_tag_id.encode() for entry in log.entries(start=0, limit=10)]
-        # A row whose chain is unknown (g0010 over dropped payloads) stays unknown.
+        # A row whose chain is unknown (g0010 over dropped payloads) stays unknown. A
+        # migration runs before the writer starts: a new one, which has kept no chains.
         with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
             conn.execute(text("UPDATE rollups SET chain = NULL"))
+        hook = Rollups(engine, Directory(engine, registry_key="")).write
         log.append([minute(5, "2026-11-20T06:50:00Z", 60.0)], within=hook)
         [unknown] = rollups_for(engine, "hoa", *EVER)
     finally:
@@ -332,6 +335,107 @@ def test_peak_and_late_minute_in_sql(place: Place) -> None:
         chain = hashlib.sha256(chain + tag).digest()
     assert (hour.entries, hour.chain) == (4, chain)
     assert (unknown.entries, unknown.chain) == (5, None)
+
+
+def test_chains_across_writers_and_failed_commits(
+    place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer trusts the chains it stored only while the log is as its own last committed
+    append left it: not after another writer appended, a rollback or a failed COMMIT (each
+    followed by the other writer appending as many entries, so the log's size alone would
+    match what the lost append would have left)."""
+    url = database_url_for(place.database_url, place.data_dir)
+    engines = [open_engine(url), open_engine(url, migrate=False)]
+    try:
+        upgrade(engines[0])
+        with engines[0].connect().execution_options(patio_write=True) as conn, conn.begin():
+            for community in sorted(set(COMMUNITIES.values())):
+                conn.execute(
+                    text("INSERT INTO communities (id, name, created_at) VALUES (:c, :c, 'x')"),
+                    {"c": community},
+                )
+            for device_id, community in COMMUNITIES.items():
+                conn.execute(
+                    text(
+                        "INSERT INTO devices (id, community_id, public_key, revoked_at, "
+                        "created_at) VALUES (:d, :c, :k, NULL, 'x')"
+                    ),
+                    {"d": device_id, "c": community, "k": NamedKey.generate("k").public_key_b64},
+                )
+        logs = [Log(engine=engine, signer=None, origin="test") for engine in engines]
+        writers = [Rollups(engine, Directory(engine, registry_key="")) for engine in engines]
+        reads: list[list[Any]] = []  # the keys of each read of writer 0's stored chains
+        chains = writers[0]._chains
+
+        def read(cursor: Any, keys: Any, communities: Any) -> Any:
+            reads.append(list(keys))
+            return chains(cursor, reads[-1], communities)
+
+        monkeypatch.setattr(writers[0], "_chains", read)
+        # Hours 06 and 07: the even minutes first, then the odd ones (late minutes).
+        minutes = iter([*range(0, 120, 2), *range(1, 120, 2)])
+        seqs = iter(range(1, 10_000))
+
+        def batch(count: int) -> list[Submission]:
+            """The next `count` minutes of every device."""
+            out = []
+            for minute in itertools.islice(minutes, count):
+                start = (FIRST_HOUR + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                for device_id in COMMUNITIES:
+                    seq = next(seqs)
+                    power = {"unit": "W", "n": 1, "missing": 0, "avg": float(seq % 997)}
+                    payload = {"device_id": device_id, "seq": seq, "start": start,
+                               "period_s": 60, "readings": {"p": power}}  # fmt: skip
+                    out.append(Submission(contract=CONTRACT, payload=payload, sig="s",
+                                          device_id=device_id, seq=seq))  # fmt: skip
+            return out
+
+        def append(writer: int, count: int) -> None:
+            logs[writer].append(batch(count), within=writers[writer].write)
+
+        def lost(why: str) -> None:
+            """Writer 0 appends 3 minutes that never commit, then writer 1 appends 3."""
+            read = len(reads)
+            with pytest.raises(RuntimeError, match=why):
+                if why == "rolled back":
+
+                    def fail(conn: Any, submissions: Any, outcomes: Any) -> None:
+                        writers[0].write(conn, submissions, outcomes)
+                        raise RuntimeError(why)
+
+                    logs[0].append(batch(3), within=fail)
+                else:
+                    dialect = engines[0].dialect
+
+                    def commit(dbapi_connection: Any) -> None:
+                        dbapi_connection.rollback()
+                        raise RuntimeError(why)
+
+                    with monkeypatch.context() as patched:
+                        patched.setattr(dialect, "do_commit", commit)
+                        logs[0].append(batch(3), within=writers[0].write)
+            assert len(reads) == read  # the lost append trusted what writer 0 kept
+            append(1, 3)  # the log is now as long as the lost append would have left it
+            append(0, 2)
+            assert len(reads) == read + 1  # not trusted: read again
+
+        append(0, 3)
+        append(0, 3)
+        assert len(reads) == 1  # the second append read nothing: its chains were kept
+        append(1, 3)
+        append(0, 3)
+        assert len(reads) == 2  # writer 1 appended in between
+        lost("rolled back")
+        lost("COMMIT failed")
+        monkeypatch.setattr("gateway.rollups.KEPT_MAX", 4)  # over it, what was kept goes
+        for writer in (0, 1, 0, 0, 1, 1, 0):
+            append(writer, 10)  # into hour 07, then late minutes into 06
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert stored(place) == recomputed(place)
+    assert {r.hour for r in stored(place)} == {FIRST_HOUR, FIRST_HOUR + timedelta(hours=1)}
+    raw_rows(place)
 
 
 def test_rebuild_errors_are_one_line(tmp_path: Path) -> None:
