@@ -301,7 +301,7 @@ def _rollups(
             (inputs.community_id, min(unit_of) // WEEK_SECONDS, max(unit_of) // WEEK_SECONDS),
         ).fetchall()
     )
-    moments: dict[int, datetime] = {}  # a day's 4,320 rollups share 72 hours: convert once
+    moments: dict[int, datetime] = {}  # a day's 1,440 rollups share 24 hours: convert once
 
     def moment(seconds: int) -> datetime:
         found = moments.get(seconds)
@@ -313,7 +313,7 @@ def _rollups(
         cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores,
         zone_named(inputs.time_zone),
     )  # fmt: skip
-    # An hour of its own is its rollup as stored (a day's 4,320): no arithmetic, no totals.
+    # An hour of its own is its rollup as stored (a day's 1,440): no arithmetic, no totals.
     cached = moments.get  # most are: no call to `moment`
     built = [
         HourlyRollup(device, sensor, cached(hour) or moment(hour), minutes, mwh, peak,
