@@ -479,9 +479,7 @@ def _day_in_sql(
 ) -> DayDigest | None:  # fmt: skip
     """`day_digest` of a day's rollups below `tree_size`, each line formatted by the
     database: a year's first request formats a million of them (bench/reports.py)."""
-    rows = cursor.execute(
-        DAY_LINES_IN[postgres], (community_id, start, end, tree_size)
-    ).fetchall()
+    rows = cursor.execute(DAY_LINES_IN[postgres], (community_id, start, end, tree_size)).fetchall()
     if any(line is None for line, _ in rows):
         return None
     text = "".join(line for line, _ in rows)
