@@ -48,7 +48,7 @@ def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, i
     # Hours in an hourly bucket of the period are units of their own. A comparison's hours
     # are keyed by whether they are in it, not by its bucket: its total alone is written
     # (a comparison's cost is still priced per hour by the tariff period in the key), so a
-    # day's two comparisons are a few units each instead of 48 hours.
+    # day's two comparisons are a few units each instead of 24 hours each.
     current, previous, year_before = bucket_of
     own = set(current) if period.bucket_size.value == "hour" else set()
     partial = int(as_of.replace(minute=0, second=0, microsecond=0).timestamp())
