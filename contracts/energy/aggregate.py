@@ -1,11 +1,12 @@
 """Rollups summed to the coarsest grain a report can use, so a year is a few thousand rows.
 
 `build_report` reads hourly rollups, but it only ever needs, per device and sensor, the sums
-over hours that fall in the same bucket of each period it computes (the period, the
-previous one, the year before), in the same local month (tariff blocks fill per month), in
-the same tariff period and version. Hours sharing all of that form one *unit*; a unit is
-represented by its first hour, and the rollups of its hours summed into one rollup at that
-hour give `build_report` exactly the same report (a test holds the two paths equal):
+over hours that fall in the same bucket of the period, in the same one of the comparisons
+(the previous period, the year before: only their totals are written, so their buckets do
+not matter), in the same local month (tariff blocks fill per month), in the same tariff
+period and version. Hours sharing all of that form one *unit*; a unit is represented by its
+first hour, and the rollups of its hours summed into one rollup at that hour give
+`build_report` exactly the same report (a test holds the two paths equal):
 
 - energy and minutes are sums; the peak is the highest with the earliest minute, as
   `build_report` picks among rollups of one device and sensor;
@@ -44,17 +45,15 @@ def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, i
         }
         for p in periods
     ]
-    # Hours in an hourly bucket of any period computed are units of their own.
-    own = {
-        seconds
-        for p, buckets in zip(periods, bucket_of, strict=True)
-        if p.bucket_size.value == "hour"
-        for seconds in buckets
-    }
+    # Hours in an hourly bucket of the period are units of their own. A comparison's hours
+    # are keyed by whether they are in it, not by its bucket: its total alone is written
+    # (a comparison's cost is still priced per hour by the tariff period in the key), so a
+    # day's two comparisons are a few units each instead of 24 hours each.
+    current, previous, year_before = bucket_of
+    own = set(current) if period.bucket_size.value == "hour" else set()
     partial = int(as_of.replace(minute=0, second=0, microsecond=0).timestamp())
     first_of: dict[tuple[object, ...], int] = {}
     out: dict[int, int] = {}
-    previous, current, year_before = bucket_of
     day_prices: dict[date, tuple[PricedHour, ...] | None] = {}  # None: the tariff cannot
     for start, end in rollup_ranges(period, tariff):
         for seconds, day, clock_hour in local_hours(start, end, period.zone):
@@ -62,8 +61,8 @@ def units(period: Period, tariff: Tariff | None, as_of: datetime) -> dict[int, i
                 out[seconds] = seconds  # an hour of its own
                 continue
             key: tuple[object, ...] = (
-                previous.get(seconds, -1), current.get(seconds, -1),
-                year_before.get(seconds, -1), day.year, day.month,
+                seconds in previous, current.get(seconds, -1), seconds in year_before,
+                day.year, day.month,
             )  # fmt: skip
             if tariff is not None:
                 if day not in day_prices:

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from contracts.energy.errors import ReportError
 from contracts.energy.periods import HOUR, Bucket, BucketFinder, local_hours, local_midnight
-from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff
+from contracts.energy.tariff import MWH_PER_KWH, PricedHour, Tariff, TariffVersion
 
 ROUNDING = ROUND_HALF_UP  # the one rounding rule: half away from zero, to the minor unit
 ROUNDING_RULE = (
@@ -199,16 +199,12 @@ def bucket_costs(
                 prices = day_prices[day] = tariff.hours_on(day)
             elapsed[(index, day, id(prices[clock_hour].version))] += 1
     clock = _Clock(zone)
+    dailies: dict[int, Fraction] = {}  # version -> power term a day (a day's 24 buckets)
     for (index, day, version_id), hours in elapsed.items():
         version = versions[version_id]
-        daily = Fraction(0)
-        for power_period, per_kw_day in version.power_term_per_kW_day.items():
-            if power_period not in contracted_kw:
-                raise ReportError(
-                    f"tariff {tariff.id} has a power term for {power_period} but the community "
-                    f"has no contracted power for it"
-                )
-            daily += Fraction(per_kw_day) * Fraction(contracted_kw[power_period])
+        daily = dailies.get(version_id)
+        if daily is None:
+            daily = dailies[version_id] = _daily_power_term(tariff, version, contracted_kw)
         costs.power_term[index] += daily * hours / clock.day_hours(day)
         for charge in version.fixed_charges:
             spread = clock.day_hours(day) if charge.per == "day" else clock.month_hours(day)
@@ -261,6 +257,21 @@ def bucket_costs(
             if mwh:
                 part(device, EXPORT)[index] -= scaled(unit_price) * mwh
     return costs
+
+
+def _daily_power_term(
+    tariff: Tariff, version: TariffVersion, contracted_kw: Mapping[str, Decimal]
+) -> Fraction:
+    """What a whole day's power term of `version` costs at the contracted power."""
+    daily = Fraction(0)
+    for power_period, per_kw_day in version.power_term_per_kW_day.items():
+        if power_period not in contracted_kw:
+            raise ReportError(
+                f"tariff {tariff.id} has a power term for {power_period} but the community "
+                f"has no contracted power for it"
+            )
+        daily += Fraction(per_kw_day) * Fraction(contracted_kw[power_period])
+    return daily
 
 
 def _price_digits(tariff: Tariff) -> int:

@@ -16,7 +16,7 @@ class HourlyRollup(NamedTuple):
     SHA-256 chain over the log tag ids of all entries folded in, in log order
     (contracts/energy/minute.py `extend_chain`; None when unknown, docs/rollups.md). A sum
     over several hours (contracts/energy/aggregate.py) leaves both at their defaults. A
-    named tuple, not a dataclass: a day's report builds 4,320 of them, at a third of a
+    named tuple, not a dataclass: a day's report builds 1,440 of them, at a third of a
     frozen dataclass's cost.
     """
 

@@ -51,12 +51,15 @@ and its gauge cards `hui-energy-solar-consumed-gauge-card.ts`,
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from itertools import islice
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -78,6 +81,7 @@ ENERGY_ROLES = ("generation", "consumption", "grid_import", "grid_export")
 ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the declared sensor roles
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
 MINUTE = timedelta(minutes=1)
+_KEY = operator.itemgetter(0, 1, 2)  # a rollup's (device, sensor, hour)
 
 Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
 
@@ -142,20 +146,36 @@ class _Tally:
         self.peak_demand: _Peak | None = None
         self.peak_generation: _Peak | None = None
 
-    def add(self, other: _Tally) -> None:
-        mine, theirs = self.mwh, other.mwh
-        mine["generation"] += theirs["generation"]  # ENERGY_ROLES, unrolled: the hot loop
-        mine["consumption"] += theirs["consumption"]
-        mine["grid_import"] += theirs["grid_import"]
-        mine["grid_export"] += theirs["grid_export"]
-        self.present += other.present
-        self.expected += other.expected
-        peak = other.peak_demand
-        if peak is not None and (self.peak_demand is None or peak.beats(self.peak_demand)):
-            self.peak_demand = peak
-        peak = other.peak_generation
-        if peak is not None and (self.peak_generation is None or peak.beats(self.peak_generation)):
-            self.peak_generation = peak
+    @staticmethod
+    def of(tallies: Iterable[_Tally]) -> _Tally:
+        """The sum of `tallies`, as `add`ing each in turn to a new tally would give."""
+        generation = consumption = grid_import = grid_export = present = expected = 0
+        demand: _Peak | None = None
+        supply: _Peak | None = None
+        for tally in tallies:
+            mwh = tally.mwh
+            generation += mwh["generation"]
+            consumption += mwh["consumption"]
+            grid_import += mwh["grid_import"]
+            grid_export += mwh["grid_export"]
+            present += tally.present
+            expected += tally.expected
+            peak = tally.peak_demand
+            if peak is not None and (demand is None or peak.beats(demand)):
+                demand = peak
+            peak = tally.peak_generation
+            if peak is not None and (supply is None or peak.beats(supply)):
+                supply = peak
+        total = _Tally()
+        total.mwh = {
+            "generation": generation,
+            "consumption": consumption,
+            "grid_import": grid_import,
+            "grid_export": grid_export,
+        }
+        total.present, total.expected = present, expected
+        total.peak_demand, total.peak_generation = demand, supply
+        return total
 
 
 class _Computed:
@@ -322,37 +342,54 @@ def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, s
     return {"self_consumption": production, "self_sufficiency": consumption}
 
 
-def _peak_json(
-    peak: _Peak | None, zone: ZoneInfo, at_text: dict[datetime, str]
-) -> dict[str, str | None] | None:
-    """A peak as JSON; `at_text` keeps each minute's local ISO text (a day writes 2,500)."""
-    if peak is None:
-        return None
-    minute = peak.minute
-    at = None if minute is None else at_text.get(minute)
-    if minute is not None and at is None:
-        at = at_text[minute] = minute.astimezone(zone).isoformat()
-    return {
-        "kW": kwh(peak.mw),  # mW / 10^6 = kW, the same scaling as mWh to kWh
-        "at": at,
-        "device_id": peak.device_id,
-        "sensor": peak.sensor,
-    }
+class _Texts:
+    """The text of each kWh amount and peak minute written, worked out once: a day's report
+    writes 7,700 amounts, most of them zero, and 2,500 peaks."""
+
+    __slots__ = ("at", "kwh", "zone")
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.kwh = _Kwh()
+        self.at: dict[datetime, str] = {}
+
+    def peak(self, peak: _Peak) -> dict[str, str | None]:
+        minute = peak.minute
+        at = None if minute is None else self.at.get(minute)
+        if minute is not None and at is None:
+            at = self.at[minute] = minute.astimezone(self.zone).isoformat()
+        return {
+            "kW": self.kwh[peak.mw],  # mW / 10^6 = kW, the same scaling as mWh to kWh
+            "at": at,
+            "device_id": peak.device_id,
+            "sensor": peak.sensor,
+        }
+
+    def energy(self, tally: _Tally, times: Mapping[str, str] = MappingProxyType({})) -> Any:
+        """A tally's metrics as JSON, after `times` (a row's start and end)."""
+        mwh, texts = tally.mwh, self.kwh
+        imported, exported = mwh["grid_import"], mwh["grid_export"]
+        demand, generation = tally.peak_demand, tally.peak_generation
+        return {
+            **times,
+            "generated_kWh": texts[mwh["generation"]],
+            "consumed_kWh": texts[mwh["consumption"]],
+            "grid_import_kWh": texts[imported],
+            "grid_export_kWh": texts[exported],
+            "net_kWh": texts[imported - exported],
+            "peak_demand": None if demand is None else self.peak(demand),
+            "peak_generation": None if generation is None else self.peak(generation),
+            "expected_minutes": tally.expected,
+            "missing_minutes": tally.expected - tally.present,
+        }
 
 
-def _energy_json(tally: _Tally, zone: ZoneInfo, at_text: dict[datetime, str]) -> dict[str, Any]:
-    mwh = tally.mwh
-    return {
-        "generated_kWh": kwh(mwh["generation"]),
-        "consumed_kWh": kwh(mwh["consumption"]),
-        "grid_import_kWh": kwh(mwh["grid_import"]),
-        "grid_export_kWh": kwh(mwh["grid_export"]),
-        "net_kWh": kwh(mwh["grid_import"] - mwh["grid_export"]),
-        "peak_demand": _peak_json(tally.peak_demand, zone, at_text),
-        "peak_generation": _peak_json(tally.peak_generation, zone, at_text),
-        "expected_minutes": tally.expected,
-        "missing_minutes": tally.expected - tally.present,
-    }
+class _Kwh(dict[int, str]):
+    """`kwh` of each amount asked for, worked out on the first ask."""
+
+    def __missing__(self, mwh: int) -> str:
+        text = self[mwh] = kwh(mwh)
+        return text
 
 
 def _money(value: Decimal) -> str:
@@ -391,10 +428,10 @@ class _Written:
         if not detail:
             self._total_only(computed)
             return
-        zone, at_text = period.zone, dict[datetime, str]()
+        texts = _Texts(period.zone)
         self.buckets: list[dict[str, Any]] = []
         self.device_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
-        device_totals = {d: _Tally() for d in devices}
+        device_totals = {d: _Tally.of(tallies[d] for tallies in computed.tallies) for d in devices}
         # Rounded cost parts: a device's energy parts (name, one amount per bucket) in name
         # order and its export compensation; their sums per device, per bucket, in all.
         energy_parts = {d: computed.energy_parts.get(d, []) for d in devices} if costed else {}
@@ -405,18 +442,15 @@ class _Written:
         grand_export = Decimal(0)
         charges_rows: list[dict[str, Any]] = []
         charges_total = {"power_term": Decimal(0), "fixed": Decimal(0)}
-        grand = _Tally()
+        bucket_tallies = [_Tally.of(tallies.values()) for tallies in computed.tallies]
         for index, bucket in enumerate(computed.buckets):
             times = _times(bucket)
-            tally = _Tally()
+            tally = bucket_tallies[index]
             bucket_energy: dict[str, Decimal] = {}
             bucket_export = Decimal(0)
             tallies = computed.tallies[index]
             for device in devices:
-                device_tally = tallies[device]
-                tally.add(device_tally)
-                device_totals[device].add(device_tally)
-                device_row: dict[str, Any] = {**times, **_energy_json(device_tally, zone, at_text)}
+                device_row: dict[str, Any] = texts.energy(tallies[device], times)
                 cost = None
                 if costed:
                     energy: dict[str, str] = {}
@@ -443,22 +477,22 @@ class _Written:
                 charges_rows.append({**times, **{k: _money(v) for k, v in charges.items()}})
                 for key, value in charges.items():
                     charges_total[key] += value
-            grand.add(tally)
             for name, amount in bucket_energy.items():
                 _add(grand_energy, name, amount)
             grand_export += bucket_export
-            row: dict[str, Any] = {**times, **_energy_json(tally, zone, at_text)}
+            row: dict[str, Any] = texts.energy(tally, times)
             row.update(_ratios(tally.mwh, computed.declared))
             row["cost"] = _cost_json(bucket_energy, bucket_export, charges) if costed else None
             self.buckets.append(row)
-        self.total: dict[str, Any] = {**_energy_json(grand, zone, at_text)}
+        grand = _Tally.of(bucket_tallies)
+        self.total: dict[str, Any] = texts.energy(grand)
         self.total.update(_ratios(grand.mwh, computed.declared))
         self.total["cost"] = (
             _cost_json(grand_energy, grand_export, charges_total) if costed else None
         )
         self.devices: list[dict[str, Any]] = []
         for device in devices:
-            total: dict[str, Any] = _energy_json(device_totals[device], zone, at_text)
+            total: dict[str, Any] = texts.energy(device_totals[device])
             total["cost"] = (
                 _cost_json(device_energy[device], device_export[device], None) if costed else None
             )
@@ -475,13 +509,11 @@ class _Written:
     def _total_only(self, computed: _Computed) -> None:
         """The total as the detailed path writes it, each part summed over its buckets at
         once (exact decimal sums: the order does not matter) instead of bucket by bucket."""
-        grand = _Tally()
-        for tallies in computed.tallies:
-            for tally in tallies.values():
-                grand.add(tally)
-                if not computed.per_device:
-                    break  # the bucket's one tally
-        self.total = {**_energy_json(grand, computed.period.zone, {})}
+        per_bucket = None if computed.per_device else 1  # else the bucket's one tally
+        grand = _Tally.of(
+            tally for tallies in computed.tallies for tally in islice(tallies.values(), per_bucket)
+        )
+        self.total = _Texts(computed.period.zone).energy(grand)
         self.total.update(_ratios(grand.mwh, computed.declared))
         self.mwh = grand.mwh
         parts = computed.parts
@@ -578,7 +610,7 @@ def build_report(
             raise ReportError(f"contracted power for {power_period} is negative ({power} kW)")
     by_hour: dict[datetime, list[HourlyRollup]] = defaultdict(list)
     listed = list(rollups)
-    if len({rollup[:3] for rollup in listed}) < len(listed):  # (device, sensor, hour)
+    if len(set(map(_KEY, listed))) < len(listed):  # (device, sensor, hour)
         seen: set[tuple[str, str, datetime]] = set()
         for rollup in listed:
             if rollup[:3] in seen:  # it would count that hour's energy twice

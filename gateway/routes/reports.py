@@ -301,7 +301,7 @@ def _rollups(
             (inputs.community_id, min(unit_of) // WEEK_SECONDS, max(unit_of) // WEEK_SECONDS),
         ).fetchall()
     )
-    moments: dict[int, datetime] = {}  # a day's 4,320 rollups share 72 hours: convert once
+    moments: dict[int, datetime] = {}  # a day's 1,440 rollups share 24 hours: convert once
 
     def moment(seconds: int) -> datetime:
         found = moments.get(seconds)
@@ -313,7 +313,7 @@ def _rollups(
         cursor, inputs.community_id, unit_of, tree_size, postgres, markers, stores,
         zone_named(inputs.time_zone),
     )  # fmt: skip
-    # An hour of its own is its rollup as stored (a day's 4,320): no arithmetic, no totals.
+    # An hour of its own is its rollup as stored (a day's 1,440): no arithmetic, no totals.
     cached = moments.get  # most are: no call to `moment`
     built = [
         HourlyRollup(device, sensor, cached(hour) or moment(hour), minutes, mwh, peak,
@@ -479,9 +479,7 @@ def _day_in_sql(
 ) -> DayDigest | None:  # fmt: skip
     """`day_digest` of a day's rollups below `tree_size`, each line formatted by the
     database: a year's first request formats a million of them (bench/reports.py)."""
-    rows = cursor.execute(
-        DAY_LINES_IN[postgres], (community_id, start, end, tree_size)
-    ).fetchall()
+    rows = cursor.execute(DAY_LINES_IN[postgres], (community_id, start, end, tree_size)).fetchall()
     if any(line is None for line, _ in rows):
         return None
     text = "".join(line for line, _ in rows)

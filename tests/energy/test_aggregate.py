@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from contracts.energy.aggregate import merge, units
 from contracts.energy.errors import EnergyError
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
+from contracts.energy.periods import (
+    Period,
+    PeriodKind,
+    custom_period,
+    local_midnight,
+    period_of,
+    zone_named,
+)
 from contracts.energy.report import build_report
 from contracts.energy.tariff import shipped_tariff
 
@@ -103,3 +110,48 @@ def test_summed_rollups_give_the_same_report(
     except EnergyError as exc:
         got = repr(exc)
     assert got == expected
+
+
+def test_a_day_sums_its_comparisons_per_tariff_period() -> None:
+    """A day's hours are its own units; the previous day's and the year before's are summed
+    per tariff period (their totals alone are written), with the same report."""
+    zone = zone_named("Europe/Madrid")
+    period = period_of(PeriodKind.DAY, date(2026, 3, 10), zone)  # a Tuesday
+    as_of = datetime(2026, 3, 12, tzinfo=UTC)
+    hours = {  # and the hours either side, outside every period
+        local_midnight(day, zone) + timedelta(hours=hour)
+        for day in (date(2026, 3, 10), date(2026, 3, 9), date(2025, 3, 10))
+        for hour in range(-1, 25)
+    }
+    data = [
+        HourlyRollup(device, sensor, at, 60, 1000 * (at.hour % 7 + 1), 5000, at, 0, 0)
+        for at in sorted(hours)
+        for device, sensor in SENSORS
+    ]
+    for tariff_id in ("es-2.0td", "mk-evn-home", None):
+        tariff = shipped_tariff(tariff_id) if tariff_id else None
+        unit_of = units(period, tariff, as_of)
+        summed = merge(data, unit_of)
+        common = {"roles": ROLES, "period": period, "tariff": tariff, "as_of": as_of}
+        kw = {"contracted_kw": {"P1": Decimal("3.45"), "P2": Decimal("3.45")}}
+        assert build_report(rollups=summed, **common, **kw) == build_report(
+            rollups=data, **common, **kw
+        )
+        start, end = _seconds(period)
+        assert {unit_of[hour] for hour in range(start, end, 3600)} == set(range(start, end, 3600))
+        # 2.0TD: P1, P2 and P3 on each weekday compared; EVN: its two rates; no tariff: one
+        compared = {unit_of[hour] for hour in _compared(period)}
+        assert len(compared) == {"es-2.0td": 6, "mk-evn-home": 4, None: 2}[tariff_id]
+
+
+def _seconds(period: Period) -> tuple[int, int]:
+    return int(period.utc_start.timestamp()), int(period.utc_end.timestamp())
+
+
+def _compared(period: Period) -> set[int]:
+    """The hours of the previous period and the year before, as Unix seconds."""
+    return {
+        hour
+        for earlier in (period.previous(), period.year_before())
+        for hour in range(*_seconds(earlier), 3600)
+    }
