@@ -73,7 +73,8 @@ def entry_bytes(*, contract: str, payload_jcs: bytes, sig: str, received_at: str
             b',"received_at":',
             _canonical_repeated(received_at),
             b',"sig":',
-            canonical_json(sig),
+            # An ASCII string is its own plain value: canonical_json would hand it to orjson.
+            orjson.dumps(sig) if sig.isascii() else canonical_json(sig),
             b',"v":1}',
         )
     )
@@ -151,11 +152,6 @@ class StoredEntry:
         return value
 
 
-# StoredEntry's fields in ENTRY_COLUMNS order (`entry` is the column `entry`, `index` idx).
-STORED_FIELDS = ("index", "leaf_hash", "entry", "device_id", "seq", "contract", "received_at",
-                 "minute")  # fmt: skip
-
-
 @dataclass(frozen=True, kw_only=True)
 class Appended:
     """The outcome of one accepted submission: new, or the earlier identical one."""
@@ -224,18 +220,23 @@ class StoredAnchor:
 
 
 _NEW = object.__new__
+_SET = object.__setattr__
 
 
 def _appended(row: tuple[Any, ...]) -> Appended:
     """An accepted outcome for a row the append writes (ENTRY_COLUMNS, bytes already).
 
-    The frozen dataclasses' __init__ set each field through object.__setattr__: filling
-    the instances' __dict__ at once costs 1.8-2.4 us an entry instead of 3.0-3.7 (same objects).
+    The frozen dataclasses' __init__ set each field through object.__setattr__: giving the
+    instances a whole __dict__ made from a display costs 1.5-1.8 us an entry instead of
+    3.0-3.7, or 2.3-2.7 updated from a zip of field names and the row (same objects).
     """
+    index, leaf_hash, data, device_id, seq, contract, received_at, minute = row
     entry = _NEW(StoredEntry)
-    entry.__dict__.update(zip(STORED_FIELDS, row, strict=True))
+    _SET(entry, "__dict__", {"index": index, "leaf_hash": leaf_hash, "entry": data,
+                             "device_id": device_id, "seq": seq, "contract": contract,
+                             "received_at": received_at, "minute": minute})  # fmt: skip
     appended = _NEW(Appended)
-    appended.__dict__.update(status="accepted", entry=entry)
+    _SET(appended, "__dict__", {"status": "accepted", "entry": entry})
     return appended
 
 
@@ -401,18 +402,27 @@ class Log:
         for start in range(0, max(len(devices), 1), 400):
             batch_devices = devices[start : start + 400]
             # Two index seeks per device (a GROUP BY over an IN list would read every row),
-            # and the next index in the same answer: one round trip.
+            # and the next index in the same answer: one round trip. PostgreSQL takes the
+            # devices as one array: a statement of one text whatever their number (prepared
+            # once), and 4.8-5.4 us of the writer's CPU a device instead of 7.1-8.4.
             per_device = (
-                "WITH k(d) AS (VALUES {}) "
                 "SELECT d, (SELECT max(seq) FROM entries WHERE device_id = k.d), "
                 "(SELECT max(minute) FROM entries WHERE device_id = k.d AND minute IS NOT NULL) "
-                "FROM k UNION ALL ".format(", ".join(["(?)"] * len(batch_devices)))
-                if batch_devices
-                else ""
+                "FROM {} UNION ALL "
             )
+            params: tuple[Any, ...] = ()
+            if not batch_devices:
+                per_device = ""
+            elif self._postgres:
+                per_device = per_device.format("unnest(?::varchar[]) AS k(d)")
+                params = (batch_devices,)
+            else:
+                marks = ", ".join(["(?)"] * len(batch_devices))
+                per_device = f"WITH k(d) AS (VALUES {marks}) " + per_device.format("k")
+                params = tuple(batch_devices)
             rows = cursor.execute(
                 per_device + "SELECT NULL, (SELECT coalesce(max(idx) + 1, 0) FROM entries), NULL",
-                tuple(batch_devices),
+                params,
             ).fetchall()
             for device, top, latest in rows:
                 if device is None:

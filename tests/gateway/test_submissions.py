@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from typing import Any
 
 import pytest
@@ -53,3 +54,39 @@ def test_a_failed_chunk_fails_the_request() -> None:
     with pytest.raises(WriterUnavailable):
         submit(writer, [None] * (3 * PRECHECK_CHUNK))
     assert len(writer.requests) == 3  # the chunks after it were still sent, and answered
+
+
+def test_verdicts_cross_to_the_http_process_unchanged() -> None:
+    tag = "c274b5" + "ab" * 32
+    accepted = Verdict(
+        {"status": "accepted", "log_tag_id": tag, "error": None, "code": 201},
+        "energy_minute@1",
+        "accepted",
+    )
+    others = [
+        accepted._replace(response={"status": "accepted", "log_tag_id": tag}),
+        accepted._replace(
+            result={**accepted.result, "status": "duplicate", "code": 200}, recorded="duplicate"
+        ),
+        Verdict(
+            {
+                "status": "rejected",
+                "log_tag_id": tag,
+                "error": "conflict: x",
+                "code": 409,
+                "rule": "seq",
+                "last_seq": 3,
+                "last_start": None,
+            },
+            "energy_minute@1",
+            "conflict",
+            "Conflict",
+        ),
+        accepted._replace(result={**accepted.result, "extra": 1}),
+    ]
+    for verdict in [accepted, *others]:
+        again = pickle.loads(pickle.dumps(verdict, protocol=pickle.HIGHEST_PROTOCOL))
+        assert type(again) is Verdict and again == verdict
+    # The usual reply goes as its tag and contract: smaller than the verdict in full.
+    compact = len(pickle.dumps(accepted, protocol=pickle.HIGHEST_PROTOCOL))
+    assert compact < len(pickle.dumps(tuple(accepted), protocol=pickle.HIGHEST_PROTOCOL))
