@@ -507,3 +507,27 @@ def test_cached_unit_sums_equal_a_recomputation(
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         engine.dispose()
+
+
+def test_a_registry_change_reaches_the_next_report(
+    gateway: Gateway, community: dict[str, Any]
+) -> None:
+    """The gateway replays the registry again only when its entries changed: a device
+    registered after a report is in the next checkpoint's report, not before it."""
+    before = get_report(gateway, period="day", date="2026-03-10").json()
+    again = get_report(gateway, period="day", date="2026-03-10").json()
+    assert again["provenance"] == before["provenance"]  # as_of may have moved a minute
+    reply = gateway.admin.post("/v1/devices", json={
+        "id": "panel-2", "community_id": "hoa-rep",
+        "public_key": NamedKey.generate("panel-2").public_key_b64, "profile": PANEL})  # fmt: skip
+    assert reply.status_code == 201, reply.text
+    unsealed = get_report(gateway, period="day", date="2026-03-10").json()
+    assert "panel-2" not in unsealed["provenance"]["inputs"]["roles"]
+    gateway.seal()
+    after = get_report(gateway, period="day", date="2026-03-10").json()
+    declared = {sensor: spec["role"] for sensor, spec in PANEL["sensors"].items()}
+    assert after["provenance"]["inputs"]["roles"]["panel-2"] == declared
+    # A device without minutes adds no energy, only the minutes it was expected to measure.
+    for field in ("generated_kWh", "grid_import_kWh", "grid_export_kWh"):
+        assert after["total"][field] == before["total"][field]
+    assert after["total"]["missing_minutes"] > before["total"]["missing_minutes"]
