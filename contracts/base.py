@@ -100,13 +100,17 @@ class Checked(NamedTuple):
     seq: int | None
     minute: str | None
     payload_jcs: bytes
+    # What the contract derived from the payload for the writer's append hooks, computed
+    # here with the spare CPU of the process that checked it (energy_minute: its rollup
+    # minutes, contracts/energy/minute.py `entry_minutes`); None: the hooks derive it.
+    derived: Any = None
 
     def __reduce__(self) -> tuple[type[Checked], tuple[Any, ...]]:
         """Pickled without the payload (None), which its JCS holds: the writer reads it from
         those bytes if it needs it (ledger.log.Submission.payload). The parsed dict was most
         of the hand-off's pickling: 14.7 -> 4.6 us an envelope, both ways."""
         return Checked, (self.key, None, self.sig, self.device_id, self.seq, self.minute,
-                         self.payload_jcs)  # fmt: skip
+                         self.payload_jcs, self.derived)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,6 +253,7 @@ class EnvelopeContract(Contract):
             seq=checked.seq,
             minute=checked.minute,
             payload_jcs=checked.payload_jcs,
+            derived=checked.derived,
         )
 
     def confirm(self, checked: Checked, context: Context) -> Submission:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+import orjson
 from msgspec import Meta
 from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag
 
@@ -21,6 +22,7 @@ from contracts.base import (
     not_in_future,
     signed_by_device,
 )
+from contracts.energy.minute import entry_minutes
 from ledger.encoding import NotPlain, canonical_json, encode_plain, parse_rfc3339, plain_item
 from ledger.errors import FormatError
 from ledger.log import Submission
@@ -300,6 +302,8 @@ class EnergyMinuteContract(EnvelopeContract):
             seq=payload.seq,
             minute=payload.start,  # the strict parser took one spelling: it is the key
             payload_jcs=jcs,
+            # From the JCS, as the writer and `patio reports rebuild` read the payload.
+            derived=entry_minutes(orjson.loads(jcs)),
         )
 
     def admit(self, envelope: Any, context: Context) -> Submission:

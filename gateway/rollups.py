@@ -23,7 +23,15 @@ from sqlalchemy import Connection, Engine, event
 
 from contracts.base import Directory
 from contracts.energy.hourly import HourlyRollup
-from contracts.energy.minute import CONTRACT, HourKey, HourTotals, add_entry, extend_chain
+from contracts.energy.minute import (
+    CONTRACT,
+    HourKey,
+    HourTotals,
+    Minutes,
+    add_minutes,
+    entry_minutes,
+    extend_chain,
+)
 from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
@@ -149,7 +157,7 @@ class Rollups:
         communities: dict[str, str],
         index: int,
         device_id: str | None,
-        payload: Any,
+        minutes: Minutes,
         tag: bytes,
     ) -> bool:
         """Add one accepted energy_minute entry; False when it is not a registered device's."""
@@ -161,7 +169,7 @@ class Rollups:
             if device is None:
                 return False
             community = communities[device_id] = device.community_id
-        add_entry(totals, index, device_id, payload, tag)
+        add_minutes(totals, index, device_id, minutes, tag)
         return True
 
     def _fold_logged(
@@ -183,7 +191,9 @@ class Rollups:
             except (FormatError, AttributeError):
                 continue
             tag = log_tag_id(bytes(leaf)).encode()
-            minutes += self._fold(totals, communities, index, device_id, payload, tag)
+            minutes += self._fold(
+                totals, communities, index, device_id, entry_minutes(payload), tag
+            )
         return len(rows), minutes, rows[-1][0] if rows else after
 
     def _store(
@@ -325,12 +335,17 @@ class Rollups:
     ) -> None:  # fmt: skip
         """Fold an append's accepted energy_minute entries, in log order."""
         for submission, outcome in appended:
-            if submission.contract == CONTRACT:
+            if submission.contract != CONTRACT:
+                continue
+            # The minutes the precheck derived (a pure function of the payload: no registry
+            # state, so nothing can change them between precheck and commit).
+            minutes = submission.derived
+            if minutes is None:
+                minutes = entry_minutes(submission.payload)
+            if minutes:  # nothing to fold: no directory lookup either
                 entry = outcome.entry
                 tag = log_tag_id(entry.leaf_hash).encode()
-                self._fold(
-                    totals, communities, entry.index, submission.device_id, submission.payload, tag
-                )
+                self._fold(totals, communities, entry.index, submission.device_id, minutes, tag)
 
     @contextmanager
     def _locked(self) -> Iterator[DriverCursor]:

@@ -85,7 +85,9 @@ class Submission:
 
     # A plain class, not a frozen dataclass: the writer builds one per envelope, and a
     # frozen dataclass's __init__ sets each field through object.__setattr__ (1.8 us, 0.6 here).
-    __slots__ = ("_payload", "contract", "device_id", "minute", "payload_jcs", "seq", "sig")
+    __slots__ = (
+        "_payload", "contract", "derived", "device_id", "minute", "payload_jcs", "seq", "sig",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class Submission:
         seq: int | None = None,
         minute: str | None = None,
         payload_jcs: bytes | None = None,
+        derived: Any = None,
     ) -> None:
         if payload is None and payload_jcs is None:
             raise TypeError("a submission needs its payload or the payload's JCS")
@@ -109,6 +112,7 @@ class Submission:
         # the one form the strict parser takes); a second submission for it is a conflict.
         self.minute = minute
         self.payload_jcs = payload_jcs  # when the caller already encoded it to check the sig
+        self.derived = derived  # what the contract derived from the payload for append hooks
 
     @property
     def payload(self) -> Mapping[str, Any]:

@@ -210,21 +210,20 @@ def extend_chain(chain: bytes | None, tags: Iterable[bytes]) -> bytes | None:
     return chain
 
 
-def add_entry(
-    totals: dict[HourKey, HourTotals], index: int, device_id: str, payload: Any, tag: bytes
-) -> None:
-    """Fold one logged energy_minute payload, log tag id `tag` (ASCII), into `totals`.
+# What one entry adds to its hours: per rolled-up sensor, in the payload's order,
+# (minute, sensor, present, energy mWh, power mW). A pure function of the payload, so the
+# gateway's HTTP process computes it beside the signature check and the writer only sums.
+Minutes = tuple[tuple[int, str, bool, int | None, int | None], ...]
 
-    Entries must come in log order (the chains follow it). The entry is counted once, in
-    `entries` of the first of its rolled-up sensors in code point order, so the `entries`
-    of a device's rollups add up to the distinct entries folded into them."""
+
+def entry_minutes(payload: Any) -> Minutes:
+    """What `add_entry` folds of one energy_minute payload; () when nothing."""
     text = payload.get("start") if isinstance(payload, dict) else None
     minute = _start_seconds(text) if isinstance(text, str) else None
     readings = payload.get("readings") if minute is not None else None
     if minute is None or not isinstance(readings, dict):
-        return
-    hour = minute - minute % HOUR
-    counted: tuple[str, HourTotals] | None = None
+        return ()
+    found: list[tuple[int, str, bool, int | None, int | None]] = []
     for sensor, reading in readings.items():
         # Only minutes with energy or power are rolled up: a report reads nothing else
         # (temperatures, switches and unusable readings would be rows no report reads).
@@ -232,19 +231,41 @@ def add_entry(
         unit = reading.get("unit") if isinstance(reading, dict) else None
         if unit.__class__ is not str or unit not in ENERGY_UNITS:
             continue
-        found = _reading(reading) if isinstance(sensor, str) else None
-        if found is None or (found[1] is None and found[2] is None):
+        read = _reading(reading) if isinstance(sensor, str) else None
+        if read is None or (read[1] is None and read[2] is None):
             continue
-        key = (device_id, sensor, hour)
+        found.append((minute, sensor, *read))
+    return tuple(found)
+
+
+def add_minutes(
+    totals: dict[HourKey, HourTotals], index: int, device_id: str, minutes: Minutes, tag: bytes
+) -> None:
+    """Fold one entry's `entry_minutes`, log index `index` and log tag id `tag` (ASCII).
+
+    Entries must come in log order (the chains follow it). The entry is counted once, in
+    `entries` of the first of its rolled-up sensors in code point order, so the `entries`
+    of a device's rollups add up to the distinct entries folded into them."""
+    counted: tuple[str, HourTotals] | None = None
+    for minute, sensor, present, energy, power in minutes:
+        key = (device_id, sensor, minute - minute % HOUR)
         known = totals.get(key)
         if known is None:
             totals[key] = known = HourTotals(0, None, None, None, index, index)
-        known.add(index, minute, *found)
+        known.add(index, minute, present, energy, power)
         known.tags.append(tag)
         if counted is None or sensor < counted[0]:
             counted = (sensor, known)
     if counted is not None:
         counted[1].entries += 1
+
+
+def add_entry(
+    totals: dict[HourKey, HourTotals], index: int, device_id: str, payload: Any, tag: bytes
+) -> None:
+    """Fold one logged energy_minute payload, log tag id `tag` (ASCII), into `totals`
+    (entries in log order; see `add_minutes`)."""
+    add_minutes(totals, index, device_id, entry_minutes(payload), tag)
 
 
 def _utc(seconds: int | None) -> datetime | None:

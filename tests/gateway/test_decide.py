@@ -3,6 +3,7 @@ device's current key, and everything else is the contract's, as without the prec
 
 from __future__ import annotations
 
+import pickle
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 
 from contracts.base import Checked, DeviceRecord
+from contracts.energy.minute import entry_minutes
 from gateway.submissions import Admit, decide, envelope_contract
+from ledger.encoding import parse_json
 from ledger.keys import NamedKey, decode_public_key
 from ledger.log import Log, open_data_dir
 
@@ -88,3 +91,28 @@ def test_a_precheck_never_lets_a_bad_signature_through(log: Log) -> None:
     # Unclaimed, the contract checks everything itself: signature first, schema as always.
     claimed = statuses(log, directory, [forged, {"payload": {}, "sig": ""}], [None, None])
     assert claimed == [("rejected", 401), ("rejected", 422)]
+
+
+def test_the_precheck_derives_the_rollup_minutes_the_log_gives() -> None:
+    key = NamedKey.generate("meter-1")
+    signed = envelope(key, 1)
+    # Integral floats travel as JCS integers, kW scales, a temperature is not rolled up.
+    signed["payload"]["readings"] = {
+        "t": {"unit": "Cel", "n": 1, "missing": 0, "avg": 20.5},
+        "p": {"unit": "kW", "n": 60, "missing": 0, "avg": 1.0},
+        "e": {"unit": "Wh", "sum": 16.6665},
+        "w": {"unit": "W", "n": 0, "missing": 60},
+    }
+    signed["sig"] = key.sign_payload(signed["payload"])
+    checked = precheck(signed, Keys(key))
+    assert checked is not None
+    arrived = pickle.loads(pickle.dumps(checked))  # the hand-off to the writer
+    logged = parse_json(arrived.payload_jcs, what="entry")  # as `patio reports rebuild` reads it
+    assert arrived.derived == entry_minutes(logged)
+    minute = int(datetime.fromisoformat(logged["start"]).timestamp())
+    assert arrived.derived == (  # in the JCS's order, the one the log's entry has
+        (minute, "e", True, 16_666, 999_990),
+        (minute, "p", True, 16_667, 1_000_000),
+    )
+    submission = envelope_contract("energy_minute").submission(arrived)
+    assert submission.derived == arrived.derived
