@@ -6,7 +6,6 @@ import inspect
 import json
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -119,9 +118,8 @@ async def submit_entries(gateway: Gateway, content_type: str | None, body: bytes
     """The submission route's work: the body validated from its bytes, the results as JSON."""
     request = json_body(EntriesRequest, content_type, body)
     results = await gateway.submissions.submit_async(request.contract, request.envelopes)
-    # The results are plain JSON already: no response-model validation, and orjson, not
-    # json.dumps (1.4 -> 0.1 us an envelope).
-    return orjson.dumps({"results": results})
+    # The results are plain JSON already: no response-model validation.
+    return json.dumps({"results": results}).encode()
 
 
 class SubmitFastPath:
