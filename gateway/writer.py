@@ -148,12 +148,8 @@ def _decide_fresh(
         if within is not None:
             within(conn, submissions, outcomes)
 
-    for attempt in range(FRESH_ATTEMPTS):
-        # The check in the transaction is what makes the decision current: a first attempt
-        # takes the directory as it is (polled once a second; a query and a pool checkout
-        # before every commit cost 3.3 us an envelope on SQLite), a retry refreshes it. The
-        # poll is here, not inside the append, where it would open a second connection.
-        directory.refresh(stale_only=not attempt)
+    for _ in range(FRESH_ATTEMPTS):
+        directory.refresh()
         try:
             return decide(requests, log=log_, directory=directory, within=unchanged)
         except DirectoryChanged:
