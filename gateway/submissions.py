@@ -86,28 +86,6 @@ class Verdict(NamedTuple):
     title: str | None = None  # a refusal's title, for a problem document
     response: dict[str, Any] | None = None  # the contract's Restroom response
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """An accepted envelope's verdict (the usual reply) as its log tag id and contract."""
-        # The writer pickles one in 1.35-1.4 us instead of 2.2-2.4; loading costs the same.
-        result = self.result
-        if (
-            self.response is None
-            and self.recorded == "accepted"
-            and len(result) == 4
-            and result.get("code") == 201
-            and result.get("error", 0) is None
-            and result.get("status") == "accepted"
-            and type(tag := result.get("log_tag_id")) is str
-            and self.title is None
-        ):
-            return _accepted, (tag, self.contract)
-        return Verdict, tuple(self)
-
-
-def _accepted(log_tag_id: str, contract: str) -> Verdict:
-    return Verdict({"status": "accepted", "log_tag_id": log_tag_id, "error": None, "code": 201},
-                   contract, "accepted")  # fmt: skip
-
 
 def envelope_contract(name: str) -> EnvelopeContract:
     """The envelope contract called `name`."""
