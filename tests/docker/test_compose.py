@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,9 @@ def require_docker() -> None:
     if reason is None:
         return
     if os.environ.get("PATIO_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason}; PATIO_REQUIRE_SERVICES=1 demands it")
+        log = Path("/var/log/dockerd.log")  # where .ci/run starts the engine
+        tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+        pytest.fail(f"{reason}; PATIO_REQUIRE_SERVICES=1 demands it; dockerd's log ends: {tail}")
     pytest.skip(reason)
 
 
