@@ -16,7 +16,7 @@ How the data is built (signing and ingesting 26 million minutes is not feasible 
   minutes from the same generator through POST /v1/entries, rolled up by the gateway in the
   append's transaction; the bench checks those rollups' sums and entry counts equal the
   generator's rows for the same hours (computed into a temporary table by the same SQL).
-  The bulk rows get the week markers the gateway writes with every rollup (`rollup_weeks`,
+  The bulk rows get the day markers the gateway writes with every rollup (`rollup_days`,
   docs/rollups.md) and stand-in chains (no log tag ids behind them).
 Then the log is sealed and `GET /v1/reports` is timed over HTTP (the real server: snapshot,
 registry replay, SQL aggregation, build_report, JSON): the year 2026 (compared with 2025)
@@ -298,14 +298,14 @@ def bench(backend: str, runs: int, with_profile: bool = False) -> list[str]:
         started = time.perf_counter()
         with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
             generate(conn, "rollups", FIRST, end, SAMPLE)
-            # The week markers the gateway keeps with every rollup it writes (g0008), for
-            # the rows written behind its back: the highest log index of each week's rows.
-            conn.execute(text("DELETE FROM rollup_weeks"))
+            # The day markers the gateway keeps with every rollup it writes (g0011), for
+            # the rows written behind its back: the highest log index of each UTC day's rows.
+            conn.execute(text("DELETE FROM rollup_days"))
             conn.execute(
                 text(
-                    "INSERT INTO rollup_weeks (community_id, week, changed_idx) SELECT "
-                    "community_id, hour / 604800, max(last_idx) FROM rollups "
-                    "GROUP BY community_id, hour / 604800"
+                    "INSERT INTO rollup_days (community_id, day, changed_idx) SELECT "
+                    "community_id, hour / 86400, max(last_idx) FROM rollups "
+                    "GROUP BY community_id, hour / 86400"
                 )
             )
         with engine.connect() as conn:

@@ -93,28 +93,28 @@ KEYS = {
     "postgresql": "jsonb_array_elements(CAST(? AS JSONB)) k(value)",
     "sqlite": "json_each(?) k CROSS",  # the keys drive the loop: one primary-key probe each
 }
-# A rollup's week marker (migration g0008): the highest log index any rollup of that
-# community's 7 UTC days was built from; a report's cached unit sums are valid while the
-# markers they were summed under are unchanged (gateway/routes/reports.py).
-WEEK_SECONDS = 604_800
-WEEK_CONFLICT = (
-    "ON CONFLICT (community_id, week) DO UPDATE SET changed_idx = CASE "
-    "WHEN excluded.changed_idx > rollup_weeks.changed_idx THEN excluded.changed_idx "
-    "ELSE rollup_weeks.changed_idx END"
+# A rollup's day marker (migration g0011): the highest log index any rollup of that
+# community's UTC day was built from; a report's cached unit sums and digests are valid
+# while the markers they were computed under are unchanged (gateway/routes/reports.py).
+DAY_SECONDS = 86_400
+DAY_CONFLICT = (
+    "ON CONFLICT (community_id, day) DO UPDATE SET changed_idx = CASE "
+    "WHEN excluded.changed_idx > rollup_days.changed_idx THEN excluded.changed_idx "
+    "ELSE rollup_days.changed_idx END"
 )
-MARK_WEEK = (
-    f"INSERT INTO rollup_weeks (community_id, week, changed_idx) VALUES (?, ?, ?) {WEEK_CONFLICT}"
+MARK_DAY = (
+    f"INSERT INTO rollup_days (community_id, day, changed_idx) VALUES (?, ?, ?) {DAY_CONFLICT}"
 )
 THROUGH = "SELECT through_idx FROM rollup_progress WHERE id = 1"
 SET_THROUGH = "UPDATE rollup_progress SET through_idx = ? WHERE id = 1"
-# PostgreSQL: the upsert, the week markers and the progress mark in one statement (data-
+# PostgreSQL: the upsert, the day markers and the progress mark in one statement (data-
 # modifying CTEs), one round trip and one statement's overhead in the server instead of 3+.
 STORE = (
     f"WITH batch ({COLUMNS}) AS ({JSON_ROWS}), "
     f"upserted AS ({UPSERT.format('SELECT * FROM batch')}), "
-    "marked AS (INSERT INTO rollup_weeks (community_id, week, changed_idx) "
-    f"SELECT community_id, hour / {WEEK_SECONDS}, max(last_idx) FROM batch GROUP BY 1, 2 "
-    f"{WEEK_CONFLICT}) {SET_THROUGH}"
+    "marked AS (INSERT INTO rollup_days (community_id, day, changed_idx) "
+    f"SELECT community_id, hour / {DAY_SECONDS}, max(last_idx) FROM batch GROUP BY 1, 2 "
+    f"{DAY_CONFLICT}) {SET_THROUGH}"
 )
 LOGGED = (
     "SELECT idx, device_id, contract, entry, leaf_hash FROM entries WHERE idx > ? AND idx < ? "
@@ -205,7 +205,7 @@ class Rollups:
         chains: dict[HourKey, bytes | None],
     ) -> dict[HourKey, bytes | None]:
         """One upsert for every (device, sensor, hour) touched, its chain extended from
-        `chains` (the stored ones), one per (community, week) touched (its change marker),
+        `chains` (the stored ones), one per (community, UTC day) touched (its change marker),
         and the new progress mark; returns the chains stored."""
         extended = {key: extend_chain(chains.get(key, b""), t.tags) for key, t in totals.items()}
         rows = [
@@ -218,15 +218,15 @@ class Rollups:
             hexed = [(*row[:11], None if row[11] is None else row[11].hex()) for row in rows]
             cursor.execute(STORE, (orjson.dumps(hexed).decode(), through))
             return extended
-        weeks: dict[tuple[str, int], int] = {}
+        days: dict[tuple[str, int], int] = {}
         for (device_id, _, hour), t in totals.items():
-            week = (communities[device_id], hour // WEEK_SECONDS)
-            if weeks.get(week, -1) < t.last_idx:
-                weeks[week] = t.last_idx
+            day = (communities[device_id], hour // DAY_SECONDS)
+            if days.get(day, -1) < t.last_idx:
+                days[day] = t.last_idx
         if rows:
             cursor.executemany(UPSERT.format(VALUES), rows)
-        if weeks:
-            cursor.executemany(MARK_WEEK, [(c, w, last) for (c, w), last in weeks.items()])
+        if days:
+            cursor.executemany(MARK_DAY, [(c, d, last) for (c, d), last in days.items()])
         cursor.execute(SET_THROUGH, (through,))
         return extended
 
@@ -392,7 +392,7 @@ class Rollups:
                     "hours cannot be recomputed from the log, so they are not rebuilt"
                 )
             cursor.execute("DELETE FROM rollups")
-            cursor.execute("DELETE FROM rollup_weeks")
+            cursor.execute("DELETE FROM rollup_days")
             cursor.execute("DELETE FROM report_units")
             cursor.execute("DELETE FROM report_digests")
             entries = minutes = 0

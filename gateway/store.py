@@ -124,17 +124,17 @@ rollup_progress = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("through_idx", BigInteger, nullable=False),
 )
-# Per community and 7-day window of UTC hours (`hour / 604800`): the highest log index a
-# rollup of that window was built from, raised in the append's transaction (migration g0008).
-rollup_weeks = Table(
-    "rollup_weeks",
+# Per community and UTC day (`hour / 86400`): the highest log index a rollup of that day
+# was built from, raised in the append's transaction (migrations g0008, g0011).
+rollup_days = Table(
+    "rollup_days",
     metadata,
     Column("community_id", String(64), primary_key=True),
-    Column("week", BigInteger, primary_key=True, autoincrement=False),
+    Column("day", BigInteger, primary_key=True, autoincrement=False),
     Column("changed_idx", BigInteger, nullable=False),
 )
 
-# A chunk of report units summed (gateway/routes/reports.py), valid while the `rollup_weeks`
+# A chunk of report units summed (gateway/routes/reports.py), valid while the `rollup_days`
 # markers it was summed under (`markers`, JSON) are unchanged; `sums` is JSON rows.
 report_units = Table(
     "report_units",

@@ -53,7 +53,7 @@ from contracts.energy.provenance import (
 from contracts.energy.report import build_report, rollup_ranges
 from gateway.deps import GatewayDep, ReaderDep
 from gateway.problems import Problem
-from gateway.rollups import WEEK_SECONDS, Rollups
+from gateway.rollups import DAY_SECONDS, Rollups
 from ledger.bundle import log_tag_id
 from ledger.encoding import parse_json
 from ledger.errors import FormatError
@@ -213,13 +213,13 @@ def _group(
     ]
 
 
-def _stamp(weeks: list[int], markers: dict[int, int], tree_size: int) -> str | None:
-    """The week markers (`rollup_weeks`) a value computed over `weeks` is kept under, as
-    text; None when a rollup of those weeks may be newer than the checkpoint."""
-    marks = [markers.get(week, -1) for week in weeks]
+def _stamp(utc_days: list[int], markers: dict[int, int], tree_size: int) -> str | None:
+    """The day markers (`rollup_days`) a value computed over `utc_days` is kept under, as
+    text; None when a rollup of those days may be newer than the checkpoint."""
+    marks = [markers.get(day, -1) for day in utc_days]
     if max(marks) >= tree_size:
         return None
-    return orjson.dumps([weeks, marks]).decode()
+    return orjson.dumps([utc_days, marks]).decode()
 
 
 def _either(known: Any, more: Any, combine: Callable[[Any, Any], Any]) -> Any:
@@ -252,10 +252,10 @@ def _sums(
     """The rollups below `tree_size` of the units of one hour, as SINGLE_HOURS's rows, and
     of the other units summed per (device, sensor, unit), as AGGREGATE's rows.
 
-    A chunk of units whose weeks' markers (`rollup_weeks`) are all below `tree_size` has no
-    rollup the checkpoint does not cover; its sums are read from `report_units` when they
-    were summed under the same markers (no rollup of those weeks changed since), else summed
-    here and appended to `stores` for `compute` to keep once its weeks are over."""
+    A chunk of units whose UTC days' markers (`rollup_days`) are all below `tree_size` has
+    no rollup the checkpoint does not cover; its sums are read from `report_units` when they
+    were summed under the same markers (no rollup of those days changed since), else summed
+    here and appended to `stores` for `compute` to keep once its days are over."""
     sizes = Counter(unit_of.values())
     single = {hour: unit for hour, unit in unit_of.items() if sizes[unit] == 1}
     singles = [
@@ -264,13 +264,13 @@ def _sums(
         for row in cursor.execute(SINGLE_HOURS, (community_id, start, end, tree_size)).fetchall()
     ]
     rows: list[Any] = []
-    this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
+    today = int(datetime.now(UTC).timestamp()) // DAY_SECONDS
     to_sum: dict[int, int] = {}  # the hours summed here, in one _group (a few queries)
     keep: dict[int, tuple[str, str]] = {}  # a unit of a chunk to keep -> (digest, markers)
     for chunk in _chunks({hour: unit for hour, unit in unit_of.items() if sizes[unit] > 1}, zone):
-        weeks = sorted({hour // WEEK_SECONDS for hour in chunk})
+        utc_days = sorted({hour // DAY_SECONDS for hour in chunk})
         to_sum.update(chunk)
-        if (stamp := _stamp(weeks, markers, tree_size)) is None:
+        if (stamp := _stamp(utc_days, markers, tree_size)) is None:
             continue
         digest = hashlib.sha256(orjson.dumps(sorted(chunk.items()))).hexdigest()
         cached = cursor.execute(
@@ -281,7 +281,7 @@ def _sums(
             rows += orjson.loads(cached[1])
             for hour in chunk:
                 del to_sum[hour]
-        elif weeks[-1] < this_week:  # the current week's markers move with every batch
+        elif utc_days[-1] < today:  # today's markers move with every batch
             keep.update(dict.fromkeys(chunk.values(), (digest, stamp)))
     kept: dict[tuple[str, str], list[list[Any]]] = {key: [] for key in keep.values()}
     for row in _group(cursor, community_id, to_sum, tree_size, postgres):
@@ -315,9 +315,9 @@ def _rollups(
         return []
     markers = dict(
         cursor.execute(
-            "SELECT week, changed_idx FROM rollup_weeks WHERE community_id = ? "
-            "AND week >= ? AND week <= ?",
-            (inputs.community_id, min(unit_of) // WEEK_SECONDS, max(unit_of) // WEEK_SECONDS),
+            "SELECT day, changed_idx FROM rollup_days WHERE community_id = ? "
+            "AND day >= ? AND day <= ?",
+            (inputs.community_id, min(unit_of) // DAY_SECONDS, max(unit_of) // DAY_SECONDS),
         ).fetchall()
     )
     moments: dict[int, datetime] = {}  # a day's 1,440 rollups share 24 hours: convert once
@@ -357,9 +357,9 @@ def _rollups(
             )
         )  # fmt: skip
     # Rollups touched by an entry the checkpoint does not cover: recomputed from the log.
-    # Only the weeks whose marker reaches the checkpoint can hold one.
+    # Only the UTC days whose marker reaches the checkpoint can hold one.
     newer = {hour: unit for hour, unit in unit_of.items()
-             if markers.get(hour // WEEK_SECONDS, -1) >= tree_size}  # fmt: skip
+             if markers.get(hour // DAY_SECONDS, -1) >= tree_size}  # fmt: skip
     dirty = [
         row
         for start, end in _spans(newer)
@@ -415,17 +415,17 @@ def _entries_used(
 ) -> dict[str, Any] | None:  # fmt: skip
     """The count and digest of the entries used (contracts/energy/provenance.py), from the
     rollups' counts and chains, never the entries: a local day's are read from
-    `report_digests` while the week markers they were computed under are unchanged and
+    `report_digests` while the day markers they were computed under are unchanged and
     below `tree_size`, else from its rollups below `tree_size` and those `recomputed` from
-    the log (appended to `keeps` for `compute` to keep once the day's weeks are over)."""
+    the log (appended to `keeps` for `compute` to keep once its UTC days are over)."""
     days = local_days(ranges, zone)
     if not days:
         return entries_digest([])
-    first, last = days[0][0] // WEEK_SECONDS, (days[-1][1] - 1) // WEEK_SECONDS
+    first, last = days[0][0] // DAY_SECONDS, (days[-1][1] - 1) // DAY_SECONDS
     markers = dict(
         cursor.execute(
-            "SELECT week, changed_idx FROM rollup_weeks WHERE community_id = ? "
-            "AND week >= ? AND week <= ?",
+            "SELECT day, changed_idx FROM rollup_days WHERE community_id = ? "
+            "AND day >= ? AND day <= ?",
             (community_id, first, last),
         ).fetchall()
     )
@@ -437,18 +437,18 @@ def _entries_used(
             (community_id, days[0][0], days[-1][1]),
         ).fetchall()
     }
-    this_week = int(datetime.now(UTC).timestamp()) // WEEK_SECONDS
+    today = int(datetime.now(UTC).timestamp()) // DAY_SECONDS
     found: dict[int, DayDigest | None] = {}
     stamps: dict[int, str] = {}
     for day, (start, end) in enumerate(days):
-        weeks = list(range(start // WEEK_SECONDS, (end - 1) // WEEK_SECONDS + 1))
-        if (stamp := _stamp(weeks, markers, tree_size)) is None:
+        utc_days = list(range(start // DAY_SECONDS, (end - 1) // DAY_SECONDS + 1))
+        if (stamp := _stamp(utc_days, markers, tree_size)) is None:
             continue
         known = cached.get((start, end))
         if known is not None and known[0] == stamp:
             found[day] = (int(known[1]), known[2])
             continue
-        if weeks[-1] < this_week:  # the current week's markers move with every batch
+        if utc_days[-1] < today:  # today's markers move with every batch
             stamps[day] = stamp
         # No rollup of the day is newer than the checkpoint: its lines come from SQL.
         found[day] = _day_in_sql(cursor, community_id, start, end, tree_size, postgres)

@@ -35,7 +35,7 @@ TABLES = {
     "merkle_chunks": "level, chunk",
     "readings": "idx",
     "rollups": "community_id, hour, device_id, sensor",
-    "rollup_weeks": "community_id, week",
+    "rollup_days": "community_id, day",
     "rollup_progress": "id",
 }
 

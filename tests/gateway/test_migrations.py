@@ -1,4 +1,4 @@
-"""The gateway's migrations g0003 and g0007-g0010 on databases that already hold data."""
+"""The gateway's migrations g0003 and g0007-g0011 on databases that already hold data."""
 
 from __future__ import annotations
 
@@ -163,4 +163,30 @@ def test_rollups_are_rebuilt_for_their_chains_unless_payloads_were_dropped(
         assert conn.execute(text(f"SELECT {COLUMNS}, entries, chain FROM rollups")).all() == [
             ("d1", 3600, "meter", "c1", 5, 10, 20, 3660, 1, 2, 0, None)
         ]
+    engine.dispose()
+
+
+def test_day_markers_replace_week_markers(database_url: str) -> None:
+    """g0011: a marker per community and UTC day from the rollups already written, the week
+    markers gone and both report caches cleared; the downgrade computes the weeks again."""
+    engine = open_engine(database_url)
+    migrate(engine, "g0010")
+    later = "('d1', 93600, 'meter', 'c1', 5, 10, 20, 93660, 7, 9)"  # day 1, still week 0
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO rollups ({COLUMNS}) VALUES {ROLLUP}, {later}"))
+        conn.execute(text("INSERT INTO rollup_weeks VALUES ('c1', 0, 9)"))
+        conn.execute(text("INSERT INTO report_units VALUES ('c1', 'x', '[[0],[9]]', '[]')"))
+        conn.execute(text("INSERT INTO report_digests VALUES ('c1', 0, 3600, '[[0],[9]]', 1, 'd')"))
+    migrate(engine, "g0011")
+    with engine.connect() as conn:
+        days = conn.execute(text("SELECT * FROM rollup_days ORDER BY day")).all()
+        assert [tuple(d) for d in days] == [("c1", 0, 2), ("c1", 1, 9)]
+        for table in ("report_units", "report_digests"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0
+    assert "rollup_weeks" not in inspect(engine).get_table_names()
+    migrate(engine, "g0010", down=True)
+    with engine.connect() as conn:
+        weeks = conn.execute(text("SELECT * FROM rollup_weeks")).all()
+        assert [tuple(w) for w in weeks] == [("c1", 0, 9)]
+    assert "rollup_days" not in inspect(engine).get_table_names()
     engine.dispose()

@@ -10,9 +10,10 @@ import os
 import random
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -404,11 +405,11 @@ def test_a_peak_too_large_to_rank_in_sql(gateway: Gateway, community: dict[str, 
                     ),
                     {"h": hour + offset, "p": peak, "m": hour + offset + 17 * 60},
                 )
-            # What Rollups._store does with every row it writes: raise the week's marker, so
+            # What Rollups._store does with every row it writes: raise the day's marker, so
             # no report_units row summed before this insert is used after it.
-            conn.execute(text("UPDATE rollup_weeks SET changed_idx = changed_idx + 1 "
-                              "WHERE community_id = 'hoa-rep' AND week = :w"),
-                         {"w": hour // 604800})  # fmt: skip
+            conn.execute(text("UPDATE rollup_days SET changed_idx = changed_idx + 1 "
+                              "WHERE community_id = 'hoa-rep' AND day = :d"),
+                         {"d": hour // 86400})  # fmt: skip
         report = get_report(gateway, period="week", date="2026-03-11").json()
         peak = report["total"]["peak_demand"]
         assert peak["kW"] == f"{huge // 10**6}.{huge % 10**6:06d}"
@@ -420,9 +421,9 @@ def test_a_peak_too_large_to_rank_in_sql(gateway: Gateway, community: dict[str, 
             conn.execute(text("DELETE FROM rollups WHERE hour >= :h AND hour < :e "
                               "AND first_idx = 0 AND last_idx = 0"),
                          {"h": hour, "e": hour + 3 * 3600})  # fmt: skip
-            conn.execute(text("UPDATE rollup_weeks SET changed_idx = changed_idx + 1 "
-                              "WHERE community_id = 'hoa-rep' AND week = :w"),
-                         {"w": hour // 604800})  # fmt: skip
+            conn.execute(text("UPDATE rollup_days SET changed_idx = changed_idx + 1 "
+                              "WHERE community_id = 'hoa-rep' AND day = :d"),
+                         {"d": hour // 86400})  # fmt: skip
         engine.dispose()
 
 
@@ -531,3 +532,50 @@ def test_a_registry_change_reaches_the_next_report(
     for field in ("generated_kWh", "grid_import_kWh", "grid_export_kWh"):
         assert after["total"][field] == before["total"][field]
     assert after["total"]["missing_minutes"] > before["total"]["missing_minutes"]
+
+
+def test_a_past_days_kept_digest_is_read_until_a_late_minute_changes_its_day(
+    gateway: Gateway, community: dict[str, Any]
+) -> None:
+    """A report over a local day whose UTC days are over keeps that day's count and digest
+    (`report_digests`, under the day markers) and the next report reads it, even while
+    today's minutes arrive; a late minute into that day changes its marker, so the kept row
+    is no longer read."""
+    from sqlalchemy import text
+
+    from ledger.storage import database_url, open_engine
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = today - timedelta(days=2)  # its local day (Madrid) ends before today (UTC)
+    key, rng = community["keys"]["meter-1"], random.Random(5)
+    minutes = [day + timedelta(hours=12, minutes=m) for m in range(10)]
+    envelopes = [envelope(key, "meter-1", at, 300_000 + m, rng) for m, at in enumerate(minutes)]
+    post(gateway, envelopes[:-1])
+    gateway.seal()
+    params = {"period": "day", "date": day.date().isoformat()}
+    engine = open_engine(
+        database_url(gateway.env.get("PATIO_DATABASE_URL"), gateway.data_dir), migrate=False
+    )
+    kept = "SELECT entries FROM report_digests WHERE community_id = 'hoa-rep' AND start_hour = :s"
+    start = int(datetime.combine(day.date(), time(), ZoneInfo("Europe/Madrid")).timestamp())
+    try:
+        assert get_report(gateway, **params).json()["provenance"]["entries"]["count"] == 9
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            assert conn.execute(text(kept), {"s": start}).scalar_one() == 9
+            conn.execute(text("UPDATE report_digests SET entries = 1000 WHERE start_hour = :s"),
+                         {"s": start})  # fmt: skip
+        # Today's minutes move only today's marker: the kept row (altered here) is read.
+        post(gateway, [envelope(key, "meter-1", today, 400_000, rng)])
+        gateway.seal()
+        entries = get_report(gateway, **params).json()["provenance"]["entries"]
+        assert entries["count"] == 1000  # the day's row, read as kept
+        post(gateway, envelopes[-1:])  # a late minute into that day
+        gateway.seal()
+        entries = get_report(gateway, **params).json()["provenance"]["entries"]
+        assert entries["count"] == 10
+        with engine.connect() as conn:
+            assert conn.execute(text(kept), {"s": start}).scalar_one() == 10
+    finally:
+        with engine.connect().execution_options(patio_write=True) as conn, conn.begin():
+            conn.execute(text("DELETE FROM report_digests"))
+        engine.dispose()

@@ -189,22 +189,20 @@ def stored(place: Place) -> list[HourlyRollup]:
 
 
 def raw_rows(place: Place) -> list[tuple[Any, ...]]:
-    """Every column of every rollup row, the progress mark and the week markers, after
-    checking each week's marker is the highest last_idx of its rollups."""
+    """Every column of every rollup row, the progress mark and the day markers, after
+    checking each UTC day's marker is the highest last_idx of its rollups."""
     engine = place.engine()
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT * FROM rollups ORDER BY device_id, hour, sensor"))
             through = conn.execute(text("SELECT through_idx FROM rollup_progress")).all()
-            weeks = conn.execute(
-                text("SELECT * FROM rollup_weeks ORDER BY community_id, week")
-            ).all()
+            days = conn.execute(text("SELECT * FROM rollup_days ORDER BY community_id, day")).all()
             expected = conn.execute(
-                text("SELECT community_id, hour / 604800, max(last_idx) FROM rollups "
-                     "GROUP BY community_id, hour / 604800 ORDER BY 1, 2")
+                text("SELECT community_id, hour / 86400, max(last_idx) FROM rollups "
+                     "GROUP BY community_id, hour / 86400 ORDER BY 1, 2")
             ).all()  # fmt: skip
-            assert [tuple(w) for w in weeks] == [tuple(e) for e in expected]
-            return [tuple(row) for row in rows] + [tuple(r) for r in through + weeks]
+            assert [tuple(d) for d in days] == [tuple(e) for e in expected]
+            return [tuple(row) for row in rows] + [tuple(r) for r in through + days]
     finally:
         engine.dispose()
 
@@ -233,7 +231,7 @@ def test_rollups_equal_a_recomputation(place: Place) -> None:
         assert statuses.count("duplicate") == 30
         assert statuses.count("rejected") == len(conflicting) > 0
         assert stored(place) == before == recomputed(place)
-        raw_rows(place)  # the week markers follow the rollups
+        raw_rows(place)  # the day markers follow the rollups
 
         # Entries appended beside the gateway leave a gap the next commit fills.
         append_directly(place, fleet.minutes(20))
