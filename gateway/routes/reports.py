@@ -304,22 +304,34 @@ def _spans(unit_of: dict[int, int]) -> list[tuple[int, int]]:
     return spans
 
 
+def _day_markers(
+    cursor: DriverCursor, community_id: str, ranges: list[tuple[datetime, datetime]]
+) -> dict[int, int]:
+    """The day markers (`rollup_days`) of the UTC days `ranges` touch: a day report's
+    three short ranges, not the year between them."""
+    markers: dict[int, int] = {}
+    for start, end in ranges:
+        first = int(start.timestamp()) // DAY_SECONDS
+        last = (int(end.timestamp()) - 1) // DAY_SECONDS
+        markers.update(
+            cursor.execute(
+                "SELECT day, changed_idx FROM rollup_days WHERE community_id = ? "
+                "AND day >= ? AND day <= ?",
+                (community_id, first, last),
+            ).fetchall()
+        )
+    return markers
+
+
 def _rollups(
     cursor: DriverCursor, inputs: CommunityInputs, unit_of: dict[int, int], tree_size: int,
-    postgres: bool, stores: list[tuple[str, str, str, str]],
+    postgres: bool, markers: dict[int, int], stores: list[tuple[str, str, str, str]],
     recomputed: dict[HourKey, HourTotals],
 ) -> list[HourlyRollup]:  # fmt: skip
     """The community's rollups summed per unit, as the log up to `tree_size` builds them;
     the hourly rollups recomputed from entries below `tree_size` are put in `recomputed`."""
     if not unit_of:
         return []
-    markers = dict(
-        cursor.execute(
-            "SELECT day, changed_idx FROM rollup_days WHERE community_id = ? "
-            "AND day >= ? AND day <= ?",
-            (inputs.community_id, min(unit_of) // DAY_SECONDS, max(unit_of) // DAY_SECONDS),
-        ).fetchall()
-    )
     moments: dict[int, datetime] = {}  # a day's 1,440 rollups share 24 hours: convert once
 
     def moment(seconds: int) -> datetime:
@@ -411,7 +423,8 @@ def _rollups(
 def _entries_used(
     cursor: DriverCursor, community_id: str, zone: ZoneInfo,
     ranges: list[tuple[datetime, datetime]], tree_size: int, postgres: bool,
-    recomputed: dict[HourKey, HourTotals], keeps: list[tuple[str, int, int, str, int, str]],
+    markers: dict[int, int], recomputed: dict[HourKey, HourTotals],
+    keeps: list[tuple[str, int, int, str, int, str]],
 ) -> dict[str, Any] | None:  # fmt: skip
     """The count and digest of the entries used (contracts/energy/provenance.py), from the
     rollups' counts and chains, never the entries: a local day's are read from
@@ -421,14 +434,6 @@ def _entries_used(
     days = local_days(ranges, zone)
     if not days:
         return entries_digest([])
-    first, last = days[0][0] // DAY_SECONDS, (days[-1][1] - 1) // DAY_SECONDS
-    markers = dict(
-        cursor.execute(
-            "SELECT day, changed_idx FROM rollup_days WHERE community_id = ? "
-            "AND day >= ? AND day <= ?",
-            (community_id, first, last),
-        ).fetchall()
-    )
     cached = {
         (start, end): (stamp, count, digest)
         for start, end, stamp, count, digest in cursor.execute(
@@ -591,7 +596,10 @@ def _compute_in(
     unit_of = units(period, inputs.tariff, as_of)
     postgres = conn.dialect.name == "postgresql"
     recomputed: dict[HourKey, HourTotals] = {}
-    rollups = _rollups(cursor, inputs, unit_of, tree_size, postgres, stores, recomputed)
+    markers = _day_markers(cursor, inputs.community_id, ranges)
+    rollups = _rollups(
+        cursor, inputs, unit_of, tree_size, postgres, markers, stores, recomputed
+    )  # fmt: skip
     report = build_report(
         rollups=rollups, roles=inputs.roles, period=period, tariff=inputs.tariff,
         contracted_kw=inputs.contracted_kw, as_of=as_of,
@@ -602,7 +610,15 @@ def _compute_in(
         "tree_size": tree_size,
         "root_hash": root_hash.hex(),
         "entries": _entries_used(
-            cursor, inputs.community_id, zone, ranges, tree_size, postgres, recomputed, keeps
+            cursor,
+            inputs.community_id,
+            zone,
+            ranges,
+            tree_size,
+            postgres,
+            markers,
+            recomputed,
+            keeps,
         ),
         "inputs": inputs.json(),
         "payloads_removed": _payloads_removed(
