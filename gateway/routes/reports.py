@@ -434,12 +434,13 @@ def _entries_used(
     days = local_days(ranges, zone)
     if not days:
         return entries_digest([])
-    cached = {
+    cached = {  # the kept days of each range, not of the year between a day and its year before
         (start, end): (stamp, count, digest)
+        for first, last in ranges
         for start, end, stamp, count, digest in cursor.execute(
             "SELECT start_hour, end_hour, markers, entries, digest FROM report_digests "
             "WHERE community_id = ? AND start_hour >= ? AND start_hour < ?",
-            (community_id, days[0][0], days[-1][1]),
+            (community_id, int(first.timestamp()), int(last.timestamp())),
         ).fetchall()
     }
     today = int(datetime.now(UTC).timestamp()) // DAY_SECONDS
