@@ -148,24 +148,28 @@ def bucket_costs(
     exported: HourlyEnergy,
     contracted_kw: Mapping[str, Decimal],
     as_of: datetime,
+    whole: bool = False,
 ) -> Costs:
     """The exact cost of each bucket (see the module docstring for the rules).
 
     Energy is summed as integer mWh per (bucket, period, price) and multiplied once, so the
-    arithmetic per device-hour is integer additions.
+    arithmetic per device-hour is integer additions. `whole`: one amount per part, the sum
+    over all buckets (a comparison writes its total alone); a part still exists only when
+    some bucket has energy in it, as without `whole`.
     """
     price_digits = _price_digits(tariff)
+    width = 1 if whole else len(buckets)
     costs = Costs(
         denominator=10**price_digits * MWH_PER_KWH,
         parts={},
-        power_term=[Fraction(0)] * len(buckets),
-        fixed=[Fraction(0)] * len(buckets),
+        power_term=[Fraction(0)] * width,
+        fixed=[Fraction(0)] * width,
     )
     if not buckets:
         return costs
 
     def part(device: str, name: str) -> list[int]:
-        return costs.parts.setdefault((device, name), [0] * len(buckets))
+        return costs.parts.setdefault((device, name), [0] * width)
 
     def scaled(price: Decimal) -> int:
         return int(price.scaleb(price_digits))  # exact: price_digits >= its decimals
@@ -200,6 +204,11 @@ def bucket_costs(
             elapsed[(index, day, id(prices[clock_hour].version))] += 1
     clock = _Clock(zone)
     dailies: dict[int, Fraction] = {}  # version -> power term a day (a day's 24 buckets)
+    if whole:  # exact fractions: summing the hours first gives the same sum
+        merged: dict[tuple[int, date, int], int] = defaultdict(int)
+        for (_, day, version_id), hours in elapsed.items():
+            merged[(0, day, version_id)] += hours
+        elapsed = merged
     for (index, day, version_id), hours in elapsed.items():
         version = versions[version_id]
         daily = dailies.get(version_id)
@@ -243,7 +252,7 @@ def bucket_costs(
             filled[period] = position
         for (index, period, unit_price), mwh in summed.items():
             if index >= 0 and mwh:
-                part(device, period)[index] += scaled(unit_price) * mwh
+                part(device, period)[0 if whole else index] += scaled(unit_price) * mwh
 
     for device, energy in exported.items():
         compensated: dict[tuple[int, Decimal], int] = defaultdict(int)
@@ -255,7 +264,7 @@ def bucket_costs(
                     compensated[(info.bucket, export_price)] += mwh
         for (index, unit_price), mwh in compensated.items():
             if mwh:
-                part(device, EXPORT)[index] -= scaled(unit_price) * mwh
+                part(device, EXPORT)[0 if whole else index] -= scaled(unit_price) * mwh
     return costs
 
 

@@ -192,8 +192,9 @@ class _Computed:
         as_of: datetime,
         per_device: bool = True,
     ) -> None:
-        """`per_device=False` (a comparison, whose total alone is written): the devices of
-        a bucket share one tally, `tallies[i][device]` being the same for every device."""
+        """`per_device=False` (a comparison, whose total alone is written): one tally and
+        one amount per cost part for the whole period, `tallies[0][device]` being the same
+        for every device."""
         self.period = period
         self.buckets = period.buckets()
         self.tariff = tariff
@@ -206,12 +207,11 @@ class _Computed:
         self.declared = declared
         self.billed_role = "grid_import" if "grid_import" in declared else "consumption"
         self.per_device = per_device
-        self.tallies = [
-            {device: _Tally() for device in self.devices}
+        self.tallies = (
+            [{device: _Tally() for device in self.devices} for _ in self.buckets]
             if per_device
-            else dict.fromkeys(self.devices, _Tally())
-            for _ in self.buckets
-        ]
+            else [dict.fromkeys(self.devices, _Tally())]
+        )
         bucket_of = BucketFinder(self.buckets)
 
         sensors = {
@@ -220,7 +220,7 @@ class _Computed:
         }
         for i, bucket in enumerate(self.buckets):
             minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
-            for device, tally in self.tallies[i].items():
+            for device, tally in self.tallies[i if per_device else 0].items():
                 tally.expected += sensors[device] * minutes
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
@@ -242,7 +242,7 @@ class _Computed:
         elapsed = as_of - HOUR  # an hour starting by then has fully elapsed
         for hour in sorted(hour for hour in rollups if first <= hour < last):
             index = bucket_of(hour)  # < 0: before the period, needed only for tariff blocks
-            tallies = self.tallies[index] if index >= 0 else None
+            tallies = None if index < 0 else self.tallies[index if per_device else 0]
             # Only an hour that has not fully elapsed caps its minutes (a summed unit of
             # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
             cap = None if hour <= elapsed else _elapsed_minutes(hour, hour + HOUR, as_of)
@@ -290,6 +290,7 @@ class _Computed:
                 exported=exported,
                 contracted_kw=contracted_kw,
                 as_of=as_of,
+                whole=not per_device,
             )
             self.parts = costs.rounded(tariff.minor_unit_digits)
             self.zero = Decimal(0).scaleb(-tariff.minor_unit_digits)
