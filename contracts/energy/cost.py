@@ -53,8 +53,9 @@ class Costs:
     power_term: list[Fraction]
     fixed: list[Fraction]
 
-    def rounded(self, digits: int) -> dict[tuple[str, str], list[Decimal]]:
-        """Every part rounded by `allocate`; the community's under (COMMUNITY, name)."""
+    def rounded(self, digits: int) -> dict[tuple[str, str], list[int]]:
+        """Every part rounded by `allocate`, in minor units; the community's under
+        (COMMUNITY, name)."""
         out = {
             key: allocate(amounts, self.denominator, digits) for key, amounts in self.parts.items()
         }
@@ -80,8 +81,9 @@ def _round_half_away(numerator: int, denominator: int) -> int:
     return whole if numerator >= 0 else -whole
 
 
-def allocate(numerators: list[int], denominator: int, digits: int) -> list[Decimal]:
-    """`n / denominator` for each n, rounded to `digits` so they sum to their rounded sum.
+def allocate(numerators: list[int], denominator: int, digits: int) -> list[int]:
+    """`n / denominator` for each n in units of 10^-digits, rounded so they sum to their
+    rounded sum.
 
     Each amount gets its floor in minor units; the units left over go to the amounts with
     the largest remainders, earlier buckets first on a tie (largest remainder method).
@@ -94,7 +96,7 @@ def allocate(numerators: list[int], denominator: int, digits: int) -> list[Decim
         remainders = [n * scale - f * denominator for n, f in zip(numerators, floors, strict=True)]
         for i in sorted(range(len(numerators)), key=lambda i: (-remainders[i], i))[:left]:
             floors[i] += 1
-    return [Decimal(units).scaleb(-digits) for units in floors]
+    return floors
 
 
 def costing_start(tariff: Tariff, zone: ZoneInfo, start: datetime) -> datetime:

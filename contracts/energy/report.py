@@ -278,9 +278,10 @@ class _Computed:
                         tally.peak_demand = peak
         self.readings = readings
 
-        # Rounded cost parts: (device, part) -> one amount per bucket; part is an energy
-        # period or "export_compensation"; the community's under device "".
-        self.parts: dict[tuple[str, str], list[Decimal]] | None = None
+        # Rounded cost parts in minor units: (device, part) -> one amount per bucket; part
+        # is an energy period or "export_compensation"; the community's under device "".
+        self.parts: dict[tuple[str, str], list[int]] | None = None
+        self.money = _Money(0)
         if tariff is not None:
             costs = bucket_costs(
                 tariff=tariff,
@@ -293,17 +294,11 @@ class _Computed:
                 whole=not per_device,
             )
             self.parts = costs.rounded(tariff.minor_unit_digits)
-            self.zero = Decimal(0).scaleb(-tariff.minor_unit_digits)
-            self.energy_parts: dict[str, list[tuple[str, list[Decimal]]]] = defaultdict(list)
+            self.money = _Money(tariff.minor_unit_digits)
+            self.energy_parts: dict[str, list[tuple[str, list[int]]]] = defaultdict(list)
             for (owner, part), amounts in sorted(self.parts.items()):
                 if owner != COMMUNITY and part != EXPORT:
                     self.energy_parts[owner].append((part, amounts))
-
-    def community_cost(self, index: int) -> dict[str, Decimal] | None:
-        """The community's rounded charges in one bucket."""
-        if self.parts is None:
-            return None
-        return {name: self.parts[(COMMUNITY, name)][index] for name in ("power_term", "fixed")}
 
 
 def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
@@ -393,29 +388,49 @@ class _Kwh(dict[int, str]):
         return text
 
 
-def _money(value: Decimal) -> str:
-    return f"{value:f}"
+class _Money(dict[int, str]):
+    """The text of each amount in minor units, as a Decimal of that many decimals prints,
+    worked out on the first ask (a day's report writes 3,000, most of them zero)."""
+
+    def __init__(self, digits: int) -> None:
+        super().__init__()
+        self.digits = digits
+        self.scale = 10**digits
+
+    def __missing__(self, units: int) -> str:
+        if self.digits == 0:
+            text = str(units)
+        else:
+            whole, fraction = divmod(abs(units), self.scale)
+            text = f"{'-' if units < 0 else ''}{whole}.{fraction:0{self.digits}d}"
+        self[units] = text
+        return text
+
+
+# Where nothing has been added to an export compensation (a community without devices),
+# the report has always written Decimal(0) as it prints: "0", whatever the minor unit.
+_NO_EXPORT = "0"
 
 
 def _cost_json(
-    energy: Mapping[str, Decimal], export: Decimal, charges: dict[str, Decimal] | None
+    money: _Money,
+    energy: Mapping[str, int],
+    export: int,
+    charges: Mapping[str, int] | None,
+    *,
+    devices: bool = True,
 ) -> Any:
     """Summed rounded cost parts (energy per period, export compensation) and community
-    charges, as JSON."""
-    power_term = charges["power_term"] if charges else Decimal(0)
-    fixed = charges["fixed"] if charges else Decimal(0)
-    total = sum(energy.values(), Decimal(0)) + export + power_term + fixed
-    out: dict[str, Any] = {"energy": {p: _money(a) for p, a in sorted(energy.items())}}
-    out["export_compensation"] = _money(export)
+    charges, in minor units, as JSON."""
+    total = sum(energy.values()) + export
+    out: dict[str, Any] = {"energy": {p: money[a] for p, a in sorted(energy.items())}}
+    out["export_compensation"] = money[export] if devices else _NO_EXPORT
     if charges is not None:
-        out["power_term"] = _money(power_term)
-        out["fixed"] = _money(fixed)
-    out["total"] = _money(total)
+        out["power_term"] = money[charges["power_term"]]
+        out["fixed"] = money[charges["fixed"]]
+        total += charges["power_term"] + charges["fixed"]
+    out["total"] = money[total]
     return out
-
-
-def _add(into: dict[str, Decimal], name: str, amount: Decimal) -> None:
-    into[name] = into.get(name, Decimal(0)) + amount
 
 
 class _Written:
@@ -424,92 +439,131 @@ class _Written:
     def __init__(self, computed: _Computed, *, detail: bool = True) -> None:
         """`detail=False` (a comparison): only `total`, `readings` and `mwh` are filled."""
         period, devices = computed.period, computed.devices
-        costed = computed.parts is not None
         self.readings = computed.readings
         if not detail:
             self._total_only(computed)
             return
         texts = _Texts(period.zone)
+        kwh, peak, money = texts.kwh, texts.peak, computed.money
+        count = len(computed.buckets)
+        # Rounded cost parts in minor units: per device its energy parts (name, one amount
+        # per bucket) in name order, its export compensation and its total per bucket; the
+        # same summed over the devices per bucket. Integer sums: any order gives the same.
+        parts = computed.parts
+        zeros = [0] * count
+        energy_parts: dict[str, list[tuple[str, list[int]]]] = {}
+        exports: dict[str, list[int]] = {}
+        device_sums: dict[str, list[int]] = {}
+        bucket_energy: dict[str, list[int]] = {}
+        bucket_export = zeros
+        charges: dict[str, list[int]] = {}
+        if parts is not None:
+            for device in devices:
+                own = energy_parts[device] = computed.energy_parts.get(device, [])
+                exports[device] = parts.get((device, EXPORT)) or zeros
+                device_sums[device] = [
+                    sum(column)
+                    for column in zip(*(a for _, a in own), exports[device], strict=True)
+                ]
+                for name, amounts in own:
+                    summed = bucket_energy.get(name)
+                    bucket_energy[name] = (
+                        amounts
+                        if summed is None
+                        else [a + b for a, b in zip(summed, amounts, strict=True)]
+                    )
+            if devices:
+                bucket_export = [sum(column) for column in zip(*exports.values(), strict=True)]
+            charges = {name: parts[(COMMUNITY, name)] for name in ("power_term", "fixed")}
         self.buckets: list[dict[str, Any]] = []
         self.device_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
-        device_totals = {d: _Tally.of(tallies[d] for tallies in computed.tallies) for d in devices}
-        # Rounded cost parts: a device's energy parts (name, one amount per bucket) in name
-        # order and its export compensation; their sums per device, per bucket, in all.
-        energy_parts = {d: computed.energy_parts.get(d, []) for d in devices} if costed else {}
-        exports = {d: (computed.parts or {}).get((d, EXPORT)) for d in devices}
-        device_energy: dict[str, dict[str, Decimal]] = {d: {} for d in devices}
-        device_export = dict.fromkeys(devices, Decimal(0))
-        grand_energy: dict[str, Decimal] = {}
-        grand_export = Decimal(0)
-        charges_rows: list[dict[str, Any]] = []
-        charges_total = {"power_term": Decimal(0), "fixed": Decimal(0)}
+        device_rows = self.device_rows
         bucket_tallies = [_Tally.of(tallies.values()) for tallies in computed.tallies]
+        charges_rows: list[dict[str, Any]] = []
         for index, bucket in enumerate(computed.buckets):
-            times = _times(bucket)
-            tally = bucket_tallies[index]
-            bucket_energy: dict[str, Decimal] = {}
-            bucket_export = Decimal(0)
+            start, end = bucket.local_start.isoformat(), bucket.local_end.isoformat()
             tallies = computed.tallies[index]
             for device in devices:
-                device_row: dict[str, Any] = texts.energy(tallies[device], times)
+                tally = tallies[device]
+                mwh = tally.mwh
+                imported, exported = mwh["grid_import"], mwh["grid_export"]
+                demand, generation = tally.peak_demand, tally.peak_generation
                 cost = None
-                if costed:
-                    energy: dict[str, str] = {}
-                    summed, sums = Decimal(0), device_energy[device]
-                    for name, amounts in energy_parts[device]:
-                        amount = amounts[index]
-                        energy[name] = _money(amount)
-                        summed += amount
-                        _add(sums, name, amount)
-                        _add(bucket_energy, name, amount)
-                    export = exports[device]
-                    exported = computed.zero if export is None else export[index]
-                    device_export[device] += exported
-                    bucket_export += exported
+                if parts is not None:
                     cost = {
-                        "energy": energy,
-                        "export_compensation": _money(exported),
-                        "total": _money(summed + exported),
+                        "energy": {name: money[a[index]] for name, a in energy_parts[device]},
+                        "export_compensation": money[exports[device][index]],
+                        "total": money[device_sums[device][index]],
                     }
-                device_row["cost"] = cost
-                self.device_rows[device].append(device_row)
-            charges = computed.community_cost(index)
-            if charges is not None:
-                charges_rows.append({**times, **{k: _money(v) for k, v in charges.items()}})
-                for key, value in charges.items():
-                    charges_total[key] += value
-            for name, amount in bucket_energy.items():
-                _add(grand_energy, name, amount)
-            grand_export += bucket_export
+                device_rows[device].append({
+                    "start": start,
+                    "end": end,
+                    "generated_kWh": kwh[mwh["generation"]],
+                    "consumed_kWh": kwh[mwh["consumption"]],
+                    "grid_import_kWh": kwh[imported],
+                    "grid_export_kWh": kwh[exported],
+                    "net_kWh": kwh[imported - exported],
+                    "peak_demand": None if demand is None else peak(demand),
+                    "peak_generation": None if generation is None else peak(generation),
+                    "expected_minutes": tally.expected,
+                    "missing_minutes": tally.expected - tally.present,
+                    "cost": cost,
+                })  # fmt: skip
+            times = {"start": start, "end": end}
+            tally = bucket_tallies[index]
             row: dict[str, Any] = texts.energy(tally, times)
             row.update(_ratios(tally.mwh, computed.declared))
-            row["cost"] = _cost_json(bucket_energy, bucket_export, charges) if costed else None
+            row["cost"] = None
+            if parts is not None:
+                charged = {key: values[index] for key, values in charges.items()}
+                charges_rows.append({**times, **{k: money[v] for k, v in charged.items()}})
+                row["cost"] = _cost_json(
+                    money,
+                    {name: values[index] for name, values in bucket_energy.items()},
+                    bucket_export[index],
+                    charged,
+                    devices=bool(devices),
+                )
             self.buckets.append(row)
         grand = _Tally.of(bucket_tallies)
         self.total: dict[str, Any] = texts.energy(grand)
         self.total.update(_ratios(grand.mwh, computed.declared))
-        self.total["cost"] = (
-            _cost_json(grand_energy, grand_export, charges_total) if costed else None
-        )
+        self.total["cost"] = None
+        self.community_charges = None
+        if parts is not None:
+            charges_total = {key: sum(values) for key, values in charges.items()}
+            self.total["cost"] = _cost_json(
+                money,
+                {name: sum(values) for name, values in bucket_energy.items()},
+                sum(bucket_export),
+                charges_total,
+                devices=bool(devices),
+            )
+            self.community_charges = {
+                "buckets": charges_rows,
+                "total": {k: money[v] for k, v in charges_total.items()},
+            }
         self.devices: list[dict[str, Any]] = []
         for device in devices:
-            total: dict[str, Any] = texts.energy(device_totals[device])
-            total["cost"] = (
-                _cost_json(device_energy[device], device_export[device], None) if costed else None
+            total: dict[str, Any] = texts.energy(
+                _Tally.of(tallies[device] for tallies in computed.tallies)
             )
+            total["cost"] = None
+            if parts is not None:
+                total["cost"] = _cost_json(
+                    money,
+                    {name: sum(amounts) for name, amounts in energy_parts[device]},
+                    sum(exports[device]),
+                    None,
+                )
             self.devices.append(
-                {"device_id": device, "buckets": self.device_rows[device], "total": total}
+                {"device_id": device, "buckets": device_rows[device], "total": total}
             )
-        self.community_charges = (
-            {"buckets": charges_rows, "total": {k: _money(v) for k, v in charges_total.items()}}
-            if costed
-            else None
-        )
         self.mwh = grand.mwh
 
     def _total_only(self, computed: _Computed) -> None:
         """The total as the detailed path writes it, each part summed over its buckets at
-        once (exact decimal sums: the order does not matter) instead of bucket by bucket."""
+        once (integer sums: the order does not matter) instead of bucket by bucket."""
         per_bucket = None if computed.per_device else 1  # else the bucket's one tally
         grand = _Tally.of(
             tally for tallies in computed.tallies for tally in islice(tallies.values(), per_bucket)
@@ -521,16 +575,16 @@ class _Written:
         if parts is None:
             self.total["cost"] = None
             return
-        energy: dict[str, Decimal] = {}
-        exported = Decimal(0)
+        energy: dict[str, int] = {}
+        exported = 0
         for device in computed.devices:
             for part, amounts in computed.energy_parts.get(device, []):
-                _add(energy, part, sum(amounts, Decimal(0)))
-            export = parts.get((device, EXPORT))
-            exported += computed.zero if export is None else sum(export, Decimal(0))
-        charges = {name: sum(parts[(COMMUNITY, name)], Decimal(0))
-                   for name in ("power_term", "fixed")}  # fmt: skip
-        self.total["cost"] = _cost_json(energy, exported, charges)
+                energy[part] = energy.get(part, 0) + sum(amounts)
+            exported += sum(parts.get((device, EXPORT), ()))
+        charges = {name: sum(parts[(COMMUNITY, name)]) for name in ("power_term", "fixed")}
+        self.total["cost"] = _cost_json(
+            computed.money, energy, exported, charges, devices=bool(computed.devices)
+        )
 
 
 def _times(bucket: Bucket) -> dict[str, str]:
