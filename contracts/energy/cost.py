@@ -68,12 +68,12 @@ class Costs:
 
 def round_money(amount: Fraction, digits: int) -> Decimal:
     """`amount` rounded to `digits` decimals by ROUNDING (half away from zero)."""
-    return Decimal(_round_half_away(amount.numerator * 10**digits, amount.denominator)).scaleb(
+    return Decimal(round_half_away(amount.numerator * 10**digits, amount.denominator)).scaleb(
         -digits
     )
 
 
-def _round_half_away(numerator: int, denominator: int) -> int:
+def round_half_away(numerator: int, denominator: int) -> int:
     """numerator / denominator (denominator > 0) to the nearest integer, half away from zero."""
     whole, rest = divmod(abs(numerator), denominator)
     if 2 * rest >= denominator:
@@ -89,7 +89,7 @@ def allocate(numerators: list[int], denominator: int, digits: int) -> list[int]:
     the largest remainders, earlier buckets first on a tie (largest remainder method).
     """
     scale = 10**digits
-    target = _round_half_away(sum(numerators) * scale, denominator)
+    target = round_half_away(sum(numerators) * scale, denominator)
     floors = [n * scale // denominator for n in numerators]
     left = target - sum(floors)
     if left:

@@ -69,6 +69,7 @@ from contracts.energy.cost import (
     ROUNDING_RULE,
     bucket_costs,
     costing_start,
+    round_half_away,
     round_money,
 )
 from contracts.energy.errors import ReportError, TariffError
@@ -160,11 +161,19 @@ class _Tally:
             grid_export += mwh["grid_export"]
             present += tally.present
             expected += tally.expected
-            peak = tally.peak_demand
-            if peak is not None and (demand is None or peak.beats(demand)):
+            peak = tally.peak_demand  # the power compared inline: beats() only on a tie
+            if peak is not None and (
+                demand is None
+                or peak.mw > demand.mw
+                or (peak.mw == demand.mw and peak.beats(demand))
+            ):
                 demand = peak
             peak = tally.peak_generation
-            if peak is not None and (supply is None or peak.beats(supply)):
+            if peak is not None and (
+                supply is None
+                or peak.mw > supply.mw
+                or (peak.mw == supply.mw and peak.beats(supply))
+            ):
                 supply = peak
         total = _Tally()
         total.mwh = {
@@ -306,8 +315,11 @@ def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
     return max(0, (min(end, as_of) - start) // MINUTE)
 
 
-def _ratio(numerator: Fraction, denominator: Fraction) -> str:
-    return f"{round_money(numerator / denominator, 4):f}"
+def _ratio(numerator: int, denominator: int) -> str:
+    """numerator / denominator (numerator >= 0, denominator > 0) to 4 decimals, as the
+    Decimal of `round_money` prints."""
+    units = round_half_away(numerator * 10_000, denominator)
+    return f"{units // 10_000}.{units % 10_000:04d}"
 
 
 def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, str | None]]:
@@ -322,19 +334,17 @@ def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, s
     elif generated <= 0:
         production = {"ratio": None, "reason": "nothing was generated"}
     else:
-        used = Fraction(max(0, generated - exported))
-        production = {
-            "ratio": _ratio(min(used, Fraction(generated)), Fraction(generated)),
-            "reason": None,
-        }
+        used = min(max(0, generated - exported), generated)
+        production = {"ratio": _ratio(used, generated), "reason": None}
     used_total = measured if "consumption" in declared else imported + generated - exported
     if "grid_import" not in declared:
         consumption = {"ratio": None, "reason": "no grid_import sensor is declared"}
     elif used_total <= 0:
         consumption = {"ratio": None, "reason": "no consumption"}
     else:
-        drawn = min(Fraction(imported, used_total), Fraction(1))
-        consumption = {"ratio": _ratio(1 - drawn, Fraction(1)), "reason": None}
+        # 1 - min(1, imported / used_total), over used_total
+        consumption = {"ratio": _ratio(used_total - min(imported, used_total), used_total),
+                       "reason": None}  # fmt: skip
     return {"self_consumption": production, "self_sufficiency": consumption}
 
 
