@@ -196,21 +196,21 @@ def bucket_costs(
     # price is an error whatever the data (never a silent guess).
     elapsed: dict[tuple[int, date, int], int] = defaultdict(int)  # (bucket, day, version)
     versions = {id(version): version for version in tariff.versions}
-    for index, bucket in enumerate(buckets):
-        for seconds, day, clock_hour in local_hours(bucket.utc_start, bucket.utc_end, zone):
-            if seconds >= as_of.timestamp():
-                break
-            prices = day_prices.get(day)
-            if prices is None:
-                prices = day_prices[day] = tariff.hours_on(day)
-            elapsed[(index, day, id(prices[clock_hour].version))] += 1
+    # One pass over the period's hours (its buckets are contiguous), in time order.
+    ends = [int(bucket.utc_end.timestamp()) for bucket in buckets]
+    stop, index = as_of.timestamp(), 0
+    for seconds, day, clock_hour in local_hours(buckets[0].utc_start, buckets[-1].utc_end, zone):
+        if seconds >= stop:
+            break
+        while seconds >= ends[index]:
+            index += 1
+        prices = day_prices.get(day)
+        if prices is None:
+            prices = day_prices[day] = tariff.hours_on(day)
+        # whole: exact fractions, so summing the hours first gives the same sum
+        elapsed[(0 if whole else index, day, id(prices[clock_hour].version))] += 1
     clock = _Clock(zone)
     dailies: dict[int, Fraction] = {}  # version -> power term a day (a day's 24 buckets)
-    if whole:  # exact fractions: summing the hours first gives the same sum
-        merged: dict[tuple[int, date, int], int] = defaultdict(int)
-        for (_, day, version_id), hours in elapsed.items():
-            merged[(0, day, version_id)] += hours
-        elapsed = merged
     for (index, day, version_id), hours in elapsed.items():
         version = versions[version_id]
         daily = dailies.get(version_id)

@@ -227,10 +227,15 @@ class _Computed:
             device: sum(role in ENERGY_ROLES for role in roles[device].values())
             for device in self.devices
         }
-        for i, bucket in enumerate(self.buckets):
-            minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
-            for device, tally in self.tallies[i if per_device else 0].items():
-                tally.expected += sensors[device] * minutes
+        if per_device:
+            for i, bucket in enumerate(self.buckets):
+                minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
+                for device, tally in self.tallies[i].items():
+                    tally.expected += sensors[device] * minutes
+        else:  # the devices' one tally
+            minutes = sum(_elapsed_minutes(b.utc_start, b.utc_end, as_of) for b in self.buckets)
+            for tally in islice(self.tallies[0].values(), 1):
+                tally.expected = sum(sensors.values()) * minutes
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
@@ -500,8 +505,11 @@ class _Written:
                 demand, generation = tally.peak_demand, tally.peak_generation
                 cost = None
                 if parts is not None:
+                    energy = {}
+                    for name, amounts in energy_parts[device]:
+                        energy[name] = money[amounts[index]]
                     cost = {
-                        "energy": {name: money[a[index]] for name, a in energy_parts[device]},
+                        "energy": energy,
                         "export_compensation": money[exports[device][index]],
                         "total": money[device_sums[device][index]],
                     }
@@ -556,7 +564,7 @@ class _Written:
         self.devices: list[dict[str, Any]] = []
         for device in devices:
             total: dict[str, Any] = texts.energy(
-                _Tally.of(tallies[device] for tallies in computed.tallies)
+                _Tally.of([tallies[device] for tallies in computed.tallies])
             )
             total["cost"] = None
             if parts is not None:
