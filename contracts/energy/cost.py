@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -139,6 +139,7 @@ class _Hour:
     bucket: int  # index of its bucket, -1 for an hour before the period (block filling only)
     day: date  # its local date
     priced: PricedHour
+    flat: tuple[int, str, Decimal] | None  # (bucket, period, price) unless priced by blocks
 
 
 def bucket_costs(
@@ -173,8 +174,13 @@ def bucket_costs(
     def part(device: str, name: str) -> list[int]:
         return costs.parts.setdefault((device, name), [0] * width)
 
+    prices_scaled: dict[Decimal, int] = {}
+
     def scaled(price: Decimal) -> int:
-        return int(price.scaleb(price_digits))  # exact: price_digits >= its decimals
+        found = prices_scaled.get(price)
+        if found is None:  # exact: price_digits >= its decimals
+            found = prices_scaled[price] = int(price.scaleb(price_digits))
+        return found
 
     bucket_of = BucketFinder(buckets)
     known: dict[datetime, _Hour] = {}
@@ -188,8 +194,14 @@ def bucket_costs(
             prices = day_prices.get(day)
             if prices is None:
                 prices = day_prices[day] = tariff.hours_on(day)
-            found = _Hour(bucket_of(hour), day, prices[local.hour])
-            known[hour] = found
+            priced = prices[local.hour]
+            price = priced.version.energy[priced.period]
+            bucket = bucket_of(hour)
+            flat = None
+            if price.blocks is None:
+                assert price.price_per_kWh is not None  # validated: exactly one kind
+                flat = (bucket, priced.period, price.price_per_kWh)
+            found = known[hour] = _Hour(bucket, day, priced, flat)
         return found
 
     # Every elapsed hour is priced, even without energy, so that a year the calendar cannot
@@ -226,32 +238,14 @@ def bucket_costs(
     with_blocks = tariff.has_blocks()
     for device, energy in billed.items():
         summed: dict[tuple[int, str, Decimal], int] = defaultdict(int)
-        selected = [hour for hour in energy if accrual_start <= hour < end]
-        if with_blocks:
-            selected.sort()  # blocks fill in time order
-        filled: dict[str, int] = {}  # period -> mWh of the local month so far
-        month: tuple[int, int] | None = None
-        for hour in selected:
-            mwh, info = energy[hour], hour_info(hour)
-            period = info.priced.period
-            price = info.priced.version.energy[period]
-            if price.blocks is None:
-                assert price.price_per_kWh is not None  # validated: exactly one kind
-                summed[(info.bucket, period, price.price_per_kWh)] += mwh
-                continue
-            if (info.day.year, info.day.month) != month:
-                month, filled = (info.day.year, info.day.month), {}
-            position, left = filled.get(period, 0), mwh
-            for block in price.blocks:
-                limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
-                if left <= 0:
-                    break
-                if limit is not None and position >= limit:
-                    continue
-                take = left if limit is None else min(left, limit - position)
-                summed[(info.bucket, period, block.price_per_kWh)] += take
-                position, left = position + take, left - take
-            filled[period] = position
+        if not with_blocks:  # the usual case: one sum per hour's (bucket, period, price)
+            for hour, mwh in energy.items():
+                if accrual_start <= hour < end:
+                    key = (known.get(hour) or hour_info(hour)).flat
+                    assert key is not None  # no blocks
+                    summed[key] += mwh
+        else:
+            _fill_blocks(summed, energy, hour_info, accrual_start, end)
         for (index, period, unit_price), mwh in summed.items():
             if index >= 0 and mwh:
                 part(device, period)[0 if whole else index] += scaled(unit_price) * mwh
@@ -259,15 +253,53 @@ def bucket_costs(
     for device, energy in exported.items():
         compensated: dict[tuple[int, Decimal], int] = defaultdict(int)
         for hour, mwh in energy.items():
-            if bucket_of(hour) >= 0:
-                info = hour_info(hour)
-                export_price = info.priced.version.export_price_per_kWh
+            found = known.get(hour)
+            if found is None:
+                if bucket_of(hour) < 0:  # an hour outside the period is not priced
+                    continue
+                found = hour_info(hour)
+            if found.bucket >= 0:
+                export_price = found.priced.version.export_price_per_kWh
                 if export_price is not None:
-                    compensated[(info.bucket, export_price)] += mwh
+                    compensated[(found.bucket, export_price)] += mwh
         for (index, unit_price), mwh in compensated.items():
             if mwh:
                 part(device, EXPORT)[0 if whole else index] -= scaled(unit_price) * mwh
     return costs
+
+
+def _fill_blocks(
+    summed: dict[tuple[int, str, Decimal], int],
+    energy: Mapping[datetime, int],
+    hour_info: Callable[[datetime], _Hour],
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Add one device's energy of `[start, end)` to `summed` per (bucket, period, price),
+    filling the blocks of a period in time order from the first of each local month."""
+    filled: dict[str, int] = {}  # period -> mWh of the local month so far
+    month: tuple[int, int] | None = None
+    for hour in sorted(hour for hour in energy if start <= hour < end):
+        mwh, info = energy[hour], hour_info(hour)
+        period = info.priced.period
+        price = info.priced.version.energy[period]
+        if price.blocks is None:
+            assert price.price_per_kWh is not None  # validated: exactly one kind
+            summed[(info.bucket, period, price.price_per_kWh)] += mwh
+            continue
+        if (info.day.year, info.day.month) != month:
+            month, filled = (info.day.year, info.day.month), {}
+        position, left = filled.get(period, 0), mwh
+        for block in price.blocks:
+            limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
+            if left <= 0:
+                break
+            if limit is not None and position >= limit:
+                continue
+            take = left if limit is None else min(left, limit - position)
+            summed[(info.bucket, period, block.price_per_kWh)] += take
+            position, left = position + take, left - take
+        filled[period] = position
 
 
 def _daily_power_term(
