@@ -83,6 +83,7 @@ ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the decla
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
 MINUTE = timedelta(minutes=1)
 _KEY = operator.itemgetter(0, 1, 2)  # a rollup's (device, sensor, hour)
+_GENERATION, _EXPORT = ENERGY_ROLES.index("generation"), ENERGY_ROLES.index("grid_export")
 
 Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
 
@@ -140,8 +141,8 @@ class _Tally:
     __slots__ = ("expected", "mwh", "peak_demand", "peak_generation", "present")
 
     def __init__(self) -> None:
-        # ENERGY_ROLES, written out: a day's report makes 3,600 tallies
-        self.mwh = {"generation": 0, "consumption": 0, "grid_import": 0, "grid_export": 0}
+        # mWh per role in ENERGY_ROLES order: a list, a day's report makes 1,200 tallies
+        self.mwh = [0, 0, 0, 0]
         self.present = 0
         self.expected = 0
         self.peak_demand: _Peak | None = None
@@ -154,11 +155,11 @@ class _Tally:
         demand: _Peak | None = None
         supply: _Peak | None = None
         for tally in tallies:
-            mwh = tally.mwh
-            generation += mwh["generation"]
-            consumption += mwh["consumption"]
-            grid_import += mwh["grid_import"]
-            grid_export += mwh["grid_export"]
+            generated, consumed, imported, exported = tally.mwh
+            generation += generated
+            consumption += consumed
+            grid_import += imported
+            grid_export += exported
             present += tally.present
             expected += tally.expected
             peak = tally.peak_demand  # the power compared inline: beats() only on a tie
@@ -176,12 +177,7 @@ class _Tally:
             ):
                 supply = peak
         total = _Tally()
-        total.mwh = {
-            "generation": generation,
-            "consumption": consumption,
-            "grid_import": grid_import,
-            "grid_export": grid_export,
-        }
+        total.mwh = [generation, consumption, grid_import, grid_export]
         total.present, total.expected = present, expected
         total.peak_demand, total.peak_generation = demand, supply
         return total
@@ -239,8 +235,8 @@ class _Computed:
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
-        role_of = {
-            (device, sensor): role
+        role_of = {  # -> the role's index in ENERGY_ROLES
+            (device, sensor): ENERGY_ROLES.index(role)
             for device, sensors in roles.items()
             for sensor, role in sensors.items()
             if role in ENERGY_ROLES
@@ -252,7 +248,7 @@ class _Computed:
         )
         last = period.utc_end
         readings = 0
-        billed_role = self.billed_role
+        billed_role = ENERGY_ROLES.index(self.billed_role)
         elapsed = as_of - HOUR  # an hour starting by then has fully elapsed
         for hour in sorted(hour for hour in rollups if first <= hour < last):
             index = bucket_of(hour)  # < 0: before the period, needed only for tariff blocks
@@ -267,7 +263,7 @@ class _Computed:
                 energy = mwh or 0
                 if role == billed_role:
                     billed[device][hour] += energy
-                elif role == "grid_export":
+                elif role == _EXPORT:
                     exported[device][hour] += energy
                 if tallies is None:
                     continue
@@ -275,9 +271,9 @@ class _Computed:
                 tally.mwh[role] += energy
                 tally.present += minutes if cap is None else min(minutes, cap)
                 readings += minutes
-                if mw is None or role == "grid_export":
+                if mw is None or role == _EXPORT:
                     continue
-                best = tally.peak_generation if role == "generation" else tally.peak_demand
+                best = tally.peak_generation if role == _GENERATION else tally.peak_demand
                 if best is not None and mw < best.mw:
                     continue
                 peak = _Peak(mw, minute, device, sensor)
@@ -286,7 +282,7 @@ class _Computed:
                      or (peak.minute is not None and peak.minute <= best.minute))
                     and peak.beats(best)
                 ):  # fmt: skip
-                    if role == "generation":
+                    if role == _GENERATION:
                         tally.peak_generation = peak
                     else:
                         tally.peak_demand = peak
@@ -327,9 +323,8 @@ def _ratio(numerator: int, denominator: int) -> str:
     return f"{units // 10_000}.{units % 10_000:04d}"
 
 
-def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, str | None]]:
-    generated, exported = mwh["generation"], mwh["grid_export"]
-    imported, measured = mwh["grid_import"], mwh["consumption"]
+def _ratios(mwh: list[int], declared: set[str]) -> dict[str, dict[str, str | None]]:
+    generated, measured, imported, exported = mwh
     consumption: dict[str, str | None]
     production: dict[str, str | None]
     if "generation" not in declared:
@@ -378,13 +373,13 @@ class _Texts:
 
     def energy(self, tally: _Tally, times: Mapping[str, str] = MappingProxyType({})) -> Any:
         """A tally's metrics as JSON, after `times` (a row's start and end)."""
-        mwh, texts = tally.mwh, self.kwh
-        imported, exported = mwh["grid_import"], mwh["grid_export"]
+        texts = self.kwh
+        generated, consumed, imported, exported = tally.mwh
         demand, generation = tally.peak_demand, tally.peak_generation
         return {
             **times,
-            "generated_kWh": texts[mwh["generation"]],
-            "consumed_kWh": texts[mwh["consumption"]],
+            "generated_kWh": texts[generated],
+            "consumed_kWh": texts[consumed],
             "grid_import_kWh": texts[imported],
             "grid_export_kWh": texts[exported],
             "net_kWh": texts[imported - exported],
@@ -452,7 +447,7 @@ class _Written:
     """A period written out: bucket rows, total, devices, community charges."""
 
     def __init__(self, computed: _Computed, *, detail: bool = True) -> None:
-        """`detail=False` (a comparison): only `total`, `readings` and `mwh` are filled."""
+        """`detail=False` (a comparison): only `total` and `readings` are filled."""
         period, devices = computed.period, computed.devices
         self.readings = computed.readings
         if not detail:
@@ -500,8 +495,7 @@ class _Written:
             tallies = computed.tallies[index]
             for device in devices:
                 tally = tallies[device]
-                mwh = tally.mwh
-                imported, exported = mwh["grid_import"], mwh["grid_export"]
+                generated, consumed, imported, exported = tally.mwh
                 demand, generation = tally.peak_demand, tally.peak_generation
                 cost = None
                 if parts is not None:
@@ -516,8 +510,8 @@ class _Written:
                 device_rows[device].append({
                     "start": start,
                     "end": end,
-                    "generated_kWh": kwh[mwh["generation"]],
-                    "consumed_kWh": kwh[mwh["consumption"]],
+                    "generated_kWh": kwh[generated],
+                    "consumed_kWh": kwh[consumed],
                     "grid_import_kWh": kwh[imported],
                     "grid_export_kWh": kwh[exported],
                     "net_kWh": kwh[imported - exported],
@@ -577,7 +571,6 @@ class _Written:
             self.devices.append(
                 {"device_id": device, "buckets": device_rows[device], "total": total}
             )
-        self.mwh = grand.mwh
 
     def _total_only(self, computed: _Computed) -> None:
         """The total as the detailed path writes it, each part summed over its buckets at
@@ -588,7 +581,6 @@ class _Written:
         )
         self.total = _Texts(computed.period.zone).energy(grand)
         self.total.update(_ratios(grand.mwh, computed.declared))
-        self.mwh = grand.mwh
         parts = computed.parts
         if parts is None:
             self.total["cost"] = None
