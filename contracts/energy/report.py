@@ -357,16 +357,12 @@ class _Texts:
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
         self.kwh = _Kwh()
-        self.at: dict[datetime, str] = {}
+        self.at = _At(zone)
 
     def peak(self, peak: _Peak) -> dict[str, str | None]:
-        minute = peak.minute
-        at = None if minute is None else self.at.get(minute)
-        if minute is not None and at is None:
-            at = self.at[minute] = minute.astimezone(self.zone).isoformat()
         return {
             "kW": self.kwh[peak.mw],  # mW / 10^6 = kW, the same scaling as mWh to kWh
-            "at": at,
+            "at": self.at[peak.minute],
             "device_id": peak.device_id,
             "sensor": peak.sensor,
         }
@@ -388,6 +384,19 @@ class _Texts:
             "expected_minutes": tally.expected,
             "missing_minutes": tally.expected - tally.present,
         }
+
+
+class _At(dict[datetime | None, str | None]):
+    """The local time of each peak minute asked for (None for none), worked out once."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        super().__init__({None: None})
+        self.zone = zone
+
+    def __missing__(self, minute: datetime | None) -> str | None:
+        assert minute is not None  # None is a key from the start
+        text = self[minute] = minute.astimezone(self.zone).isoformat()
+        return text
 
 
 class _Kwh(dict[int, str]):
@@ -454,7 +463,7 @@ class _Written:
             self._total_only(computed)
             return
         texts = _Texts(period.zone)
-        kwh, peak, money = texts.kwh, texts.peak, computed.money
+        kwh, at, money = texts.kwh, texts.at, computed.money
         count = len(computed.buckets)
         # Rounded cost parts in minor units: per device its energy parts (name, one amount
         # per bucket) in name order, its export compensation and its total per bucket; the
@@ -507,20 +516,36 @@ class _Written:
                         "export_compensation": money[exports[device][index]],
                         "total": money[device_sums[device][index]],
                     }
-                device_rows[device].append({
-                    "start": start,
-                    "end": end,
-                    "generated_kWh": kwh[generated],
-                    "consumed_kWh": kwh[consumed],
-                    "grid_import_kWh": kwh[imported],
-                    "grid_export_kWh": kwh[exported],
-                    "net_kWh": kwh[imported - exported],
-                    "peak_demand": None if demand is None else peak(demand),
-                    "peak_generation": None if generation is None else peak(generation),
-                    "expected_minutes": tally.expected,
-                    "missing_minutes": tally.expected - tally.present,
-                    "cost": cost,
-                })  # fmt: skip
+                device_rows[device].append(
+                    {
+                        "start": start,
+                        "end": end,
+                        "generated_kWh": kwh[generated],
+                        "consumed_kWh": kwh[consumed],
+                        "grid_import_kWh": kwh[imported],
+                        "grid_export_kWh": kwh[exported],
+                        "net_kWh": kwh[imported - exported],
+                        "peak_demand": None
+                        if demand is None
+                        else {  # as _Texts.peak, inline: a day has 2,400 peaks in device rows
+                            "kW": kwh[demand.mw],
+                            "at": at[demand.minute],
+                            "device_id": demand.device_id,
+                            "sensor": demand.sensor,
+                        },
+                        "peak_generation": None
+                        if generation is None
+                        else {
+                            "kW": kwh[generation.mw],
+                            "at": at[generation.minute],
+                            "device_id": generation.device_id,
+                            "sensor": generation.sensor,
+                        },
+                        "expected_minutes": tally.expected,
+                        "missing_minutes": tally.expected - tally.present,
+                        "cost": cost,
+                    }
+                )
             times = {"start": start, "end": end}
             tally = bucket_tallies[index]
             row: dict[str, Any] = texts.energy(tally, times)
