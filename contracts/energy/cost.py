@@ -92,9 +92,9 @@ def allocate(numerators: list[int], denominator: int, digits: int) -> list[int]:
     target = round_half_away(sum(numerators) * scale, denominator)
     floors = [n * scale // denominator for n in numerators]
     left = target - sum(floors)
-    if left:
-        remainders = [n * scale - f * denominator for n, f in zip(numerators, floors, strict=True)]
-        for i in sorted(range(len(numerators)), key=lambda i: (-remainders[i], i))[:left]:
+    if left:  # (-remainder, index) pairs, sorted without a Python key function
+        negated = [f * denominator - n * scale for n, f in zip(numerators, floors, strict=True)]
+        for _, i in sorted(zip(negated, range(len(floors)), strict=True))[:left]:
             floors[i] += 1
     return floors
 
