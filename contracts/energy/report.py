@@ -83,6 +83,7 @@ ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the decla
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
 MINUTE = timedelta(minutes=1)
 _KEY = operator.itemgetter(0, 1, 2)  # a rollup's (device, sensor, hour)
+_LATEST = datetime.max.replace(tzinfo=UTC)  # a peak without a minute sorts last
 _GENERATION, _EXPORT = ENERGY_ROLES.index("generation"), ENERGY_ROLES.index("grid_export")
 
 Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
@@ -130,9 +131,10 @@ class _Peak:
             return True
         if self.mw != other.mw:  # the usual answer, without building tuples
             return self.mw > other.mw
-        mine = (-self.mw, self.minute or datetime.max.replace(tzinfo=UTC), self.device_id)
-        theirs = (-other.mw, other.minute or datetime.max.replace(tzinfo=UTC), other.device_id)
-        return (mine, self.sensor) < (theirs, other.sensor)
+        mine, theirs = self.minute or _LATEST, other.minute or _LATEST
+        if mine != theirs:
+            return mine < theirs
+        return (self.device_id, self.sensor) < (other.device_id, other.sensor)
 
 
 class _Tally:
@@ -140,11 +142,11 @@ class _Tally:
 
     __slots__ = ("expected", "mwh", "peak_demand", "peak_generation", "present")
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int = 0) -> None:
         # mWh per role in ENERGY_ROLES order: a list, a day's report makes 1,200 tallies
         self.mwh = [0, 0, 0, 0]
         self.present = 0
-        self.expected = 0
+        self.expected = expected
         self.peak_demand: _Peak | None = None
         self.peak_generation: _Peak | None = None
 
@@ -212,11 +214,6 @@ class _Computed:
         self.declared = declared
         self.billed_role = "grid_import" if "grid_import" in declared else "consumption"
         self.per_device = per_device
-        self.tallies = (
-            [{device: _Tally() for device in self.devices} for _ in self.buckets]
-            if per_device
-            else [dict.fromkeys(self.devices, _Tally())]
-        )
         bucket_of = BucketFinder(self.buckets)
 
         sensors = {
@@ -224,14 +221,16 @@ class _Computed:
             for device in self.devices
         }
         if per_device:
-            for i, bucket in enumerate(self.buckets):
+            self.tallies = []
+            for bucket in self.buckets:
                 minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
-                for device, tally in self.tallies[i].items():
-                    tally.expected += sensors[device] * minutes
+                self.tallies.append(
+                    {device: _Tally(count * minutes) for device, count in sensors.items()}
+                )
         else:  # the devices' one tally
             minutes = sum(_elapsed_minutes(b.utc_start, b.utc_end, as_of) for b in self.buckets)
-            for tally in islice(self.tallies[0].values(), 1):
-                tally.expected = sum(sensors.values()) * minutes
+            shared = _Tally(sum(sensors.values()) * minutes)
+            self.tallies = [dict.fromkeys(self.devices, shared)]
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
