@@ -341,9 +341,8 @@ def _ratios(mwh: list[int], declared: set[str]) -> dict[str, dict[str, str | Non
     elif used_total <= 0:
         consumption = {"ratio": None, "reason": "no consumption"}
     else:
-        # 1 - min(1, imported / used_total), over used_total
-        consumption = {"ratio": _ratio(used_total - min(imported, used_total), used_total),
-                       "reason": None}  # fmt: skip
+        local = used_total - min(imported, used_total)  # 1 - min(1, imported / used_total)
+        consumption = {"ratio": _ratio(local, used_total), "reason": None}
     return {"self_consumption": production, "self_sufficiency": consumption}
 
 
