@@ -255,7 +255,8 @@ class _Computed:
             # Only an hour that has not fully elapsed caps its minutes (a summed unit of
             # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
             cap = None if hour <= elapsed else _elapsed_minutes(hour, hour + HOUR, as_of)
-            for device, sensor, _, minutes, mwh, mw, minute, *_ in rollups[hour]:
+            # all 11 fields of HourlyRollup named: a starred target would build a list each
+            for device, sensor, _, minutes, mwh, mw, minute, _, _, _, _ in rollups[hour]:
                 role = role_of.get((device, sensor))
                 if role is None:
                     continue
