@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -53,8 +53,9 @@ class Costs:
     power_term: list[Fraction]
     fixed: list[Fraction]
 
-    def rounded(self, digits: int) -> dict[tuple[str, str], list[Decimal]]:
-        """Every part rounded by `allocate`; the community's under (COMMUNITY, name)."""
+    def rounded(self, digits: int) -> dict[tuple[str, str], list[int]]:
+        """Every part rounded by `allocate`, in minor units; the community's under
+        (COMMUNITY, name)."""
         out = {
             key: allocate(amounts, self.denominator, digits) for key, amounts in self.parts.items()
         }
@@ -67,12 +68,12 @@ class Costs:
 
 def round_money(amount: Fraction, digits: int) -> Decimal:
     """`amount` rounded to `digits` decimals by ROUNDING (half away from zero)."""
-    return Decimal(_round_half_away(amount.numerator * 10**digits, amount.denominator)).scaleb(
+    return Decimal(round_half_away(amount.numerator * 10**digits, amount.denominator)).scaleb(
         -digits
     )
 
 
-def _round_half_away(numerator: int, denominator: int) -> int:
+def round_half_away(numerator: int, denominator: int) -> int:
     """numerator / denominator (denominator > 0) to the nearest integer, half away from zero."""
     whole, rest = divmod(abs(numerator), denominator)
     if 2 * rest >= denominator:
@@ -80,21 +81,22 @@ def _round_half_away(numerator: int, denominator: int) -> int:
     return whole if numerator >= 0 else -whole
 
 
-def allocate(numerators: list[int], denominator: int, digits: int) -> list[Decimal]:
-    """`n / denominator` for each n, rounded to `digits` so they sum to their rounded sum.
+def allocate(numerators: list[int], denominator: int, digits: int) -> list[int]:
+    """`n / denominator` for each n in units of 10^-digits, rounded so they sum to their
+    rounded sum.
 
     Each amount gets its floor in minor units; the units left over go to the amounts with
     the largest remainders, earlier buckets first on a tie (largest remainder method).
     """
     scale = 10**digits
-    target = _round_half_away(sum(numerators) * scale, denominator)
+    target = round_half_away(sum(numerators) * scale, denominator)
     floors = [n * scale // denominator for n in numerators]
     left = target - sum(floors)
-    if left:
-        remainders = [n * scale - f * denominator for n, f in zip(numerators, floors, strict=True)]
-        for i in sorted(range(len(numerators)), key=lambda i: (-remainders[i], i))[:left]:
+    if left:  # (-remainder, index) pairs, sorted without a Python key function
+        negated = [f * denominator - n * scale for n, f in zip(numerators, floors, strict=True)]
+        for _, i in sorted(zip(negated, range(len(floors)), strict=True))[:left]:
             floors[i] += 1
-    return [Decimal(units).scaleb(-digits) for units in floors]
+    return floors
 
 
 def costing_start(tariff: Tariff, zone: ZoneInfo, start: datetime) -> datetime:
@@ -137,6 +139,7 @@ class _Hour:
     bucket: int  # index of its bucket, -1 for an hour before the period (block filling only)
     day: date  # its local date
     priced: PricedHour
+    flat: tuple[int, str, Decimal] | None  # (bucket, period, price) unless priced by blocks
 
 
 def bucket_costs(
@@ -148,27 +151,36 @@ def bucket_costs(
     exported: HourlyEnergy,
     contracted_kw: Mapping[str, Decimal],
     as_of: datetime,
+    whole: bool = False,
 ) -> Costs:
     """The exact cost of each bucket (see the module docstring for the rules).
 
     Energy is summed as integer mWh per (bucket, period, price) and multiplied once, so the
-    arithmetic per device-hour is integer additions.
+    arithmetic per device-hour is integer additions. `whole`: one amount per part, the sum
+    over all buckets (a comparison writes its total alone); a part still exists only when
+    some bucket has energy in it, as without `whole`.
     """
     price_digits = _price_digits(tariff)
+    width = 1 if whole else len(buckets)
     costs = Costs(
         denominator=10**price_digits * MWH_PER_KWH,
         parts={},
-        power_term=[Fraction(0)] * len(buckets),
-        fixed=[Fraction(0)] * len(buckets),
+        power_term=[Fraction(0)] * width,
+        fixed=[Fraction(0)] * width,
     )
     if not buckets:
         return costs
 
     def part(device: str, name: str) -> list[int]:
-        return costs.parts.setdefault((device, name), [0] * len(buckets))
+        return costs.parts.setdefault((device, name), [0] * width)
+
+    prices_scaled: dict[Decimal, int] = {}
 
     def scaled(price: Decimal) -> int:
-        return int(price.scaleb(price_digits))  # exact: price_digits >= its decimals
+        found = prices_scaled.get(price)
+        if found is None:  # exact: price_digits >= its decimals
+            found = prices_scaled[price] = int(price.scaleb(price_digits))
+        return found
 
     bucket_of = BucketFinder(buckets)
     known: dict[datetime, _Hour] = {}
@@ -182,22 +194,33 @@ def bucket_costs(
             prices = day_prices.get(day)
             if prices is None:
                 prices = day_prices[day] = tariff.hours_on(day)
-            found = _Hour(bucket_of(hour), day, prices[local.hour])
-            known[hour] = found
+            priced = prices[local.hour]
+            price = priced.version.energy[priced.period]
+            bucket = bucket_of(hour)
+            flat = None
+            if price.blocks is None:
+                assert price.price_per_kWh is not None  # validated: exactly one kind
+                flat = (bucket, priced.period, price.price_per_kWh)
+            found = known[hour] = _Hour(bucket, day, priced, flat)
         return found
 
     # Every elapsed hour is priced, even without energy, so that a year the calendar cannot
     # price is an error whatever the data (never a silent guess).
     elapsed: dict[tuple[int, date, int], int] = defaultdict(int)  # (bucket, day, version)
     versions = {id(version): version for version in tariff.versions}
-    for index, bucket in enumerate(buckets):
-        for seconds, day, clock_hour in local_hours(bucket.utc_start, bucket.utc_end, zone):
-            if seconds >= as_of.timestamp():
-                break
-            prices = day_prices.get(day)
-            if prices is None:
-                prices = day_prices[day] = tariff.hours_on(day)
-            elapsed[(index, day, id(prices[clock_hour].version))] += 1
+    # One pass over the period's hours (its buckets are contiguous), in time order.
+    ends = [int(bucket.utc_end.timestamp()) for bucket in buckets]
+    stop, index = as_of.timestamp(), 0
+    for seconds, day, clock_hour in local_hours(buckets[0].utc_start, buckets[-1].utc_end, zone):
+        if seconds >= stop:
+            break
+        while seconds >= ends[index]:
+            index += 1
+        prices = day_prices.get(day)
+        if prices is None:
+            prices = day_prices[day] = tariff.hours_on(day)
+        # whole: exact fractions, so summing the hours first gives the same sum
+        elapsed[(0 if whole else index, day, id(prices[clock_hour].version))] += 1
     clock = _Clock(zone)
     dailies: dict[int, Fraction] = {}  # version -> power term a day (a day's 24 buckets)
     for (index, day, version_id), hours in elapsed.items():
@@ -215,48 +238,68 @@ def bucket_costs(
     with_blocks = tariff.has_blocks()
     for device, energy in billed.items():
         summed: dict[tuple[int, str, Decimal], int] = defaultdict(int)
-        selected = [hour for hour in energy if accrual_start <= hour < end]
-        if with_blocks:
-            selected.sort()  # blocks fill in time order
-        filled: dict[str, int] = {}  # period -> mWh of the local month so far
-        month: tuple[int, int] | None = None
-        for hour in selected:
-            mwh, info = energy[hour], hour_info(hour)
-            period = info.priced.period
-            price = info.priced.version.energy[period]
-            if price.blocks is None:
-                assert price.price_per_kWh is not None  # validated: exactly one kind
-                summed[(info.bucket, period, price.price_per_kWh)] += mwh
-                continue
-            if (info.day.year, info.day.month) != month:
-                month, filled = (info.day.year, info.day.month), {}
-            position, left = filled.get(period, 0), mwh
-            for block in price.blocks:
-                limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
-                if left <= 0:
-                    break
-                if limit is not None and position >= limit:
-                    continue
-                take = left if limit is None else min(left, limit - position)
-                summed[(info.bucket, period, block.price_per_kWh)] += take
-                position, left = position + take, left - take
-            filled[period] = position
+        if not with_blocks:  # the usual case: one sum per hour's (bucket, period, price)
+            for hour, mwh in energy.items():
+                if accrual_start <= hour < end:
+                    key = (known.get(hour) or hour_info(hour)).flat
+                    assert key is not None  # no blocks
+                    summed[key] += mwh
+        else:
+            _fill_blocks(summed, energy, hour_info, accrual_start, end)
         for (index, period, unit_price), mwh in summed.items():
             if index >= 0 and mwh:
-                part(device, period)[index] += scaled(unit_price) * mwh
+                part(device, period)[0 if whole else index] += scaled(unit_price) * mwh
 
     for device, energy in exported.items():
         compensated: dict[tuple[int, Decimal], int] = defaultdict(int)
         for hour, mwh in energy.items():
-            if bucket_of(hour) >= 0:
-                info = hour_info(hour)
-                export_price = info.priced.version.export_price_per_kWh
+            found = known.get(hour)
+            if found is None:
+                if bucket_of(hour) < 0:  # an hour outside the period is not priced
+                    continue
+                found = hour_info(hour)
+            if found.bucket >= 0:
+                export_price = found.priced.version.export_price_per_kWh
                 if export_price is not None:
-                    compensated[(info.bucket, export_price)] += mwh
+                    compensated[(found.bucket, export_price)] += mwh
         for (index, unit_price), mwh in compensated.items():
             if mwh:
-                part(device, EXPORT)[index] -= scaled(unit_price) * mwh
+                part(device, EXPORT)[0 if whole else index] -= scaled(unit_price) * mwh
     return costs
+
+
+def _fill_blocks(
+    summed: dict[tuple[int, str, Decimal], int],
+    energy: Mapping[datetime, int],
+    hour_info: Callable[[datetime], _Hour],
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Add one device's energy of `[start, end)` to `summed` per (bucket, period, price),
+    filling the blocks of a period in time order from the first of each local month."""
+    filled: dict[str, int] = {}  # period -> mWh of the local month so far
+    month: tuple[int, int] | None = None
+    for hour in sorted(hour for hour in energy if start <= hour < end):
+        mwh, info = energy[hour], hour_info(hour)
+        period = info.priced.period
+        price = info.priced.version.energy[period]
+        if price.blocks is None:
+            assert price.price_per_kWh is not None  # validated: exactly one kind
+            summed[(info.bucket, period, price.price_per_kWh)] += mwh
+            continue
+        if (info.day.year, info.day.month) != month:
+            month, filled = (info.day.year, info.day.month), {}
+        position, left = filled.get(period, 0), mwh
+        for block in price.blocks:
+            limit = None if block.up_to_kWh is None else int(block.up_to_kWh * MWH_PER_KWH)
+            if left <= 0:
+                break
+            if limit is not None and position >= limit:
+                continue
+            take = left if limit is None else min(left, limit - position)
+            summed[(info.bucket, period, block.price_per_kWh)] += take
+            position, left = position + take, left - take
+        filled[period] = position
 
 
 def _daily_power_term(

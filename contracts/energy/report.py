@@ -69,6 +69,7 @@ from contracts.energy.cost import (
     ROUNDING_RULE,
     bucket_costs,
     costing_start,
+    round_half_away,
     round_money,
 )
 from contracts.energy.errors import ReportError, TariffError
@@ -82,6 +83,8 @@ ROLES = (*ENERGY_ROLES, "temperature", "switch", "other")  # issue 11: the decla
 COMPARED = ("generated_kWh", "consumed_kWh", "grid_import_kWh", "grid_export_kWh", "net_kWh")
 MINUTE = timedelta(minutes=1)
 _KEY = operator.itemgetter(0, 1, 2)  # a rollup's (device, sensor, hour)
+_LATEST = datetime.max.replace(tzinfo=UTC)  # a peak without a minute sorts last
+_GENERATION, _EXPORT = ENERGY_ROLES.index("generation"), ENERGY_ROLES.index("grid_export")
 
 Roles = Mapping[str, Mapping[str, str]]  # device id -> sensor name -> role
 
@@ -128,9 +131,10 @@ class _Peak:
             return True
         if self.mw != other.mw:  # the usual answer, without building tuples
             return self.mw > other.mw
-        mine = (-self.mw, self.minute or datetime.max.replace(tzinfo=UTC), self.device_id)
-        theirs = (-other.mw, other.minute or datetime.max.replace(tzinfo=UTC), other.device_id)
-        return (mine, self.sensor) < (theirs, other.sensor)
+        mine, theirs = self.minute or _LATEST, other.minute or _LATEST
+        if mine != theirs:
+            return mine < theirs
+        return (self.device_id, self.sensor) < (other.device_id, other.sensor)
 
 
 class _Tally:
@@ -138,11 +142,11 @@ class _Tally:
 
     __slots__ = ("expected", "mwh", "peak_demand", "peak_generation", "present")
 
-    def __init__(self) -> None:
-        # ENERGY_ROLES, written out: a day's report makes 3,600 tallies
-        self.mwh = {"generation": 0, "consumption": 0, "grid_import": 0, "grid_export": 0}
+    def __init__(self, expected: int = 0) -> None:
+        # mWh per role in ENERGY_ROLES order: a list, a day's report makes 1,200 tallies
+        self.mwh = [0, 0, 0, 0]
         self.present = 0
-        self.expected = 0
+        self.expected = expected
         self.peak_demand: _Peak | None = None
         self.peak_generation: _Peak | None = None
 
@@ -153,26 +157,29 @@ class _Tally:
         demand: _Peak | None = None
         supply: _Peak | None = None
         for tally in tallies:
-            mwh = tally.mwh
-            generation += mwh["generation"]
-            consumption += mwh["consumption"]
-            grid_import += mwh["grid_import"]
-            grid_export += mwh["grid_export"]
+            generated, consumed, imported, exported = tally.mwh
+            generation += generated
+            consumption += consumed
+            grid_import += imported
+            grid_export += exported
             present += tally.present
             expected += tally.expected
-            peak = tally.peak_demand
-            if peak is not None and (demand is None or peak.beats(demand)):
+            peak = tally.peak_demand  # the power compared inline: beats() only on a tie
+            if peak is not None and (
+                demand is None
+                or peak.mw > demand.mw
+                or (peak.mw == demand.mw and peak.beats(demand))
+            ):
                 demand = peak
             peak = tally.peak_generation
-            if peak is not None and (supply is None or peak.beats(supply)):
+            if peak is not None and (
+                supply is None
+                or peak.mw > supply.mw
+                or (peak.mw == supply.mw and peak.beats(supply))
+            ):
                 supply = peak
         total = _Tally()
-        total.mwh = {
-            "generation": generation,
-            "consumption": consumption,
-            "grid_import": grid_import,
-            "grid_export": grid_export,
-        }
+        total.mwh = [generation, consumption, grid_import, grid_export]
         total.present, total.expected = present, expected
         total.peak_demand, total.peak_generation = demand, supply
         return total
@@ -192,8 +199,9 @@ class _Computed:
         as_of: datetime,
         per_device: bool = True,
     ) -> None:
-        """`per_device=False` (a comparison, whose total alone is written): the devices of
-        a bucket share one tally, `tallies[i][device]` being the same for every device."""
+        """`per_device=False` (a comparison, whose total alone is written): one tally and
+        one amount per cost part for the whole period, `tallies[0][device]` being the same
+        for every device."""
         self.period = period
         self.buckets = period.buckets()
         self.tariff = tariff
@@ -206,27 +214,28 @@ class _Computed:
         self.declared = declared
         self.billed_role = "grid_import" if "grid_import" in declared else "consumption"
         self.per_device = per_device
-        self.tallies = [
-            {device: _Tally() for device in self.devices}
-            if per_device
-            else dict.fromkeys(self.devices, _Tally())
-            for _ in self.buckets
-        ]
         bucket_of = BucketFinder(self.buckets)
 
         sensors = {
             device: sum(role in ENERGY_ROLES for role in roles[device].values())
             for device in self.devices
         }
-        for i, bucket in enumerate(self.buckets):
-            minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
-            for device, tally in self.tallies[i].items():
-                tally.expected += sensors[device] * minutes
+        if per_device:
+            self.tallies = []
+            for bucket in self.buckets:
+                minutes = _elapsed_minutes(bucket.utc_start, bucket.utc_end, as_of)
+                self.tallies.append(
+                    {device: _Tally(count * minutes) for device, count in sensors.items()}
+                )
+        else:  # the devices' one tally
+            minutes = sum(_elapsed_minutes(b.utc_start, b.utc_end, as_of) for b in self.buckets)
+            shared = _Tally(sum(sensors.values()) * minutes)
+            self.tallies = [dict.fromkeys(self.devices, shared)]
 
         billed: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
         exported: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
-        role_of = {
-            (device, sensor): role
+        role_of = {  # -> the role's index in ENERGY_ROLES
+            (device, sensor): ENERGY_ROLES.index(role)
             for device, sensors in roles.items()
             for sensor, role in sensors.items()
             if role in ENERGY_ROLES
@@ -238,22 +247,23 @@ class _Computed:
         )
         last = period.utc_end
         readings = 0
-        billed_role = self.billed_role
+        billed_role = ENERGY_ROLES.index(self.billed_role)
         elapsed = as_of - HOUR  # an hour starting by then has fully elapsed
         for hour in sorted(hour for hour in rollups if first <= hour < last):
             index = bucket_of(hour)  # < 0: before the period, needed only for tariff blocks
-            tallies = self.tallies[index] if index >= 0 else None
+            tallies = None if index < 0 else self.tallies[index if per_device else 0]
             # Only an hour that has not fully elapsed caps its minutes (a summed unit of
             # contracts/energy/aggregate.py holds more than 60 of an elapsed hour's kind).
             cap = None if hour <= elapsed else _elapsed_minutes(hour, hour + HOUR, as_of)
-            for device, sensor, _, minutes, mwh, mw, minute, *_ in rollups[hour]:
+            # all 11 fields of HourlyRollup named: a starred target would build a list each
+            for device, sensor, _, minutes, mwh, mw, minute, _, _, _, _ in rollups[hour]:
                 role = role_of.get((device, sensor))
                 if role is None:
                     continue
                 energy = mwh or 0
                 if role == billed_role:
                     billed[device][hour] += energy
-                elif role == "grid_export":
+                elif role == _EXPORT:
                     exported[device][hour] += energy
                 if tallies is None:
                     continue
@@ -261,9 +271,9 @@ class _Computed:
                 tally.mwh[role] += energy
                 tally.present += minutes if cap is None else min(minutes, cap)
                 readings += minutes
-                if mw is None or role == "grid_export":
+                if mw is None or role == _EXPORT:
                     continue
-                best = tally.peak_generation if role == "generation" else tally.peak_demand
+                best = tally.peak_generation if role == _GENERATION else tally.peak_demand
                 if best is not None and mw < best.mw:
                     continue
                 peak = _Peak(mw, minute, device, sensor)
@@ -272,15 +282,16 @@ class _Computed:
                      or (peak.minute is not None and peak.minute <= best.minute))
                     and peak.beats(best)
                 ):  # fmt: skip
-                    if role == "generation":
+                    if role == _GENERATION:
                         tally.peak_generation = peak
                     else:
                         tally.peak_demand = peak
         self.readings = readings
 
-        # Rounded cost parts: (device, part) -> one amount per bucket; part is an energy
-        # period or "export_compensation"; the community's under device "".
-        self.parts: dict[tuple[str, str], list[Decimal]] | None = None
+        # Rounded cost parts in minor units: (device, part) -> one amount per bucket; part
+        # is an energy period or "export_compensation"; the community's under device "".
+        self.parts: dict[tuple[str, str], list[int]] | None = None
+        self.money = _Money(0)
         if tariff is not None:
             costs = bucket_costs(
                 tariff=tariff,
@@ -290,19 +301,14 @@ class _Computed:
                 exported=exported,
                 contracted_kw=contracted_kw,
                 as_of=as_of,
+                whole=not per_device,
             )
             self.parts = costs.rounded(tariff.minor_unit_digits)
-            self.zero = Decimal(0).scaleb(-tariff.minor_unit_digits)
-            self.energy_parts: dict[str, list[tuple[str, list[Decimal]]]] = defaultdict(list)
+            self.money = _Money(tariff.minor_unit_digits)
+            self.energy_parts: dict[str, list[tuple[str, list[int]]]] = defaultdict(list)
             for (owner, part), amounts in sorted(self.parts.items()):
                 if owner != COMMUNITY and part != EXPORT:
                     self.energy_parts[owner].append((part, amounts))
-
-    def community_cost(self, index: int) -> dict[str, Decimal] | None:
-        """The community's rounded charges in one bucket."""
-        if self.parts is None:
-            return None
-        return {name: self.parts[(COMMUNITY, name)][index] for name in ("power_term", "fixed")}
 
 
 def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
@@ -310,13 +316,15 @@ def _elapsed_minutes(start: datetime, end: datetime, as_of: datetime) -> int:
     return max(0, (min(end, as_of) - start) // MINUTE)
 
 
-def _ratio(numerator: Fraction, denominator: Fraction) -> str:
-    return f"{round_money(numerator / denominator, 4):f}"
+def _ratio(numerator: int, denominator: int) -> str:
+    """numerator / denominator (numerator >= 0, denominator > 0) to 4 decimals, as the
+    Decimal of `round_money` prints."""
+    units = round_half_away(numerator * 10_000, denominator)
+    return f"{units // 10_000}.{units % 10_000:04d}"
 
 
-def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, str | None]]:
-    generated, exported = mwh["generation"], mwh["grid_export"]
-    imported, measured = mwh["grid_import"], mwh["consumption"]
+def _ratios(mwh: list[int], declared: set[str]) -> dict[str, dict[str, str | None]]:
+    generated, measured, imported, exported = mwh
     consumption: dict[str, str | None]
     production: dict[str, str | None]
     if "generation" not in declared:
@@ -326,19 +334,16 @@ def _ratios(mwh: Mapping[str, int], declared: set[str]) -> dict[str, dict[str, s
     elif generated <= 0:
         production = {"ratio": None, "reason": "nothing was generated"}
     else:
-        used = Fraction(max(0, generated - exported))
-        production = {
-            "ratio": _ratio(min(used, Fraction(generated)), Fraction(generated)),
-            "reason": None,
-        }
+        used = min(max(0, generated - exported), generated)
+        production = {"ratio": _ratio(used, generated), "reason": None}
     used_total = measured if "consumption" in declared else imported + generated - exported
     if "grid_import" not in declared:
         consumption = {"ratio": None, "reason": "no grid_import sensor is declared"}
     elif used_total <= 0:
         consumption = {"ratio": None, "reason": "no consumption"}
     else:
-        drawn = min(Fraction(imported, used_total), Fraction(1))
-        consumption = {"ratio": _ratio(1 - drawn, Fraction(1)), "reason": None}
+        local = used_total - min(imported, used_total)  # 1 - min(1, imported / used_total)
+        consumption = {"ratio": _ratio(local, used_total), "reason": None}
     return {"self_consumption": production, "self_sufficiency": consumption}
 
 
@@ -351,29 +356,25 @@ class _Texts:
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
         self.kwh = _Kwh()
-        self.at: dict[datetime, str] = {}
+        self.at = _At(zone)
 
     def peak(self, peak: _Peak) -> dict[str, str | None]:
-        minute = peak.minute
-        at = None if minute is None else self.at.get(minute)
-        if minute is not None and at is None:
-            at = self.at[minute] = minute.astimezone(self.zone).isoformat()
         return {
             "kW": self.kwh[peak.mw],  # mW / 10^6 = kW, the same scaling as mWh to kWh
-            "at": at,
+            "at": self.at[peak.minute],
             "device_id": peak.device_id,
             "sensor": peak.sensor,
         }
 
     def energy(self, tally: _Tally, times: Mapping[str, str] = MappingProxyType({})) -> Any:
         """A tally's metrics as JSON, after `times` (a row's start and end)."""
-        mwh, texts = tally.mwh, self.kwh
-        imported, exported = mwh["grid_import"], mwh["grid_export"]
+        texts = self.kwh
+        generated, consumed, imported, exported = tally.mwh
         demand, generation = tally.peak_demand, tally.peak_generation
         return {
             **times,
-            "generated_kWh": texts[mwh["generation"]],
-            "consumed_kWh": texts[mwh["consumption"]],
+            "generated_kWh": texts[generated],
+            "consumed_kWh": texts[consumed],
             "grid_import_kWh": texts[imported],
             "grid_export_kWh": texts[exported],
             "net_kWh": texts[imported - exported],
@@ -384,6 +385,19 @@ class _Texts:
         }
 
 
+class _At(dict[datetime | None, str | None]):
+    """The local time of each peak minute asked for (None for none), worked out once."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        super().__init__({None: None})
+        self.zone = zone
+
+    def __missing__(self, minute: datetime | None) -> str | None:
+        assert minute is not None  # None is a key from the start
+        text = self[minute] = minute.astimezone(self.zone).isoformat()
+        return text
+
+
 class _Kwh(dict[int, str]):
     """`kwh` of each amount asked for, worked out on the first ask."""
 
@@ -392,144 +406,219 @@ class _Kwh(dict[int, str]):
         return text
 
 
-def _money(value: Decimal) -> str:
-    return f"{value:f}"
+class _Money(dict[int, str]):
+    """The text of each amount in minor units, as a Decimal of that many decimals prints,
+    worked out on the first ask (a day's report writes 3,000, most of them zero)."""
+
+    def __init__(self, digits: int) -> None:
+        super().__init__()
+        self.digits = digits
+        self.scale = 10**digits
+
+    def __missing__(self, units: int) -> str:
+        if self.digits == 0:
+            text = str(units)
+        else:
+            whole, fraction = divmod(abs(units), self.scale)
+            text = f"{'-' if units < 0 else ''}{whole}.{fraction:0{self.digits}d}"
+        self[units] = text
+        return text
+
+
+# Where nothing has been added to an export compensation (a community without devices),
+# the report has always written Decimal(0) as it prints: "0", whatever the minor unit.
+_NO_EXPORT = "0"
 
 
 def _cost_json(
-    energy: Mapping[str, Decimal], export: Decimal, charges: dict[str, Decimal] | None
+    money: _Money,
+    energy: Mapping[str, int],
+    export: int,
+    charges: Mapping[str, int] | None,
+    *,
+    devices: bool = True,
 ) -> Any:
     """Summed rounded cost parts (energy per period, export compensation) and community
-    charges, as JSON."""
-    power_term = charges["power_term"] if charges else Decimal(0)
-    fixed = charges["fixed"] if charges else Decimal(0)
-    total = sum(energy.values(), Decimal(0)) + export + power_term + fixed
-    out: dict[str, Any] = {"energy": {p: _money(a) for p, a in sorted(energy.items())}}
-    out["export_compensation"] = _money(export)
+    charges, in minor units, as JSON."""
+    total = sum(energy.values()) + export
+    out: dict[str, Any] = {"energy": {p: money[a] for p, a in sorted(energy.items())}}
+    out["export_compensation"] = money[export] if devices else _NO_EXPORT
     if charges is not None:
-        out["power_term"] = _money(power_term)
-        out["fixed"] = _money(fixed)
-    out["total"] = _money(total)
+        out["power_term"] = money[charges["power_term"]]
+        out["fixed"] = money[charges["fixed"]]
+        total += charges["power_term"] + charges["fixed"]
+    out["total"] = money[total]
     return out
-
-
-def _add(into: dict[str, Decimal], name: str, amount: Decimal) -> None:
-    into[name] = into.get(name, Decimal(0)) + amount
 
 
 class _Written:
     """A period written out: bucket rows, total, devices, community charges."""
 
     def __init__(self, computed: _Computed, *, detail: bool = True) -> None:
-        """`detail=False` (a comparison): only `total`, `readings` and `mwh` are filled."""
+        """`detail=False` (a comparison): only `total` and `readings` are filled."""
         period, devices = computed.period, computed.devices
-        costed = computed.parts is not None
         self.readings = computed.readings
         if not detail:
             self._total_only(computed)
             return
         texts = _Texts(period.zone)
+        kwh, at, money = texts.kwh, texts.at, computed.money
+        count = len(computed.buckets)
+        # Rounded cost parts in minor units: per device its energy parts (name, one amount
+        # per bucket) in name order, its export compensation and its total per bucket; the
+        # same summed over the devices per bucket. Integer sums: any order gives the same.
+        parts = computed.parts
+        zeros = [0] * count
+        energy_parts: dict[str, list[tuple[str, list[int]]]] = {}
+        exports: dict[str, list[int]] = {}
+        device_sums: dict[str, list[int]] = {}
+        bucket_energy: dict[str, list[int]] = {}
+        bucket_export = zeros
+        charges: dict[str, list[int]] = {}
+        if parts is not None:
+            for device in devices:
+                own = energy_parts[device] = computed.energy_parts.get(device, [])
+                exports[device] = parts.get((device, EXPORT)) or zeros
+                device_sums[device] = [
+                    sum(column)
+                    for column in zip(*(a for _, a in own), exports[device], strict=True)
+                ]
+                for name, amounts in own:
+                    summed = bucket_energy.get(name)
+                    bucket_energy[name] = (
+                        amounts
+                        if summed is None
+                        else [a + b for a, b in zip(summed, amounts, strict=True)]
+                    )
+            if devices:
+                bucket_export = [sum(column) for column in zip(*exports.values(), strict=True)]
+            charges = {name: parts[(COMMUNITY, name)] for name in ("power_term", "fixed")}
         self.buckets: list[dict[str, Any]] = []
         self.device_rows: dict[str, list[dict[str, Any]]] = {d: [] for d in devices}
-        device_totals = {d: _Tally.of(tallies[d] for tallies in computed.tallies) for d in devices}
-        # Rounded cost parts: a device's energy parts (name, one amount per bucket) in name
-        # order and its export compensation; their sums per device, per bucket, in all.
-        energy_parts = {d: computed.energy_parts.get(d, []) for d in devices} if costed else {}
-        exports = {d: (computed.parts or {}).get((d, EXPORT)) for d in devices}
-        device_energy: dict[str, dict[str, Decimal]] = {d: {} for d in devices}
-        device_export = dict.fromkeys(devices, Decimal(0))
-        grand_energy: dict[str, Decimal] = {}
-        grand_export = Decimal(0)
-        charges_rows: list[dict[str, Any]] = []
-        charges_total = {"power_term": Decimal(0), "fixed": Decimal(0)}
+        device_rows = self.device_rows
         bucket_tallies = [_Tally.of(tallies.values()) for tallies in computed.tallies]
+        charges_rows: list[dict[str, Any]] = []
         for index, bucket in enumerate(computed.buckets):
-            times = _times(bucket)
-            tally = bucket_tallies[index]
-            bucket_energy: dict[str, Decimal] = {}
-            bucket_export = Decimal(0)
+            start, end = bucket.local_start.isoformat(), bucket.local_end.isoformat()
             tallies = computed.tallies[index]
             for device in devices:
-                device_row: dict[str, Any] = texts.energy(tallies[device], times)
+                tally = tallies[device]
+                generated, consumed, imported, exported = tally.mwh
+                demand, generation = tally.peak_demand, tally.peak_generation
                 cost = None
-                if costed:
-                    energy: dict[str, str] = {}
-                    summed, sums = Decimal(0), device_energy[device]
+                if parts is not None:
+                    energy = {}
                     for name, amounts in energy_parts[device]:
-                        amount = amounts[index]
-                        energy[name] = _money(amount)
-                        summed += amount
-                        _add(sums, name, amount)
-                        _add(bucket_energy, name, amount)
-                    export = exports[device]
-                    exported = computed.zero if export is None else export[index]
-                    device_export[device] += exported
-                    bucket_export += exported
+                        energy[name] = money[amounts[index]]
                     cost = {
                         "energy": energy,
-                        "export_compensation": _money(exported),
-                        "total": _money(summed + exported),
+                        "export_compensation": money[exports[device][index]],
+                        "total": money[device_sums[device][index]],
                     }
-                device_row["cost"] = cost
-                self.device_rows[device].append(device_row)
-            charges = computed.community_cost(index)
-            if charges is not None:
-                charges_rows.append({**times, **{k: _money(v) for k, v in charges.items()}})
-                for key, value in charges.items():
-                    charges_total[key] += value
-            for name, amount in bucket_energy.items():
-                _add(grand_energy, name, amount)
-            grand_export += bucket_export
+                device_rows[device].append(
+                    {
+                        "start": start,
+                        "end": end,
+                        "generated_kWh": kwh[generated],
+                        "consumed_kWh": kwh[consumed],
+                        "grid_import_kWh": kwh[imported],
+                        "grid_export_kWh": kwh[exported],
+                        "net_kWh": kwh[imported - exported],
+                        "peak_demand": None
+                        if demand is None
+                        else {  # as _Texts.peak, inline: a day has 2,400 peaks in device rows
+                            "kW": kwh[demand.mw],
+                            "at": at[demand.minute],
+                            "device_id": demand.device_id,
+                            "sensor": demand.sensor,
+                        },
+                        "peak_generation": None
+                        if generation is None
+                        else {
+                            "kW": kwh[generation.mw],
+                            "at": at[generation.minute],
+                            "device_id": generation.device_id,
+                            "sensor": generation.sensor,
+                        },
+                        "expected_minutes": tally.expected,
+                        "missing_minutes": tally.expected - tally.present,
+                        "cost": cost,
+                    }
+                )
+            times = {"start": start, "end": end}
+            tally = bucket_tallies[index]
             row: dict[str, Any] = texts.energy(tally, times)
             row.update(_ratios(tally.mwh, computed.declared))
-            row["cost"] = _cost_json(bucket_energy, bucket_export, charges) if costed else None
+            row["cost"] = None
+            if parts is not None:
+                charged = {key: values[index] for key, values in charges.items()}
+                charges_rows.append({**times, **{k: money[v] for k, v in charged.items()}})
+                row["cost"] = _cost_json(
+                    money,
+                    {name: values[index] for name, values in bucket_energy.items()},
+                    bucket_export[index],
+                    charged,
+                    devices=bool(devices),
+                )
             self.buckets.append(row)
         grand = _Tally.of(bucket_tallies)
         self.total: dict[str, Any] = texts.energy(grand)
         self.total.update(_ratios(grand.mwh, computed.declared))
-        self.total["cost"] = (
-            _cost_json(grand_energy, grand_export, charges_total) if costed else None
-        )
+        self.total["cost"] = None
+        self.community_charges = None
+        if parts is not None:
+            charges_total = {key: sum(values) for key, values in charges.items()}
+            self.total["cost"] = _cost_json(
+                money,
+                {name: sum(values) for name, values in bucket_energy.items()},
+                sum(bucket_export),
+                charges_total,
+                devices=bool(devices),
+            )
+            self.community_charges = {
+                "buckets": charges_rows,
+                "total": {k: money[v] for k, v in charges_total.items()},
+            }
         self.devices: list[dict[str, Any]] = []
         for device in devices:
-            total: dict[str, Any] = texts.energy(device_totals[device])
-            total["cost"] = (
-                _cost_json(device_energy[device], device_export[device], None) if costed else None
+            total: dict[str, Any] = texts.energy(
+                _Tally.of([tallies[device] for tallies in computed.tallies])
             )
+            total["cost"] = None
+            if parts is not None:
+                total["cost"] = _cost_json(
+                    money,
+                    {name: sum(amounts) for name, amounts in energy_parts[device]},
+                    sum(exports[device]),
+                    None,
+                )
             self.devices.append(
-                {"device_id": device, "buckets": self.device_rows[device], "total": total}
+                {"device_id": device, "buckets": device_rows[device], "total": total}
             )
-        self.community_charges = (
-            {"buckets": charges_rows, "total": {k: _money(v) for k, v in charges_total.items()}}
-            if costed
-            else None
-        )
-        self.mwh = grand.mwh
 
     def _total_only(self, computed: _Computed) -> None:
         """The total as the detailed path writes it, each part summed over its buckets at
-        once (exact decimal sums: the order does not matter) instead of bucket by bucket."""
+        once (integer sums: the order does not matter) instead of bucket by bucket."""
         per_bucket = None if computed.per_device else 1  # else the bucket's one tally
         grand = _Tally.of(
             tally for tallies in computed.tallies for tally in islice(tallies.values(), per_bucket)
         )
         self.total = _Texts(computed.period.zone).energy(grand)
         self.total.update(_ratios(grand.mwh, computed.declared))
-        self.mwh = grand.mwh
         parts = computed.parts
         if parts is None:
             self.total["cost"] = None
             return
-        energy: dict[str, Decimal] = {}
-        exported = Decimal(0)
+        energy: dict[str, int] = {}
+        exported = 0
         for device in computed.devices:
             for part, amounts in computed.energy_parts.get(device, []):
-                _add(energy, part, sum(amounts, Decimal(0)))
-            export = parts.get((device, EXPORT))
-            exported += computed.zero if export is None else sum(export, Decimal(0))
-        charges = {name: sum(parts[(COMMUNITY, name)], Decimal(0))
-                   for name in ("power_term", "fixed")}  # fmt: skip
-        self.total["cost"] = _cost_json(energy, exported, charges)
+                energy[part] = energy.get(part, 0) + sum(amounts)
+            exported += sum(parts.get((device, EXPORT), ()))
+        charges = {name: sum(parts[(COMMUNITY, name)]) for name in ("power_term", "fixed")}
+        self.total["cost"] = _cost_json(
+            computed.money, energy, exported, charges, devices=bool(computed.devices)
+        )
 
 
 def _times(bucket: Bucket) -> dict[str, str]:

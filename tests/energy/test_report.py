@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.energy.cost import allocate, round_half_away
 from contracts.energy.csv import render_csv
 from contracts.energy.errors import MissingHolidayData, ReportError
 from contracts.energy.hourly import HourlyRollup
 from contracts.energy.periods import PeriodKind, custom_period, period_of, zone_named
-from contracts.energy.report import build_report, rollup_ranges
+from contracts.energy.report import COMPARED, _Money, build_report, rollup_ranges
 from contracts.energy.tariff import shipped_tariff
 
 MADRID = zone_named("Europe/Madrid")
@@ -385,6 +386,58 @@ def test_parts_add_up_to_totals_exactly(
         for ratio in (row["self_consumption"]["ratio"], row["self_sufficiency"]["ratio"]):
             assert ratio is None or Decimal(0) <= Decimal(ratio) <= Decimal(1)
     assert render_csv(report).count("\r\n") == len(report["buckets"]) + 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rollups=month_of_rollups(),
+    kind=st.sampled_from([PeriodKind.DAY, PeriodKind.WEEK]),
+    day=st.integers(1, 31),
+    tariff_id=st.sampled_from(["mk-evn-home", "es-2.0td", None]),
+    as_of_hours=st.integers(0, 31 * 24),
+)
+def test_a_comparison_totals_the_earlier_period_as_its_own_report_does(
+    rollups: list[HourlyRollup], kind: PeriodKind, day: int, tariff_id: str | None, as_of_hours: int
+) -> None:
+    """A comparison is computed as one bucket; its total must be the detailed one."""
+    zone = SKOPJE if tariff_id == "mk-evn-home" else MADRID
+    period = period_of(kind, date(2026, 3, day), zone)
+
+    def report(target: Any) -> dict[str, Any]:
+        return build_report(
+            rollups=rollups,
+            roles=ROLES,
+            period=target,
+            tariff=shipped_tariff(tariff_id) if tariff_id else None,
+            contracted_kw=CONTRACTED,
+            as_of=datetime(2026, 2, 28, 23, tzinfo=UTC) + timedelta(hours=as_of_hours),
+        )
+
+    own = report(period.previous())["total"]
+    assert report(period)["comparison"]["previous"]["total"] == {
+        **{key: own[key] for key in COMPARED},
+        "cost_total": own["cost"]["total"] if own["cost"] else None,
+    }
+
+
+@given(
+    numerators=st.lists(st.integers(-(10**12), 10**12), min_size=1, max_size=30),
+    denominator=st.integers(1, 10**9),
+    digits=st.integers(0, 4),
+)
+def test_allocate_spreads_the_rounded_total_within_a_unit_of_each_amount(
+    numerators: list[int], denominator: int, digits: int
+) -> None:
+    units = allocate(numerators, denominator, digits)
+    scale = 10**digits
+    assert sum(units) == round_half_away(sum(numerators) * scale, denominator)
+    for numerator, unit in zip(numerators, units, strict=True):
+        assert abs(unit * denominator - numerator * scale) < denominator
+
+
+@given(units=st.integers(-(10**15), 10**15), digits=st.integers(0, 4))
+def test_amounts_in_minor_units_print_as_their_decimal(units: int, digits: int) -> None:
+    assert _Money(digits)[units] == f"{Decimal(units).scaleb(-digits):f}"
 
 
 def test_a_period_in_progress_expects_and_charges_only_the_elapsed_time() -> None:
