@@ -289,6 +289,9 @@ class Rollups:
         the log is as long as its last committed append left it: the progress mark is then
         that append's last index, and no other step changed a rollup since."""
         if first != self._kept_size:
+            # The log moved on without this writer: every chain kept may be stale, not only
+            # those this append touches (it would otherwise keep them past its own commit).
+            self._kept = {}
             return self._chains(cursor, totals, communities)
         kept = self._kept
         chains = {key: kept[key] for key in totals if key in kept}

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -374,12 +374,12 @@ def test_chains_across_writers_and_failed_commits(
         minutes = iter([*range(0, 120, 2), *range(1, 120, 2)])
         seqs = iter(range(1, 10_000))
 
-        def batch(count: int) -> list[Submission]:
-            """The next `count` minutes of every device."""
+        def batch(count: int, devices: Iterable[str] = tuple(COMMUNITIES)) -> list[Submission]:
+            """The next `count` minutes of `devices` (every device's by default)."""
             out = []
             for minute in itertools.islice(minutes, count):
                 start = (FIRST_HOUR + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
-                for device_id in COMMUNITIES:
+                for device_id in devices:
                     seq = next(seqs)
                     power = {"unit": "W", "n": 1, "missing": 0, "avg": float(seq % 997)}
                     payload = {"device_id": device_id, "seq": seq, "start": start,
@@ -388,8 +388,8 @@ def test_chains_across_writers_and_failed_commits(
                                           device_id=device_id, seq=seq))  # fmt: skip
             return out
 
-        def append(writer: int, count: int) -> None:
-            logs[writer].append(batch(count), within=writers[writer].write)
+        def append(writer: int, count: int, devices: Iterable[str] = tuple(COMMUNITIES)) -> None:
+            logs[writer].append(batch(count, devices), within=writers[writer].write)
 
         def lost(why: str) -> None:
             """Writer 0 appends 3 minutes that never commit, then writer 1 appends 3."""
@@ -423,6 +423,15 @@ def test_chains_across_writers_and_failed_commits(
         append(1, 3)
         append(0, 3)
         assert len(reads) == 2  # writer 1 appended in between
+        # Writer 0 keeps P's chains, writer 1 extends them, writer 0 appends for Q alone (it
+        # reads Q's chains: the log moved) and then for P: what it kept of P went stale
+        # meanwhile, though the log is now as its last append left it.
+        p, q = sorted(COMMUNITIES)[:2]
+        append(0, 3, [p])
+        append(1, 3, [p])
+        append(0, 3, [q])
+        append(0, 3, [p])
+        append(0, 3)  # every device's chains kept again, for the lost appends below
         lost("rolled back")
         lost("COMMIT failed")
         monkeypatch.setattr("gateway.rollups.KEPT_MAX", 4)  # over it, what was kept goes
