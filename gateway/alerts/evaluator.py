@@ -284,7 +284,7 @@ class Evaluator:
                     self._advance(through, end)
                 self._measure(end - through, 0, started, cpu)
                 return 0
-            cursor = DriverCursor(conn)
+            cursor = DriverCursor(conn, binary=True)
             rows = [*cursor.execute(READ_ENTRIES, (through, upto, MINUTE_CONTRACT)).fetchall()]
             rows.sort(key=itemgetter(1))  # by device, each in log order (the sort is stable)
             states, held = self._states(cursor, through)
