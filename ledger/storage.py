@@ -166,11 +166,14 @@ class DriverCursor:
     marks and translated once for drivers that use `%s`.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, binary: bool = False) -> None:
         dbapi = conn.connection.dbapi_connection
         if dbapi is None:
             raise RuntimeError("connection is closed")
-        self.cursor: DBAPICursor = dbapi.cursor()
+        # `binary`: PostgreSQL sends the rows in binary, a bytea as its bytes (in text, as
+        # hex the driver decodes: 3.5 us of the alert evaluator's 6 for an entry's row).
+        binary &= conn.dialect.name == "postgresql"
+        self.cursor: DBAPICursor = dbapi.cursor(binary=True) if binary else dbapi.cursor()
         self._format = conn.dialect.paramstyle != "qmark"
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> DBAPICursor:

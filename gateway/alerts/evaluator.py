@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NamedTuple, Optional
 
 import msgspec
 import orjson
@@ -56,10 +56,10 @@ from gateway.alerts.tables import (
     alert_states,
 )
 from gateway.metrics import Metrics
-from gateway.store import communities, devices
+from gateway.store import communities
 from ledger.encoding import parse_rfc3339, rfc3339_utc
 from ledger.errors import FormatError
-from ledger.storage import DriverCursor, entries
+from ledger.storage import DriverCursor
 
 Clock = Callable[[], int]  # Unix seconds
 Recorder = Callable[[AlertRecord], str]  # appends the record, answers its log tag id
@@ -108,6 +108,9 @@ READ_STATES = (
     "SELECT rule_id, subject, state, since, last_notified, acked_by, data FROM alert_states"
 )
 READ_STATE_ROWS = "SELECT rule_id, subject, state, acked_by FROM alert_states"
+# Read every pass through the driver: SQLAlchemy spent more on each than the database.
+READ_DEVICES = "SELECT id, community_id, profile, created_at, revoked_at FROM devices"
+READ_RULES = "SELECT id, community_id, spec, from_idx FROM alert_rules ORDER BY id"
 # A delivery to attempt, to put on the log, or whose attempt may have lapsed.
 OUTBOX_OPEN = (
     "SELECT 1 FROM alert_deliveries WHERE status IN ('pending', 'sending') "
@@ -196,12 +199,22 @@ class Times(dict[str | None, int | None]):
         return value
 
 
+class Device(NamedTuple):
+    """A device's row as a pass reads it."""
+
+    id: str
+    community_id: str
+    profile: str | None
+    created_at: str
+    revoked_at: str | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """What a pass does with one device's readings while its row and the rules stay the
     same: the (rule, subject) pairs watching it and the sensors they read."""
 
-    device: Any  # its row as read (None: unknown)
+    device: Device | None  # its row as read (None: unknown)
     rules: list[tuple[Rule, str]]
     sensors: tuple[str, ...]
     profile: dict[str, Any] | None
@@ -284,24 +297,13 @@ class Evaluator:
                     self._advance(through, end)
                 self._measure(end - through, 0, started, cpu)
                 return 0
-            cursor = DriverCursor(conn)
+            cursor = DriverCursor(conn, binary=True)
             rows = [*cursor.execute(READ_ENTRIES, (through, upto, MINUTE_CONTRACT)).fetchall()]
             rows.sort(key=itemgetter(1))  # by device, each in log order (the sort is stable)
             states, held = self._states(cursor, through)
             work = Pass(now=now, states=states, loaded={})
             work.loaded = {key: state.state for key, state in states.items()}
-            known = {
-                row.id: row
-                for row in conn.execute(
-                    select(
-                        devices.c.id,
-                        devices.c.community_id,
-                        devices.c.profile,
-                        devices.c.created_at,
-                        devices.c.revoked_at,
-                    )
-                )
-            }
+            known = {row[0]: Device._make(row) for row in cursor.execute(READ_DEVICES).fetchall()}
         by_community: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules:
             by_community[rule.community_id].append(rule)
@@ -377,23 +379,24 @@ class Evaluator:
 
     def _rules(self, conn: Connection) -> list[Rule]:
         rules = []
-        for row in conn.execute(select(alert_rules).order_by(alert_rules.c.id)):
-            spec = self._specs.get(row.spec)
+        for rule_id, community_id, text, from_idx in (
+            DriverCursor(conn).execute(READ_RULES).fetchall()
+        ):
+            spec = self._specs.get(text)
             if spec is None:  # parsed once per process, not on every pass
-                spec = self._specs[row.spec] = RuleSpec.model_validate_json(row.spec)
+                spec = self._specs[text] = RuleSpec.model_validate_json(text)
             if spec.enabled:
                 rules.append(
-                    Rule(
-                        id=row.id,
-                        community_id=row.community_id,
-                        spec=spec,
-                        from_idx=row.from_idx or 0,
-                    )
+                    Rule(id=rule_id, community_id=community_id, spec=spec, from_idx=from_idx or 0)
                 )
         return rules
 
     def _watching(
-        self, device_id: str, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
+        self,
+        device_id: str,
+        known: dict[str, Device],
+        by_community: dict[str, list[Rule]],
+        work: Pass,
     ) -> tuple[dict[str, Any] | None, list[tuple[Rule, State, str]], tuple[str, ...]]:
         """A device's declared profile, the rules watching it with their states and subjects,
         and the readings those rules look at (worked out once per device and set of rules)."""
@@ -411,7 +414,9 @@ class Evaluator:
             watching.append((rule, state, subject))
         return plan.profile, watching, plan.sensors
 
-    def _plan(self, device_id: str, device: Any, by_community: dict[str, list[Rule]]) -> Plan:
+    def _plan(
+        self, device_id: str, device: Device | None, by_community: dict[str, list[Rule]]
+    ) -> Plan:
         rules = []
         sensors: dict[str, None] = {}
         for rule in [] if device is None else by_community.get(device.community_id, []):
@@ -436,7 +441,7 @@ class Evaluator:
     def _judge(
         self,
         rows: Sequence[Any],
-        known: dict[str, Any],
+        known: dict[str, Device],
         by_community: dict[str, list[Rule]],
         work: Pass,
     ) -> None:
@@ -483,21 +488,24 @@ class Evaluator:
         work.changes += changes
 
     def _silences(
-        self, known: dict[str, Any], by_community: dict[str, list[Rule]], work: Pass
+        self, known: dict[str, Device], by_community: dict[str, list[Rule]], work: Pass
     ) -> None:
+        silence_rules = {
+            community_id: found
+            for community_id, rules in by_community.items()
+            if (found := [(r, c) for r in rules if isinstance(c := r.spec.condition, Silence)])
+        }
         for device in known.values():
             if device.revoked_at is not None:
                 continue
-            for rule in by_community.get(device.community_id, ()):
-                if not (isinstance(rule.spec.condition, Silence) and rule.watches(device.id)):
+            for rule, condition in silence_rules.get(device.community_id, ()):
+                if not rule.watches(device.id):
                     continue
                 registered = self._times[device.created_at]
                 if registered is None:
                     registered = minute_seconds(device.created_at)  # raises its FormatError
                 state = work.states.setdefault((rule.id, device.id), State())
-                work.changes += on_clock(
-                    rule, rule.spec.condition, device.id, registered, state, work.now
-                )
+                work.changes += on_clock(rule, condition, device.id, registered, state, work.now)
 
     def _persist(self, conn: Connection, work: Pass) -> dict[tuple[int, str], State]:
         """Write the pass's events, deliveries and states; the states written."""
@@ -551,8 +559,10 @@ class Evaluator:
         """Firing alerts nobody acknowledged, notified again every `repeat_minutes`."""
         rules = {rule.id: rule for rule in self._rules(conn)}
         for (rule_id, subject), state in work.states.items():
+            if state.state != "firing" or state.last_notified is None:
+                continue
             rule = rules.get(rule_id)
-            if rule is None or state.state != "firing" or state.last_notified is None:
+            if rule is None:
                 continue
             policy = settings.get(rule.community_id, AlertSettings())
             if not policy.repeat_minutes or not policy.channels:
@@ -841,7 +851,7 @@ class Evaluator:
 
 def log_end(conn: Connection) -> int:
     """The index the next entry appended will take."""
-    end: int = conn.execute(select(func.coalesce(func.max(entries.c.idx) + 1, 0))).scalar_one()
+    end: int = DriverCursor(conn).scalar("SELECT coalesce(max(idx) + 1, 0) FROM entries")
     return end
 
 

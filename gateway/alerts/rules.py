@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
@@ -139,6 +140,16 @@ class Readings:
     arrival: Sequence[int]
     sensors: dict[str, Sequence[Reading | None]]
 
+    @cached_property
+    def rising(self) -> bool:
+        """Each minute after the one before (once for all the rules watching the device)."""
+        return _rising(self.minute)
+
+    @cached_property
+    def last_arrival(self) -> int:
+        """The latest arrival."""
+        return max(self.arrival)
+
     def take(self, positions: Sequence[int]) -> Readings:
         """The entries at these positions."""
         return Readings(
@@ -266,7 +277,7 @@ def on_readings(
     if not minutes:
         return []
     # Usually every minute is new and in order: the columns as they are.
-    if (last is not None and minutes[0] <= last) or not _rising(minutes):
+    if (last is not None and minutes[0] <= last) or not readings.rising:
         fresh = []
         for position, minute in enumerate(minutes):
             if last is None or minute > last:
@@ -276,7 +287,7 @@ def on_readings(
             return []
         readings = readings.take(fresh)
     data["last_minute"] = readings.minute[-1]
-    arrival = max(readings.arrival)
+    arrival = readings.last_arrival
     if arrival > data.get("last_arrival", 0):
         data["last_arrival"] = arrival
     state.dirty = True

@@ -178,3 +178,31 @@ def test_rules_of_other_devices_and_sensors_are_left_alone(site: Site, field: st
     site.reading("meter-2", minute(0), {"u": temperature(1.0)})
     site.evaluator.evaluate()
     assert events(site) == []
+
+
+def test_a_pass_skips_a_minute_resent_out_of_order_and_hears_its_latest_arrival(
+    site: Site,
+) -> None:
+    """One pass over a device's readings whose minutes go back once (minute 1 after minute 2):
+    every rule skips the older minute; a silence counts from the pass's latest arrival."""
+    site.device("meter-1")
+    site.rule(
+        {"name": "hot", "condition": {"kind": "threshold", "sensor": "t", "op": ">", "value": 30}}
+    )
+    site.rule({"name": "quiet meter", "condition": {"kind": "silence", "minutes": 15}})
+    site.clock.now = minute(5)
+    cold, hot = {"t": temperature(20.0)}, {"t": temperature(35.0)}
+    site.readings(
+        "meter-1", [(minute(0), cold), (minute(2), hot), (minute(1), cold), (minute(3), cold)]
+    )
+    site.clock.now = minute(20)  # the device is heard again (a minute it had kept)
+    site.readings("meter-1", [(minute(4), cold)])
+    site.clock.now = minute(20) + 1  # 15 minutes and a second after the first batch
+    site.evaluator.evaluate()
+    with site.log.engine.connect() as conn:
+        rows = conn.execute(select(alert_events).order_by(alert_events.c.id)).all()
+    assert [(row.subject, row.state, row.minute) for row in rows] == [
+        ("meter-1/t", "pending", minute(2)),
+        ("meter-1/t", "firing", minute(2)),
+        ("meter-1/t", "resolved", minute(3)),  # not minute 1: older than minute 2
+    ]
