@@ -462,7 +462,7 @@ class _Written:
             self._total_only(computed)
             return
         texts = _Texts(period.zone)
-        kwh, at, money = texts.kwh, texts.at, computed.money
+        money = computed.money
         count = len(computed.buckets)
         # Rounded cost parts in minor units: per device its energy parts (name, one amount
         # per bucket) in name order, its export compensation and its total per bucket; the
@@ -501,51 +501,20 @@ class _Written:
         for index, bucket in enumerate(computed.buckets):
             start, end = bucket.local_start.isoformat(), bucket.local_end.isoformat()
             tallies = computed.tallies[index]
+            times = {"start": start, "end": end}
             for device in devices:
-                tally = tallies[device]
-                generated, consumed, imported, exported = tally.mwh
-                demand, generation = tally.peak_demand, tally.peak_generation
-                cost = None
+                device_row: dict[str, Any] = texts.energy(tallies[device], times)
+                device_row["cost"] = None
                 if parts is not None:
                     energy = {}
                     for name, amounts in energy_parts[device]:
                         energy[name] = money[amounts[index]]
-                    cost = {
+                    device_row["cost"] = {
                         "energy": energy,
                         "export_compensation": money[exports[device][index]],
                         "total": money[device_sums[device][index]],
                     }
-                device_rows[device].append(
-                    {
-                        "start": start,
-                        "end": end,
-                        "generated_kWh": kwh[generated],
-                        "consumed_kWh": kwh[consumed],
-                        "grid_import_kWh": kwh[imported],
-                        "grid_export_kWh": kwh[exported],
-                        "net_kWh": kwh[imported - exported],
-                        "peak_demand": None
-                        if demand is None
-                        else {  # as _Texts.peak, inline: a day has 2,400 peaks in device rows
-                            "kW": kwh[demand.mw],
-                            "at": at[demand.minute],
-                            "device_id": demand.device_id,
-                            "sensor": demand.sensor,
-                        },
-                        "peak_generation": None
-                        if generation is None
-                        else {
-                            "kW": kwh[generation.mw],
-                            "at": at[generation.minute],
-                            "device_id": generation.device_id,
-                            "sensor": generation.sensor,
-                        },
-                        "expected_minutes": tally.expected,
-                        "missing_minutes": tally.expected - tally.present,
-                        "cost": cost,
-                    }
-                )
-            times = {"start": start, "end": end}
+                device_rows[device].append(device_row)
             tally = bucket_tallies[index]
             row: dict[str, Any] = texts.energy(tally, times)
             row.update(_ratios(tally.mwh, computed.declared))
